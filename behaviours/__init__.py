@@ -1,0 +1,1 @@
+"""Ready-made behaviours, loaded by dotted path from YAML (``behaviours.echo:Echo``)."""

@@ -1,0 +1,399 @@
+"""A connection: the behaviour's handle and its mailbox, which runs callbacks one at a time in order.
+
+The transport feeds neutral events into ``deliver``; one asyncio task per connection takes them out
+in arrival order and calls the behaviour. Nothing here knows which transport is underneath.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from mux import transport as t
+from mux.behaviour import ConnectionBehaviour, Reject, Stop
+from mux.stream import Stream
+
+log = logging.getLogger("mux.connection")
+
+Address = t.Address
+
+_ids = itertools.count(1)
+
+
+class ConnectionClosed(t.TransportError):
+    """The connection is closed (or closing) and cannot carry out the request."""
+
+
+class Supervisor(Protocol):
+    """Who is told about a connection's life: the server's pool, or nobody for a client."""
+
+    def _connected(self, conn: Connection) -> None: ...
+
+    def _closed(self, conn: Connection) -> None: ...
+
+    def _rejected(self, conn: Connection) -> None: ...
+
+
+class _Call:
+    __slots__ = ("msg", "future")
+
+    def __init__(self, msg: Any, future: asyncio.Future[Any]) -> None:
+        self.msg = msg
+        self.future = future
+
+
+class _Info:
+    __slots__ = ("msg",)
+
+    def __init__(self, msg: Any) -> None:
+        self.msg = msg
+
+
+class _NewConn:
+    __slots__ = ("props",)
+
+    def __init__(self, props: dict[str, Any]) -> None:
+        self.props = props
+
+
+class Connection:
+    """The handle a behaviour gets for its connection, whatever the transport.
+
+    States: ``handshaking`` -> ``connected`` -> ``closing`` -> ``closed``.
+    """
+
+    def __init__(
+        self,
+        tconn: t.TransportConnection,
+        behaviour: ConnectionBehaviour,
+        opts: dict[str, Any],
+        *,
+        supervisor: Supervisor | None = None,
+        listener: str | None = None,
+        new_conn_props: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = next(_ids)
+        self.listener = listener
+        self.state = "handshaking"
+        #: how the connection ended, once it has (the ``closed`` props)
+        self.close_props: dict[str, Any] | None = None
+        self.behaviour = behaviour
+        self._tconn = tconn
+        self._supervisor = supervisor
+        self._mailbox: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._streams: dict[int, Stream] = {}
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._writable_waiters: dict[int, asyncio.Future[None]] = {}
+        self._dead = False  # stopped or crashed: only ``closed`` is still called
+        self._closed_future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.blocked = False
+        behaviour.conn = self
+        self._mailbox.append(_Info(_INIT))
+        self._opts = opts
+        if new_conn_props is not None:
+            self._mailbox.append(_NewConn(new_conn_props))
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"mux-conn-{self.id}")
+
+    # -- handle API for behaviours ------------------------------------------------------------
+
+    @property
+    def transport(self) -> str:
+        return self._tconn.transport_name
+
+    @property
+    def alpn(self) -> str | None:
+        return self._tconn.alpn
+
+    @property
+    def local_address(self) -> Address:
+        return self._tconn.local_address
+
+    @property
+    def peer_address(self) -> Address:
+        return self._tconn.peer_address
+
+    @property
+    def streams(self) -> dict[int, Stream]:
+        return self._streams
+
+    def stats(self) -> dict[str, Any]:
+        return self._tconn.stats()
+
+    def open_stream(self, unidirectional: bool = False) -> Stream:
+        """Open a stream to the peer; raises ``TransportError`` when the peer's limit is reached."""
+        stream_id = self._live_transport().open_stream(unidirectional)
+        stream = Stream(self, stream_id, unidirectional=unidirectional, local=True)
+        self._streams[stream_id] = stream
+        return stream
+
+    def send_datagram(self, data: bytes) -> None:
+        self._live_transport().send_datagram(data)
+
+    def close(self, error_code: int = 0, reason: str = "") -> None:
+        """Close gracefully; ``closed`` follows once the transport is done."""
+        if self.state in ("closing", "closed"):
+            return
+        self.state = "closing"
+        self._tconn.close(error_code, reason)
+
+    def post(self, msg: Any) -> None:
+        """Queue ``msg`` for ``handle_info``, after what is already queued. Dropped once closed."""
+        if self.state != "closed":
+            self._push(_Info(msg))
+
+    async def call(self, msg: Any, timeout: float | None = 5.0) -> Any:
+        """Ask ``handle_call(msg)`` and return its reply; raises what it raised, or ConnectionClosed."""
+        if asyncio.current_task() is self._task:
+            raise RuntimeError("a connection cannot call itself from its own callback (it would deadlock)")
+        if self.state == "closed":
+            raise ConnectionClosed(f"connection {self.id} is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._push(_Call(msg, future))
+        return await asyncio.wait_for(future, timeout)
+
+    def send_after(self, delay_ms: float, msg: Any) -> asyncio.TimerHandle:
+        """Post ``msg`` to ``handle_info`` after ``delay_ms``; cancel with ``cancel_timer``."""
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+
+        def fire() -> None:
+            assert handle is not None
+            self._timers.discard(handle)
+            self.post(msg)
+
+        handle = loop.call_later(delay_ms / 1000.0, fire)
+        self._timers.add(handle)
+        return handle
+
+    def cancel_timer(self, handle: asyncio.TimerHandle) -> None:
+        handle.cancel()
+        self._timers.discard(handle)
+
+    async def wait_closed(self) -> dict[str, Any]:
+        """Wait until ``closed`` has been called; returns its props."""
+        return await asyncio.shield(self._closed_future)
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} {self.transport} {self.state} peer={self.peer_address}>"
+
+    # -- sink API for transports --------------------------------------------------------------
+
+    def deliver(self, event: t.Event) -> None:
+        if type(event) is t.Closed:
+            self._on_transport_closed(event)
+        self._push(event)
+
+    def writable(self) -> None:
+        """Wake senders whose stream queue fell back under the high-water mark."""
+        waiters = self._writable_waiters
+        if not waiters:
+            self.blocked = False
+            return
+        tconn = self._tconn
+        for stream_id, future in list(waiters.items()):
+            if tconn.send_buffered(stream_id) <= tconn.high_water:
+                del waiters[stream_id]
+                if not future.done():
+                    future.set_result(None)
+        self.blocked = bool(waiters)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _push(self, item: Any) -> None:
+        self._mailbox.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _error(self, message: str) -> t.TransportError:
+        return t.TransportError(message)
+
+    def _live_transport(self) -> t.TransportConnection:
+        if self.state in ("closing", "closed"):
+            raise ConnectionClosed(f"connection {self.id} is {self.state}")
+        return self._tconn
+
+    async def _wait_writable(self, stream_id: int) -> None:
+        future = self._writable_waiters.get(stream_id)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._writable_waiters[stream_id] = future
+        self.blocked = True
+        await future
+
+    def _maybe_stream_closed(self, stream: Stream) -> None:
+        if stream.send_done and stream.recv_done and not stream.closed:
+            stream.closed = True
+            self._push(_StreamClosed(stream))
+
+    def _on_transport_closed(self, event: t.Closed) -> None:
+        """Immediate effects of the end; the ``closed`` callback itself runs in order later."""
+        if self.state == "closed":
+            return
+        self.state = "closed"
+        self.close_props = event.props
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        error = ConnectionClosed(f"connection {self.id} closed: {event.props.get('reason', '')}")
+        for future in self._writable_waiters.values():
+            if not future.done():
+                future.set_exception(error)
+        self._writable_waiters.clear()
+        self.blocked = False
+        if self._supervisor is not None:
+            self._supervisor._closed(self)
+
+    def _stream_for(self, stream_id: int) -> tuple[Stream, bool]:
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            return stream, False
+        stream = Stream(
+            self,
+            stream_id,
+            unidirectional=self._tconn_stream_unidirectional(stream_id),
+            local=False,
+        )
+        self._streams[stream_id] = stream
+        return stream, True
+
+    def _tconn_stream_unidirectional(self, stream_id: int) -> bool:
+        probe: Callable[[int], bool] | None = getattr(self._tconn, "stream_is_unidirectional", None)
+        return probe(stream_id) if probe is not None else False
+
+    async def _run(self) -> None:
+        mailbox = self._mailbox
+        loop = asyncio.get_running_loop()
+        while True:
+            while mailbox:
+                item = mailbox.popleft()
+                if type(item) is t.Closed:
+                    await self._finish(item)
+                    return
+                if not self._dead:
+                    await self._dispatch(item)
+                elif type(item) is _Call and not item.future.done():
+                    item.future.set_exception(ConnectionClosed(f"connection {self.id} has stopped"))
+            self._waiter = loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def _invoke(self, fn: Callable[..., Any], *args: Any) -> Any:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _dispatch(self, item: Any) -> None:
+        b = self.behaviour
+        kind = type(item)
+        try:
+            if kind is t.StreamData:
+                stream, new = self._stream_for(item.stream_id)
+                props = item.props if item.props is not None else {}
+                if new:
+                    await self._invoke(b.new_stream, stream, props)
+                if item.data or item.fin:
+                    await self._invoke(b.stream_data, stream, item.data, item.fin, props)
+                if item.fin:
+                    stream.recv_done = True
+                    self._maybe_stream_closed(stream)
+            elif kind is t.DatagramReceived:
+                await self._invoke(b.dgram_recv, self, item.data, item.flags)
+            elif kind is _Info:
+                if item.msg is _INIT:
+                    await self._invoke(b.init, self._opts)
+                else:
+                    await self._invoke(b.handle_info, item.msg)
+            elif kind is _Call:
+                try:
+                    reply = await self._invoke(b.handle_call, item.msg)
+                except Exception as exc:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                    raise
+                if not item.future.done():
+                    item.future.set_result(reply)
+            elif kind is t.Connected:
+                if self.state == "handshaking":
+                    self.state = "connected"
+                if self._supervisor is not None:
+                    self._supervisor._connected(self)
+                await self._invoke(b.connected, self, item.props)
+            elif kind is _NewConn:
+                await self._invoke(b.new_conn, self, item.props)
+            elif kind is t.StreamReset:
+                stream, new = self._stream_for(item.stream_id)
+                stream.recv_done = True
+                await self._invoke(b.peer_send_aborted, stream, item.error_code)
+                self._maybe_stream_closed(stream)
+            elif kind is t.StopSending:
+                stream, new = self._stream_for(item.stream_id)
+                await self._invoke(b.peer_receive_aborted, stream, item.error_code)
+            elif kind is _StreamClosed:
+                await self._invoke(b.stream_closed, item.stream, {})
+            elif kind is t.PeerShutdown:
+                await self._invoke(b.shutdown, self, item.error_code)
+            elif kind is t.TransportShutdown:
+                await self._invoke(b.transport_shutdown, self, item.props)
+            elif kind is t.StreamsAvailable:
+                await self._invoke(b.streams_available, self, item.bidi, item.unidi)
+            elif kind is t.PeerNeedsStreams:
+                await self._invoke(b.peer_needs_streams, self, item.unidirectional)
+            elif kind is t.AddressChanged:
+                await self._invoke(b.peer_address_changed, self, item.address)
+        except Reject as exc:
+            self._dead = True
+            if self._supervisor is not None:
+                self._supervisor._rejected(self)
+            self._close_for(exc.code, exc.reason)
+        except Stop as exc:
+            self._dead = True
+            self._close_for(exc.code, exc.reason)
+        except Exception:
+            self._dead = True
+            log.exception(
+                "behaviour %s crashed on connection %d (%s); closing it with an internal error",
+                type(b).__name__,
+                self.id,
+                kind.__name__.lstrip("_"),
+            )
+            if self.state not in ("closing", "closed"):
+                self.state = "closing"
+                self._tconn.abort(f"internal error in {type(b).__name__}")
+
+    def _close_for(self, code: int, reason: str) -> None:
+        if self.state not in ("closing", "closed"):
+            self.state = "closing"
+            self._tconn.close(code, reason)
+
+    async def _finish(self, event: t.Closed) -> None:
+        try:
+            await self._invoke(self.behaviour.closed, self, event.props)
+        except Exception:
+            log.exception("behaviour %s crashed in closed()", type(self.behaviour).__name__)
+        finally:
+            for item in self._mailbox:
+                if type(item) is _Call and not item.future.done():
+                    item.future.set_exception(ConnectionClosed(f"connection {self.id} closed"))
+            self._mailbox.clear()
+            if not self._closed_future.done():
+                self._closed_future.set_result(event.props)
+
+
+class _StreamClosed:
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+
+
+_INIT = object()

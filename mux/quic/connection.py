@@ -1,0 +1,277 @@
+"""One QUIC connection as mux sees it: aioquic's events in, neutral events out, commands down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aioquic.quic import events as qe
+from aioquic.quic.packet import QuicErrorCode
+from aioquic.tls import AlertBadCertificate, verify_certificate
+
+from mux import transport as t
+from mux.quic.core import MaxStreamsRaised, MuxQuicConnection, PeerClosed, StreamsBlocked
+from mux.udp import Address, Driver, Pumped
+
+log = logging.getLogger("mux.quic")
+
+CRYPTO_ERROR = 0x100
+ALERT_BAD_CERTIFICATE = 42
+ALERT_CERTIFICATE_REQUIRED = 116
+TRANSPORT_CLOSE = 0x0  # any frame_type value makes aioquic send a transport CONNECTION_CLOSE
+
+
+class QuicTransportConnection(Pumped):
+    """Implements ``mux.transport.TransportConnection`` for aioquic."""
+
+    transport_name = "quic"
+
+    def __init__(
+        self,
+        quic: MuxQuicConnection,
+        driver: Driver,
+        *,
+        high_water: int,
+        keep_alive_interval_ms: int = 0,
+        client_verify: str = "none",
+        cafile: str | None = None,
+        on_cid_issued: Callable[[bytes, QuicTransportConnection], None] | None = None,
+        on_cid_retired: Callable[[bytes], None] | None = None,
+        on_finished: Callable[[QuicTransportConnection], None] | None = None,
+    ) -> None:
+        self.core = quic
+        self.quic = quic
+        self.driver = driver
+        self.high_water = high_water
+        self.sink: t.ConnectionSink | None = None
+        self._keep_alive = keep_alive_interval_ms / 1000.0
+        self._keep_alive_handle: asyncio.TimerHandle | None = None
+        self._client_verify = client_verify
+        self._cafile = cafile
+        self._on_cid_issued = on_cid_issued
+        self._on_cid_retired = on_cid_retired
+        self._on_finished = on_finished
+        self._alpn: str | None = None
+        self._closing_by_us = False
+        self._peer_closed = False
+        self._connected = False
+        self._streams_available = (0, 0)
+        self._peer_addr: Address | None = None
+        self._pings = 0
+        self.finished = False
+
+    # -- TransportConnection --------------------------------------------------------------------
+
+    @property
+    def alpn(self) -> str | None:
+        return self._alpn
+
+    @property
+    def local_address(self) -> Address:
+        return self.driver.local_address
+
+    @property
+    def peer_address(self) -> Address:
+        return self._peer_addr or self.quic.get_peer_address() or ()
+
+    def stream_is_unidirectional(self, stream_id: int) -> bool:
+        return bool(stream_id & 2)
+
+    def open_stream(self, unidirectional: bool = False) -> int:
+        quic = self.quic
+        stream_id = quic.get_next_available_stream_id(unidirectional)
+        # Creating it now reserves the id; beyond the peer's limit aioquic holds it until MAX_STREAMS.
+        quic.send_stream_data(stream_id, b"", False)
+        self.driver.touch(self)
+        return stream_id
+
+    def send(self, stream_id: int, data: bytes, fin: bool, props: Mapping[str, Any] | None) -> None:
+        try:
+            self.quic.send_stream_data(stream_id, data, fin)
+        except (ValueError, AssertionError) as exc:
+            raise t.TransportError(f"stream {stream_id}: {exc}") from None
+        self.driver.touch(self)
+
+    def send_buffered(self, stream_id: int) -> int:
+        return self.quic.stream_send_buffered(stream_id)
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        self.quic.reset_stream(stream_id, error_code)
+        self.driver.touch(self)
+
+    def stop_sending(self, stream_id: int, error_code: int) -> None:
+        self.quic.stop_stream(stream_id, error_code)
+        self.driver.touch(self)
+
+    def send_datagram(self, data: bytes) -> None:
+        if self.quic._remote_max_datagram_frame_size is None:
+            raise t.TransportError("the peer does not accept datagrams (RFC 9221 not negotiated)")
+        self.quic.send_datagram_frame(data)
+        self.driver.touch(self)
+
+    def close(self, error_code: int, reason: str) -> None:
+        self._closing_by_us = True
+        self.quic.close(error_code=error_code, reason_phrase=reason)
+        self.driver.touch(self)
+
+    def abort(self, reason: str) -> None:
+        self._closing_by_us = True
+        self.quic.close(
+            error_code=QuicErrorCode.INTERNAL_ERROR, frame_type=TRANSPORT_CLOSE, reason_phrase=reason
+        )
+        self.driver.touch(self)
+
+    def refuse(self, reason: str = "connection refused") -> None:
+        self._closing_by_us = True
+        self.quic.close(
+            error_code=QuicErrorCode.CONNECTION_REFUSED, frame_type=TRANSPORT_CLOSE, reason_phrase=reason
+        )
+        self.driver.touch(self)
+
+    def stats(self) -> dict[str, Any]:
+        quic = self.quic
+        loss = quic._loss
+        return {
+            "transport": "quic",
+            "state": quic._state.name.lower(),
+            "srtt_ms": round(loss._rtt_smoothed * 1000, 3),
+            "cwnd": loss.congestion_window,
+            "bytes_in_flight": loss.bytes_in_flight,
+            "streams": len(quic._streams),
+            "peer": self.peer_address,
+        }
+
+    # -- driver side -----------------------------------------------------------------------------
+
+    def received(self, data: bytes, addr: Address, now: float) -> None:
+        quic = self.quic
+        quic.receive_datagram(data, addr, now)
+        sink = self.sink
+        if sink is not None and sink.blocked:
+            sink.writable()
+        if self._connected:
+            paths = quic._network_paths
+            if paths and paths[0].addr != self._peer_addr and paths[0].is_validated:
+                self._peer_addr = paths[0].addr
+                if sink is not None:
+                    sink.deliver(t.AddressChanged(self._peer_addr))
+        self.driver.touch(self)
+
+    def handle_event(self, event: Any) -> None:
+        sink = self.sink
+        assert sink is not None
+        kind = type(event)
+        if kind is qe.StreamDataReceived:
+            sink.deliver(t.StreamData(event.stream_id, event.data, event.end_stream))
+        elif kind is qe.DatagramFrameReceived:
+            sink.deliver(t.DatagramReceived(event.data))
+        elif kind is qe.ConnectionIdIssued:
+            if self._on_cid_issued is not None:
+                self._on_cid_issued(event.connection_id, self)
+        elif kind is qe.ConnectionIdRetired:
+            if self._on_cid_retired is not None:
+                self._on_cid_retired(event.connection_id)
+        elif kind is qe.ProtocolNegotiated:
+            self._alpn = event.alpn_protocol
+        elif kind is qe.HandshakeCompleted:
+            self._handshake_completed(event)
+        elif kind is qe.StreamReset:
+            sink.deliver(t.StreamReset(event.stream_id, event.error_code))
+        elif kind is qe.StopSendingReceived:
+            sink.deliver(t.StopSending(event.stream_id, event.error_code))
+        elif kind is PeerClosed:
+            self._peer_closed = True
+            if not self._closing_by_us:
+                sink.deliver(t.PeerShutdown(event.error_code, event.reason_phrase))
+        elif kind is StreamsBlocked:
+            sink.deliver(t.PeerNeedsStreams(event.unidirectional))
+        elif kind is MaxStreamsRaised:
+            self._report_streams_available()
+        elif kind is qe.ConnectionTerminated:
+            self._terminated(event)
+
+    def _handshake_completed(self, event: qe.HandshakeCompleted) -> None:
+        sink = self.sink
+        assert sink is not None
+        self._alpn = event.alpn_protocol
+        self._peer_addr = self.quic.get_peer_address()
+        props: dict[str, Any] = {
+            "transport": "quic",
+            "alpn": event.alpn_protocol,
+            "session_resumed": event.session_resumed,
+            "early_data_accepted": event.early_data_accepted,
+            "peer": self._peer_addr,
+        }
+        if self.quic.request_client_certificate and not self._check_client_certificate(props):
+            return
+        self._connected = True
+        sink.deliver(t.Connected(props))
+        self._report_streams_available()
+        if self._keep_alive > 0:
+            self._schedule_keep_alive()
+
+    def _check_client_certificate(self, props: dict[str, Any]) -> bool:
+        tls = self.quic.tls
+        cert = tls._peer_certificate
+        if cert is None:
+            if self._client_verify == "required":
+                self._close_crypto(ALERT_CERTIFICATE_REQUIRED, "client certificate required")
+                return False
+            return True
+        try:
+            verify_certificate(certificate=cert, chain=tls._peer_certificate_chain, cafile=self._cafile)
+        except AlertBadCertificate as exc:
+            self._close_crypto(ALERT_BAD_CERTIFICATE, f"bad client certificate: {exc}")
+            return False
+        props["peer_cert_subject"] = cert.subject.rfc4514_string()
+        return True
+
+    def _close_crypto(self, alert: int, reason: str) -> None:
+        log.info("refusing client: %s", reason)
+        self._closing_by_us = True
+        self.quic.close(error_code=CRYPTO_ERROR + alert, frame_type=TRANSPORT_CLOSE, reason_phrase=reason)
+
+    def _report_streams_available(self) -> None:
+        available = self.quic.streams_available()
+        if available != self._streams_available and self.sink is not None and self._connected:
+            self._streams_available = available
+            self.sink.deliver(t.StreamsAvailable(*available))
+
+    def _schedule_keep_alive(self) -> None:
+        self._keep_alive_handle = self.driver.loop.call_later(self._keep_alive, self._send_keep_alive)
+
+    def _send_keep_alive(self) -> None:
+        if self.finished:
+            return
+        self._pings += 1
+        self.quic.send_ping(self._pings)
+        self.driver.touch(self)
+        self._schedule_keep_alive()
+
+    def _terminated(self, event: qe.ConnectionTerminated) -> None:
+        sink = self.sink
+        assert sink is not None
+        self.finished = True
+        if self._keep_alive_handle is not None:
+            self._keep_alive_handle.cancel()
+        props: dict[str, Any] = {
+            "error_code": event.error_code,
+            "reason": event.reason_phrase,
+        }
+        if self._closing_by_us:
+            props["by"] = "local"
+        elif self._peer_closed:
+            props["by"] = "peer"
+        else:
+            props["by"] = "transport"
+            props["error"] = (
+                "idle_timeout" if event.reason_phrase == "Idle timeout" else f"quic_error_{event.error_code:#x}"
+            )
+            sink.deliver(t.TransportShutdown(dict(props)))
+        sink.deliver(t.Closed(props))
+
+    def on_finished(self) -> None:
+        if self._on_finished is not None:
+            self._on_finished(self)

@@ -1,0 +1,79 @@
+"""QUIC options, named as quicer names them, and their mapping onto aioquic's configuration."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Literal
+
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.logger import QuicFileLogger
+from pydantic import Field
+
+from mux.schema import ListenerBase, StrictModel
+
+
+class QuicOptions(StrictModel):
+    alpn: list[str] = Field(min_length=1)
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    #: server: ask for a client certificate (optional) or insist on one (required).
+    #: client: anything but ``none`` checks the server's chain and name.
+    verify: Literal["none", "optional", "required"] | None = None
+    cacertfile: Path | None = None
+    idle_timeout_ms: int = Field(default=30_000, gt=0)
+    keep_alive_interval_ms: int = Field(default=0, ge=0)
+    #: RFC 9221 DATAGRAM frames
+    datagrams: bool = True
+    conn_flow_control_window: int = Field(default=4 * 1024 * 1024, gt=0)
+    stream_recv_window_default: int = Field(default=1024 * 1024, gt=0)
+    congestion_control_algorithm: Literal["reno", "cubic"] = "reno"
+    max_datagram_size: int = Field(default=1200, ge=1200, le=65527)
+    #: bytes queued on a stream above which ``await stream.send`` waits (quicer's stream option)
+    ideal_send_buffer_size: int = Field(default=1024 * 1024, gt=0)
+    qlog_dir: Path | None = None
+    sslkeylogfile: Path | None = None
+
+
+class QuicListenerOptions(ListenerBase, QuicOptions):
+    transport: Literal["quic"] = "quic"
+    port: int = Field(default=4433, ge=0, le=65535)
+    #: answer a first Initial with a stateless Retry (address validation, RFC 9000 §8.1.2)
+    retry: bool = False
+    #: quicer's server_resumption_level: 0 off, 1 session resumption, 2 resumption and 0-RTT
+    server_resumption_level: Literal[0, 1, 2] = 2
+    #: at max_connections: CONNECTION_CLOSE with CONNECTION_REFUSED, or keep answering with Retry
+    refuse: Literal["close", "retry"] = "close"
+
+
+class QuicClientOptions(QuicOptions):
+    alpn: list[str] = Field(default_factory=lambda: ["echo"], min_length=1)
+    server_name: str | None = None
+    #: session ticket file: read to resume (0-RTT when the server allows), written when one arrives
+    session_ticket_file: Path | None = None
+
+
+def build_configuration(opts: QuicOptions, *, is_client: bool) -> QuicConfiguration:
+    config = QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=list(opts.alpn),
+        idle_timeout=opts.idle_timeout_ms / 1000.0,
+        max_data=opts.conn_flow_control_window,
+        max_stream_data=opts.stream_recv_window_default,
+        congestion_control_algorithm=opts.congestion_control_algorithm,
+        max_datagram_size=opts.max_datagram_size,
+        max_datagram_frame_size=65536 if opts.datagrams else None,
+    )
+    if opts.qlog_dir is not None:
+        opts.qlog_dir.mkdir(parents=True, exist_ok=True)
+        config.quic_logger = QuicFileLogger(str(opts.qlog_dir))
+    if opts.sslkeylogfile is not None:
+        config.secrets_log_file = open(opts.sslkeylogfile, "a")  # noqa: SIM115 - lives as long as the config
+    verify = opts.verify or ("required" if is_client else "none")
+    if is_client:
+        config.verify_mode = ssl.CERT_NONE if verify == "none" else ssl.CERT_REQUIRED
+    if opts.cacertfile is not None:
+        config.load_verify_locations(cafile=str(opts.cacertfile))
+    if opts.certfile is not None:
+        config.load_cert_chain(opts.certfile, opts.keyfile)
+    return config

@@ -1,0 +1,88 @@
+"""A server: one acceptor pool, the listeners of a config, and graceful shutdown on signals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from mux import registry
+from mux.config import import_behaviour, listener_name
+from mux.pool import AcceptorPool, PoolOptions
+from mux.transport import Listener
+
+log = logging.getLogger("mux.server")
+
+
+class Server:
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        behaviour = import_behaviour(config.behaviour)
+        self.pool = AcceptorPool(
+            behaviour, dict(config.options), PoolOptions(**config.pool.model_dump())
+        )
+        self.listeners: list[Listener] = []
+        for options in config.listeners:
+            if options.name is None:
+                options = options.model_copy(update={"name": listener_name(options)})
+            plugin = registry.get(options.transport)
+            self.listeners.append(plugin.listener(options, self.pool))
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        try:
+            for listener in self.listeners:
+                await listener.start()
+        except BaseException:
+            await self._close_listeners()
+            raise
+
+    def listener(self, name: str) -> Listener:
+        for listener in self.listeners:
+            if listener.name == name:
+                return listener
+        raise KeyError(name)
+
+    async def drain(self, timeout_ms: int | None = None) -> None:
+        """Stop admitting, wait for connections to finish (up to the timeout), close the rest."""
+        await self.pool.drain(timeout_ms)
+        await self._close_listeners()
+        self._stopped.set()
+
+    async def stop(self) -> None:
+        await self.pool.stop()
+        await self._close_listeners()
+        self._stopped.set()
+
+    async def _close_listeners(self) -> None:
+        for listener in self.listeners:
+            await listener.close()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM/SIGINT, then drain gracefully (a second signal stops at once)."""
+        loop = asyncio.get_running_loop()
+        draining: list[asyncio.Task[None]] = []
+
+        def on_signal(signum: int) -> None:
+            if not draining:
+                log.info("%s: draining (timeout %d ms)", signal.Signals(signum).name, self.pool.options.shutdown_timeout_ms)
+                draining.append(loop.create_task(self.drain()))
+            else:
+                log.info("%s again: stopping now", signal.Signals(signum).name)
+                loop.create_task(self.stop())
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            await self.start()
+            for listener in self.listeners:
+                log.info("serving %s on %s", listener.name, listener.address[:2])
+            await self._stopped.wait()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        log.info("stopped: %s", self.pool.info()["total"])

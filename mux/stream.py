@@ -1,0 +1,61 @@
+"""The transport-neutral stream handle given to behaviours."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mux.connection import Connection
+
+
+class Stream:
+    """One stream of a connection. QUIC streams are byte streams; SCTP streams carry messages.
+
+    ``await send(...)`` applies backpressure: it returns at once while the transport's queue for this
+    stream is under its high-water mark, and otherwise waits until the transport has drained it.
+    """
+
+    __slots__ = ("conn", "id", "unidirectional", "local", "send_done", "recv_done", "closed")
+
+    def __init__(self, conn: Connection, stream_id: int, *, unidirectional: bool, local: bool) -> None:
+        self.conn = conn
+        self.id = stream_id
+        self.unidirectional = unidirectional
+        #: True when we opened it
+        self.local = local
+        # A unidirectional stream has only one side; the missing side counts as already done.
+        self.send_done = unidirectional and not local
+        self.recv_done = unidirectional and local
+        self.closed = False
+
+    @property
+    def direction(self) -> str:
+        return "unidi" if self.unidirectional else "bidi"
+
+    async def send(self, data: bytes, fin: bool = False, **props: Any) -> None:
+        """Send ``data`` (one message over SCTP; ``ppid=``/``unordered=`` go in ``props``)."""
+        conn = self.conn
+        if self.send_done:
+            raise conn._error(f"stream {self.id} cannot send: its sending side is finished")
+        tconn = conn._live_transport()
+        tconn.send(self.id, data, fin, props or None)
+        if fin:
+            self.send_done = True
+            conn._maybe_stream_closed(self)
+        if tconn.send_buffered(self.id) > tconn.high_water:
+            await conn._wait_writable(self.id)
+
+    def reset(self, error_code: int = 0) -> None:
+        """Abandon our sending side (QUIC RESET_STREAM)."""
+        if not self.send_done:
+            self.conn._live_transport().reset_stream(self.id, error_code)
+            self.send_done = True
+            self.conn._maybe_stream_closed(self)
+
+    def stop_sending(self, error_code: int = 0) -> None:
+        """Ask the peer to stop sending (QUIC STOP_SENDING)."""
+        if not self.recv_done:
+            self.conn._live_transport().stop_sending(self.id, error_code)
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.id} {self.direction} {'local' if self.local else 'peer'} of conn {self.conn.id}>"

@@ -1,0 +1,217 @@
+"""The transport plug: the narrow contract between a transport and the rest of mux.
+
+A transport (QUIC, SCTP, or a future one) implements three things and nothing in the pool or the
+behaviour code imports it:
+
+1. ``TransportConnection``: one per connection, carrying out the neutral commands (send, open
+   stream, datagram, close, abort...).
+2. It reports what happens on the wire as the neutral events below, by calling the
+   ``ConnectionSink`` (the framework's ``mux.connection.Connection``) it was given:
+   ``sink.deliver(event)`` queues an event for the behaviour in arrival order, and
+   ``sink.writable()`` wakes senders waiting on backpressure (it bypasses the mailbox, because the
+   callback that is waiting *is* the mailbox).
+3. A ``TransportPlugin`` registered in ``mux.registry``: its pydantic listener options model, a
+   factory for server listeners, and a client ``connect``.
+
+Admission is the pool's: a listener asks ``pool.admit(listener_name)`` *before* it keeps any state
+for a new peer, and answers the peer by its own stated policy when told ``BUSY`` or ``REFUSE``.
+Only then does it create its connection state and call ``pool.accept(...)``, which returns the sink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from mux.pool import AcceptorPool
+
+Address = tuple[Any, ...]
+
+
+class TransportError(Exception):
+    """A command the transport cannot carry out (stream limit, closed connection, bad stream)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Neutral events, transport -> framework. Plain slotted records: they are made per packet.
+
+
+@dataclass(slots=True)
+class Connected:
+    props: dict[str, Any]
+
+
+@dataclass(slots=True)
+class StreamData:
+    """Data on a stream. The first event for a peer-initiated stream id also opens it."""
+
+    stream_id: int
+    data: bytes
+    fin: bool
+    props: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class StreamReset:
+    stream_id: int
+    error_code: int
+
+
+@dataclass(slots=True)
+class StopSending:
+    stream_id: int
+    error_code: int
+
+
+@dataclass(slots=True)
+class DatagramReceived:
+    data: bytes
+    flags: int = 0
+
+
+@dataclass(slots=True)
+class StreamsAvailable:
+    bidi: int
+    unidi: int
+
+
+@dataclass(slots=True)
+class PeerNeedsStreams:
+    unidirectional: bool
+
+
+@dataclass(slots=True)
+class AddressChanged:
+    address: Address
+
+
+@dataclass(slots=True)
+class PeerShutdown:
+    """The peer closed gracefully (QUIC CONNECTION_CLOSE from the peer, SCTP SHUTDOWN)."""
+
+    error_code: int
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class TransportShutdown:
+    """The transport itself ended the connection (idle timeout, ABORT, retransmission failure...)."""
+
+    props: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Closed:
+    """The connection is gone; always the last event. ``props`` says how it ended."""
+
+    props: dict[str, Any] = field(default_factory=dict)
+
+
+Event = (
+    Connected
+    | StreamData
+    | StreamReset
+    | StopSending
+    | DatagramReceived
+    | StreamsAvailable
+    | PeerNeedsStreams
+    | AddressChanged
+    | PeerShutdown
+    | TransportShutdown
+    | Closed
+)
+
+
+class ConnectionSink(Protocol):
+    """What a transport talks to; implemented by ``mux.connection.Connection``."""
+
+    #: True while some sender waits on backpressure; transports may skip ``writable()`` otherwise.
+    blocked: bool
+
+    def deliver(self, event: Event) -> None: ...
+
+    def writable(self) -> None: ...
+
+
+class TransportConnection(Protocol):
+    """Commands the framework gives one connection of a transport. None of them block."""
+
+    transport_name: str
+    #: bytes queued on a stream above which ``await stream.send`` waits.
+    high_water: int
+
+    @property
+    def alpn(self) -> str | None: ...
+
+    @property
+    def local_address(self) -> Address: ...
+
+    @property
+    def peer_address(self) -> Address: ...
+
+    def open_stream(self, unidirectional: bool = False) -> int:
+        """Return a new locally initiated stream id; raise ``TransportError`` at the peer's limit."""
+        ...
+
+    def send(self, stream_id: int, data: bytes, fin: bool, props: Mapping[str, Any] | None) -> None:
+        """Queue ``data`` (one message for message-oriented transports) on a stream."""
+        ...
+
+    def send_buffered(self, stream_id: int) -> int:
+        """Bytes queued for ``stream_id`` that the transport has not yet got rid of."""
+        ...
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None: ...
+
+    def stop_sending(self, stream_id: int, error_code: int) -> None: ...
+
+    def send_datagram(self, data: bytes) -> None: ...
+
+    def close(self, error_code: int, reason: str) -> None:
+        """Graceful close with an application code."""
+        ...
+
+    def abort(self, reason: str) -> None:
+        """Close with the transport's internal-error code (a behaviour crashed)."""
+        ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class Listener(Protocol):
+    """A bound server socket of one transport feeding the shared pool."""
+
+    name: str
+    transport_name: str
+
+    @property
+    def address(self) -> Address: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None:
+        """Stop reading and release the socket; connections must already be gone."""
+        ...
+
+
+#: builds the framework side of a client connection for a transport connection
+SinkFactory = Callable[["TransportConnection"], "ConnectionSink"]
+
+
+class TransportPlugin(Protocol):
+    name: ClassVar[str]
+
+    #: pydantic model of this transport's listener options (``transport: <name>`` selects it)
+    listener_model: ClassVar[type[BaseModel]]
+
+    def listener(self, options: Any, pool: AcceptorPool) -> Listener: ...
+
+    def connect(
+        self, options: Any, host: str, port: int, make_sink: SinkFactory
+    ) -> Awaitable[tuple[TransportConnection, Callable[[], Awaitable[None]]]]:
+        """Open a client connection; returns it and a coroutine function releasing its socket."""
+        ...

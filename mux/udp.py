@@ -1,0 +1,253 @@
+"""One asyncio driver for every sans-IO core: a UDP socket pumped in batches.
+
+A *core* is anything shaped like aioquic's ``QuicConnection``: ``datagrams_to_send(now)``,
+``get_timer()``, ``handle_timer(now)`` and ``next_event()``. Our SCTP association has the same
+shape, so this one driver serves both transports. The transport-specific part is the *demux*: it
+parses each datagram just enough to find (or admit) its core, feeds it, and calls ``touch``.
+
+Per readiness event the driver reads up to ``BATCH`` datagrams straight off the socket, then
+flushes every touched connection once: drain its events, send its datagrams, re-arm its timer.
+Timers are lazy: a handle is only rescheduled when the deadline moves earlier, and an early fire
+just re-arms, so a deadline that moves every packet costs no timer churn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+log = logging.getLogger("mux.udp")
+
+Address = tuple[Any, ...]
+BATCH = 64
+RECV_SIZE = 65536
+# Socket buffers: the kernel default (~200 KiB) drops bursts on loopback at a few hundred Mbit/s.
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+class Core(Protocol):
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def next_event(self) -> Any: ...
+
+
+class Pumped:
+    """One connection as the driver sees it. Transports subclass it and implement ``handle_event``."""
+
+    core: Core
+    _timer: asyncio.TimerHandle | None = None
+    _timer_at: float | None = None
+    _dirty: bool = False
+    #: set by the transport once the core is terminated; the driver then forgets it
+    finished: bool = False
+
+    def handle_event(self, event: Any) -> None:
+        raise NotImplementedError
+
+    def on_finished(self) -> None:
+        """The core is done: release what the demux holds for it."""
+
+
+class Demux(Protocol):
+    def datagram_received(self, data: bytes, addr: Address, now: float) -> None: ...
+
+    def flush_stateless(self, driver: Driver) -> None:
+        """Send replies the demux made without a core (version negotiation, INIT-ACK...)."""
+        ...
+
+
+class Driver:
+    def __init__(self, sock: socket.socket, demux: Demux, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.sock = sock
+        self.demux = demux
+        self.loop = loop or asyncio.get_running_loop()
+        self._dirty: list[Pumped] = []
+        self._flush_scheduled = False
+        self._out: deque[tuple[bytes, Address]] = deque()
+        self._writer_on = False
+        self._closed = False
+        self.counters = {"rx": 0, "tx": 0, "tx_dropped": 0, "rx_errors": 0}
+        sock.setblocking(False)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            except OSError:
+                pass
+        self.loop.add_reader(sock.fileno(), self._read_ready)
+
+    @property
+    def local_address(self) -> Address:
+        return tuple(self.sock.getsockname())
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.loop.remove_reader(self.sock.fileno())
+        if self._writer_on:
+            self.loop.remove_writer(self.sock.fileno())
+        self.sock.close()
+
+    # -- receive --------------------------------------------------------------------------------
+
+    def _read_ready(self) -> None:
+        recvfrom = self.sock.recvfrom
+        received = self.demux.datagram_received
+        now = self.loop.time()
+        count = 0
+        for _ in range(BATCH):
+            try:
+                data, addr = recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ICMP-reported errors; nothing to do with one datagram
+                self.counters["rx_errors"] += 1
+                log.debug("recvfrom: %s", exc)
+                break
+            count += 1
+            received(data, addr, now)
+        self.counters["rx"] += count
+        self.flush()
+
+    # -- pumping -------------------------------------------------------------------------------
+
+    def touch(self, pumped: Pumped) -> None:
+        """Mark a connection as needing a flush (new commands, or fed a datagram)."""
+        if not pumped._dirty:
+            pumped._dirty = True
+            self._dirty.append(pumped)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        now = self.loop.time()
+        dirty = self._dirty
+        while dirty:
+            self._dirty = []
+            for pumped in dirty:
+                pumped._dirty = False
+                self._pump(pumped, now)
+            dirty = self._dirty
+        self.demux.flush_stateless(self)
+
+    def _pump(self, pumped: Pumped, now: float) -> None:
+        core = pumped.core
+        handle = pumped.handle_event
+        event = core.next_event()
+        while event is not None:
+            handle(event)
+            event = core.next_event()
+        send = self.sendto
+        for data, addr in core.datagrams_to_send(now):
+            send(data, addr)
+        event = core.next_event()
+        while event is not None:
+            handle(event)
+            event = core.next_event()
+        if pumped.finished:
+            if pumped._timer is not None:
+                pumped._timer.cancel()
+                pumped._timer = None
+            pumped.on_finished()
+            return
+        self._arm(pumped, core.get_timer())
+
+    def _arm(self, pumped: Pumped, at: float | None) -> None:
+        if at is None:
+            if pumped._timer is not None:
+                pumped._timer.cancel()
+                pumped._timer = None
+            pumped._timer_at = None
+            return
+        current = pumped._timer_at
+        if pumped._timer is not None and current is not None and current <= at:
+            return  # the armed handle fires no later than needed; it re-arms then
+        if pumped._timer is not None:
+            pumped._timer.cancel()
+        pumped._timer_at = at
+        pumped._timer = self.loop.call_at(at, self._fire, pumped)
+
+    def _fire(self, pumped: Pumped) -> None:
+        pumped._timer = None
+        pumped._timer_at = None
+        core = pumped.core
+        now = self.loop.time()
+        at = core.get_timer()
+        if at is not None and at <= now + 0.0005:
+            core.handle_timer(now)
+        self._pump(pumped, now)
+
+    # -- send -----------------------------------------------------------------------------------
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        if self._out:
+            self._queue(data, addr)
+            return
+        try:
+            self.sock.sendto(data, addr)
+            self.counters["tx"] += 1
+        except (BlockingIOError, InterruptedError):
+            self._queue(data, addr)
+        except OSError as exc:
+            # A datagram is best-effort; the protocol's own recovery deals with a lost one.
+            self.counters["tx_dropped"] += 1
+            if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                log.debug("sendto %s: %s", addr, exc)
+
+    def _queue(self, data: bytes, addr: Address) -> None:
+        if len(self._out) >= 4096:  # the protocol will retransmit; don't hold unbounded memory
+            self.counters["tx_dropped"] += 1
+            return
+        self._out.append((data, addr))
+        if not self._writer_on and not self._closed:
+            self._writer_on = True
+            self.loop.add_writer(self.sock.fileno(), self._write_ready)
+
+    def _write_ready(self) -> None:
+        out = self._out
+        while out:
+            data, addr = out[0]
+            try:
+                self.sock.sendto(data, addr)
+                self.counters["tx"] += 1
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.counters["tx_dropped"] += 1
+            out.popleft()
+        self._writer_on = False
+        self.loop.remove_writer(self.sock.fileno())
+
+
+def open_socket(host: str, port: int) -> socket.socket:
+    """A bound non-blocking UDP socket for ``host`` (IPv4 or IPv6 literal or name)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(sockaddr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def resolve(host: str, port: int) -> Address:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    return tuple(infos[0][4])
+
+
+Callback = Callable[[], None]
