@@ -40,7 +40,7 @@ class Supervisor(Protocol):
 
 
 class _Call:
-    __slots__ = ("msg", "future")
+    __slots__ = ("future", "msg")
 
     def __init__(self, msg: Any, future: asyncio.Future[Any]) -> None:
         self.msg = msg
@@ -330,6 +330,9 @@ class Connection:
                 await self._invoke(b.connected, self, item.props)
             elif kind is _NewConn:
                 await self._invoke(b.new_conn, self, item.props)
+                proceed = getattr(self._tconn, "proceed", None)
+                if proceed is not None and self.state == "handshaking":
+                    proceed()
             elif kind is t.StreamReset:
                 stream, new = self._stream_for(item.stream_id)
                 stream.recv_done = True
@@ -354,7 +357,12 @@ class Connection:
             self._dead = True
             if self._supervisor is not None:
                 self._supervisor._rejected(self)
-            self._close_for(exc.code, exc.reason)
+            refuse = getattr(self._tconn, "refuse", None)
+            if refuse is not None and self.state == "handshaking":
+                self.state = "closing"
+                refuse(exc.reason or "refused")
+            else:
+                self._close_for(exc.code, exc.reason)
         except Stop as exc:
             self._dead = True
             self._close_for(exc.code, exc.reason)

@@ -19,9 +19,7 @@ class Server:
     def __init__(self, config: Any) -> None:
         self.config = config
         behaviour = import_behaviour(config.behaviour)
-        self.pool = AcceptorPool(
-            behaviour, dict(config.options), PoolOptions(**config.pool.model_dump())
-        )
+        self.pool = AcceptorPool(behaviour, dict(config.options), PoolOptions(**config.pool.model_dump()))
         self.listeners: list[Listener] = []
         for options in config.listeners:
             if options.name is None:
@@ -69,11 +67,13 @@ class Server:
 
         def on_signal(signum: int) -> None:
             if not draining:
-                log.info("%s: draining (timeout %d ms)", signal.Signals(signum).name, self.pool.options.shutdown_timeout_ms)
+                log.info(
+                    "%s: draining (timeout %d ms)", signal.Signals(signum).name, self.pool.options.shutdown_timeout_ms
+                )
                 draining.append(loop.create_task(self.drain()))
             else:
                 log.info("%s again: stopping now", signal.Signals(signum).name)
-                loop.create_task(self.stop())
+                draining.append(loop.create_task(self.stop()))
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)

@@ -15,7 +15,7 @@ class Stream:
     stream is under its high-water mark, and otherwise waits until the transport has drained it.
     """
 
-    __slots__ = ("conn", "id", "unidirectional", "local", "send_done", "recv_done", "closed")
+    __slots__ = ("closed", "conn", "id", "local", "recv_done", "send_done", "unidirectional")
 
     def __init__(self, conn: Connection, stream_id: int, *, unidirectional: bool, local: bool) -> None:
         self.conn = conn

@@ -181,6 +181,10 @@ class TransportConnection(Protocol):
 
     def stats(self) -> dict[str, Any]: ...
 
+    # Server side, optional: a transport that can hold a new peer's handshake until the behaviour's
+    # ``new_conn`` has accepted it implements ``proceed()`` (continue the handshake) and
+    # ``refuse(reason)`` (answer with its refusal, e.g. QUIC CONNECTION_REFUSED, SCTP ABORT).
+
 
 class Listener(Protocol):
     """A bound server socket of one transport feeding the shared pool."""

@@ -59,9 +59,7 @@ def self_signed(host: str) -> tuple[Path, Path]:
         .sign(key, hashes.SHA256())
     )
     keyfile.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     os.chmod(keyfile, 0o600)
     certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

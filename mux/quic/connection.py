@@ -61,6 +61,8 @@ class QuicTransportConnection(Pumped):
         self._peer_addr: Address | None = None
         self._pings = 0
         self.finished = False
+        #: server side: datagrams held until the behaviour's new_conn accepts the peer
+        self._held: list[tuple[bytes, Address]] | None = None
 
     # -- TransportConnection --------------------------------------------------------------------
 
@@ -111,23 +113,34 @@ class QuicTransportConnection(Pumped):
         self.quic.send_datagram_frame(data)
         self.driver.touch(self)
 
+    def hold(self) -> None:
+        """Do not answer the peer until ``proceed``: quicer's new_conn runs before the handshake."""
+        self._held = []
+
+    def proceed(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            now = self.driver.loop.time()
+            for data, addr in held:
+                self.received(data, addr, now)
+
     def close(self, error_code: int, reason: str) -> None:
+        self.proceed()
         self._closing_by_us = True
         self.quic.close(error_code=error_code, reason_phrase=reason)
         self.driver.touch(self)
 
     def abort(self, reason: str) -> None:
+        self.proceed()
         self._closing_by_us = True
-        self.quic.close(
-            error_code=QuicErrorCode.INTERNAL_ERROR, frame_type=TRANSPORT_CLOSE, reason_phrase=reason
-        )
+        self.quic.close(error_code=QuicErrorCode.INTERNAL_ERROR, frame_type=TRANSPORT_CLOSE, reason_phrase=reason)
         self.driver.touch(self)
 
     def refuse(self, reason: str = "connection refused") -> None:
+        """CONNECTION_CLOSE with CONNECTION_REFUSED (the peer was rejected by new_conn)."""
+        self.proceed()
         self._closing_by_us = True
-        self.quic.close(
-            error_code=QuicErrorCode.CONNECTION_REFUSED, frame_type=TRANSPORT_CLOSE, reason_phrase=reason
-        )
+        self.quic.close(error_code=QuicErrorCode.CONNECTION_REFUSED, frame_type=TRANSPORT_CLOSE, reason_phrase=reason)
         self.driver.touch(self)
 
     def stats(self) -> dict[str, Any]:
@@ -146,6 +159,11 @@ class QuicTransportConnection(Pumped):
     # -- driver side -----------------------------------------------------------------------------
 
     def received(self, data: bytes, addr: Address, now: float) -> None:
+        held = self._held
+        if held is not None:
+            if len(held) < 16:  # a client retransmitting its Initial must not grow this without bound
+                held.append((data, addr))
+            return
         quic = self.quic
         quic.receive_datagram(data, addr, now)
         sink = self.sink

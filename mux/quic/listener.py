@@ -17,7 +17,7 @@ import os
 from collections import OrderedDict
 from typing import Any
 
-from aioquic.buffer import Buffer
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic.packet import (
     QuicPacketType,
     encode_quic_retry,
@@ -187,9 +187,8 @@ class QuicListener:
         )
         self._cid_issued(header.destination_cid, conn)
         self._cid_issued(quic.host_cid, conn)
-        conn.sink = self.pool.accept(
-            self.name, conn, {"transport": "quic", "peer": addr, "listener": self.name}
-        )
+        conn.hold()
+        conn.sink = self.pool.accept(self.name, conn, {"transport": "quic", "peer": addr, "listener": self.name})
         conn.received(data, addr, now)
 
     def _send_retry(self, header: Any, addr: Address, now: float) -> None:
@@ -215,9 +214,7 @@ class QuicListener:
     def _refuse(self, data: bytes, addr: Address, now: float, header: Any) -> None:
         """CONNECTION_CLOSE(CONNECTION_REFUSED) from a throwaway connection that is never kept."""
         assert self.driver is not None
-        quic = MuxQuicConnection(
-            configuration=self.config, original_destination_connection_id=header.destination_cid
-        )
+        quic = MuxQuicConnection(configuration=self.config, original_destination_connection_id=header.destination_cid)
         quic.receive_datagram(data, addr, now)
         quic.close(error_code=0x2, frame_type=0x0, reason_phrase="connection refused")
         for payload, to in quic.datagrams_to_send(now):

@@ -1,0 +1,150 @@
+"""Behaviours used by the tests (importable by dotted path from test configs)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mux import Connection, ConnectionBehaviour, Reject, Stop, Stream
+
+#: callbacks seen by Recording servers, in order, per connection id
+LOG: dict[int, list[str]] = {}
+
+
+class Recording(ConnectionBehaviour):
+    """Echoes, and records every callback it gets."""
+
+    def _log(self, entry: str) -> None:
+        LOG.setdefault(self.conn.id, []).append(entry)
+
+    def init(self, opts: dict[str, Any]) -> None:
+        self._log("init")
+
+    def new_conn(self, conn: Connection, props: dict[str, Any]) -> None:
+        self._log("new_conn")
+
+    async def connected(self, conn: Connection, props: dict[str, Any]) -> None:
+        await asyncio.sleep(0.01)  # an async callback that yields must still keep order
+        self._log("connected")
+
+    def new_stream(self, stream: Stream, props: dict[str, Any]) -> None:
+        self._log(f"new_stream:{stream.id}")
+
+    async def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> None:
+        self._log(f"data:{stream.id}:{data.decode()}:{int(fin)}")
+        if data == b"crash":
+            raise RuntimeError("boom, as asked")
+        if data == b"stop":
+            raise Stop(7, "stopped by behaviour")
+        await stream.send(data, fin=fin)
+
+    def stream_closed(self, stream: Stream, props: dict[str, Any]) -> None:
+        self._log(f"stream_closed:{stream.id}")
+
+    def shutdown(self, conn: Connection, error_code: int) -> None:
+        self._log(f"shutdown:{error_code}")
+
+    def transport_shutdown(self, conn: Connection, props: dict[str, Any]) -> None:
+        self._log("transport_shutdown")
+
+    def handle_info(self, msg: Any) -> None:
+        self._log(f"info:{msg}")
+
+    def peer_needs_streams(self, conn: Connection, unidirectional: bool) -> None:
+        self._log(f"peer_needs_streams:{int(unidirectional)}")
+
+    def dgram_recv(self, conn: Connection, data: bytes, flags: int) -> None:
+        self._log(f"dgram:{data.decode()}")
+        conn.send_datagram(data)
+
+    def handle_call(self, msg: Any) -> Any:
+        self._log(f"call:{msg}")
+        if msg == "fail":
+            raise ValueError("call failed")
+        return ("reply", msg)
+
+    def closed(self, conn: Connection, props: dict[str, Any]) -> None:
+        self._log("closed")
+
+
+class Refusing(ConnectionBehaviour):
+    def new_conn(self, conn: Connection, props: dict[str, Any]) -> None:
+        raise Reject(0, "not today")
+
+
+class SlowNewConn(ConnectionBehaviour):
+    async def init(self, opts: dict[str, Any]) -> None:
+        self.delay = float(opts.get("delay", 1.0))
+
+    async def new_conn(self, conn: Connection, props: dict[str, Any]) -> None:
+        await asyncio.sleep(self.delay)
+
+    async def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> None:
+        await stream.send(data, fin=fin)
+
+
+class Producer(ConnectionBehaviour):
+    """On a request naming a size, sends that many bytes back as fast as backpressure lets it."""
+
+    max_buffered: int = 0
+
+    async def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> None:
+        if not data:
+            return
+        total = int(data.decode())
+        chunk = b"x" * 65536
+        tconn = self.conn._tconn
+        sent = 0
+        while sent < total:
+            piece = chunk[: min(len(chunk), total - sent)]
+            await stream.send(piece)
+            sent += len(piece)
+            Producer.max_buffered = max(Producer.max_buffered, tconn.send_buffered(stream.id))
+        await stream.send(b"", fin=True)
+
+
+class Client(ConnectionBehaviour):
+    """A test client: everything it gets lands on a queue."""
+
+    def init(self, opts: dict[str, Any]) -> None:
+        self.events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self.data: dict[int, bytearray] = {}
+        self.fins: dict[int, asyncio.Event] = {}
+
+    def fin_event(self, stream_id: int) -> asyncio.Event:
+        return self.fins.setdefault(stream_id, asyncio.Event())
+
+    def connected(self, conn: Connection, props: dict[str, Any]) -> None:
+        self.events.put_nowait(("connected", props))
+
+    def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> None:
+        self.data.setdefault(stream.id, bytearray()).extend(data)
+        self.events.put_nowait(("data", stream.id, data, fin, props))
+        if fin:
+            self.fin_event(stream.id).set()
+
+    def dgram_recv(self, conn: Connection, data: bytes, flags: int) -> None:
+        self.events.put_nowait(("dgram", data))
+
+    def streams_available(self, conn: Connection, bidi: int, unidi: int) -> None:
+        self.events.put_nowait(("streams_available", bidi, unidi))
+
+    def peer_needs_streams(self, conn: Connection, unidirectional: bool) -> None:
+        self.events.put_nowait(("peer_needs_streams", unidirectional))
+
+    def shutdown(self, conn: Connection, error_code: int) -> None:
+        self.events.put_nowait(("shutdown", error_code))
+
+    def transport_shutdown(self, conn: Connection, props: dict[str, Any]) -> None:
+        self.events.put_nowait(("transport_shutdown", props))
+
+    def closed(self, conn: Connection, props: dict[str, Any]) -> None:
+        self.events.put_nowait(("closed", props))
+
+    async def next(self, kind: str, timeout: float = 5.0) -> tuple[Any, ...]:
+        """The next event of ``kind``, skipping others."""
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self.events.get()
+                if event[0] == kind:
+                    return event

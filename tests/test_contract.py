@@ -1,0 +1,134 @@
+"""The behaviour contract, through real loopback sockets, for every transport."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from mux import ConnectionClosed, connect
+from tests import apps as tb
+from tests.conftest import ServerFactory, client_target, listener
+
+
+async def wait_bytes(client: tb.Client, stream_id: int, count: int, timeout: float = 5.0) -> bytes:
+    async with asyncio.timeout(timeout):
+        while len(client.data.get(stream_id, b"")) < count:
+            await client.events.get()
+    return bytes(client.data[stream_id])
+
+
+async def start(make_server: ServerFactory, transport: str, behaviour: str, **pool: int):
+    server = await make_server(behaviour, [listener(transport)], pool=pool or None)
+    url, options = client_target(server, transport)
+    return server, url, options
+
+
+async def test_echo_and_callback_order(make_server: ServerFactory, transport: str) -> None:
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    stream = conn.open_stream()
+    for word in (b"alpha", b"beta", b"gamma"):
+        await stream.send(word)
+    echoed = await wait_bytes(client, stream.id, len(b"alphabetagamma"))
+    assert echoed == b"alphabetagamma"
+    (server_conn,) = server.pool.connections
+    conn.close(0, "bye")
+    await asyncio.wait_for(conn.wait_closed(), 5)
+    await asyncio.wait_for(server_conn.wait_closed(), 5)
+    log = tb.LOG[server_conn.id]
+    assert log[:4] == ["init", "new_conn", "connected", f"new_stream:{stream.id}"]
+    data = [entry for entry in log if entry.startswith("data:")]
+    assert "".join(entry.split(":")[2] for entry in data) == "alphabetagamma"
+    assert log[-2:] == ["shutdown:0", "closed"]
+    info = server.pool.info()["total"]
+    assert (info["accepted"], info["active"], info["closed"]) == (1, 0, 1)
+
+
+async def test_crash_closes_only_that_connection(
+    make_server: ServerFactory, transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    healthy, doomed = tb.Client(), tb.Client()
+    conn_ok = await connect(healthy, url, options=options)
+    conn_bad = await connect(doomed, url, options=options)
+    with caplog.at_level(logging.ERROR, logger="mux.connection"):
+        await conn_bad.open_stream().send(b"crash")
+        event = await doomed.next("closed")
+    assert event[1].get("by") in ("peer", "transport")
+    assert any("boom, as asked" in (r.exc_text or "") for r in caplog.records), "traceback not logged"
+    # the other connection carries on
+    stream = conn_ok.open_stream()
+    await stream.send(b"still here")
+    assert await wait_bytes(healthy, stream.id, 10) == b"still here"
+    assert conn_ok.state == "connected"
+    crashed = [log for log in tb.LOG.values() if any("crash" in e for e in log)]
+    assert crashed and crashed[-1][-1] == "closed"
+    conn_ok.close()
+
+
+async def test_stop_closes_gracefully_with_code(make_server: ServerFactory, transport: str) -> None:
+    _server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    await conn.open_stream().send(b"stop")
+    event = await client.next("shutdown")
+    if transport == "quic":
+        assert event[1] == 7
+    await client.next("closed")
+
+
+async def test_reject_in_new_conn_refuses(make_server: ServerFactory, transport: str) -> None:
+    server, url, options = await start(make_server, transport, "tests.apps:Refusing")
+    with pytest.raises(ConnectionClosed):
+        await connect(tb.Client(), url, options=options, timeout=5)
+    await asyncio.sleep(0.1)
+    total = server.pool.info()["total"]
+    assert total["refused"] == 1
+    assert total["errors"].get("refused_by_behaviour") == 1
+
+
+async def test_post_call_and_timers(make_server: ServerFactory, transport: str) -> None:
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    conn = await connect(tb.Client(), url, options=options)
+    await asyncio.sleep(0.05)
+    (server_conn,) = server.pool.connections
+    server_conn.post("hello")
+    assert await server_conn.call("ping") == ("reply", "ping")
+    with pytest.raises(ValueError, match="call failed"):
+        await server_conn.call("fail")
+    await asyncio.sleep(0.05)
+    # a handle_call that raised crashed its connection like any other callback
+    assert server_conn.state in ("closing", "closed")
+    log = tb.LOG[server_conn.id]
+    assert log.index("info:hello") < log.index("call:ping") < log.index("call:fail")
+    await asyncio.wait_for(conn.wait_closed(), 5)
+
+
+async def test_send_after_fires_in_order(make_server: ServerFactory, transport: str) -> None:
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    conn = await connect(tb.Client(), url, options=options)
+    await asyncio.sleep(0.05)
+    (server_conn,) = server.pool.connections
+    server_conn.send_after(60, "late")
+    server_conn.send_after(20, "early")
+    cancelled = server_conn.send_after(40, "never")
+    server_conn.cancel_timer(cancelled)
+    await asyncio.sleep(0.2)
+    infos = [e for e in tb.LOG[server_conn.id] if e.startswith("info:")]
+    assert infos == ["info:early", "info:late"]
+    conn.close()
+
+
+async def test_closed_connection_rejects_commands(make_server: ServerFactory, transport: str) -> None:
+    _server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    conn = await connect(tb.Client(), url, options=options)
+    stream = conn.open_stream()
+    conn.close()
+    with pytest.raises(ConnectionClosed):
+        await stream.send(b"too late")
+    await asyncio.wait_for(conn.wait_closed(), 5)
+    with pytest.raises(ConnectionClosed):
+        conn.open_stream()
