@@ -22,8 +22,10 @@ class Echo(ConnectionBehaviour):
         if stream.unidirectional:
             self.dropped_unidirectional += len(data)
             return
-        extra = {k: props[k] for k in ("ppid", "unordered") if k in props}
-        await stream.send(data, fin=fin, **extra)
+        if props:  # SCTP: the same PPID and ordering go back
+            await stream.send(data, fin=fin, ppid=props.get("ppid", 0), unordered=props.get("unordered", False))
+        else:
+            await stream.send(data, fin=fin)
 
     def dgram_recv(self, conn: Connection, data: bytes, flags: int) -> None:
         conn.send_datagram(data)

@@ -11,7 +11,9 @@ import inspect
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
+from asyncio.tasks import _enter_task, _leave_task
+from asyncio.tasks import current_task as _current_task
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Protocol
 
 from mux import transport as t
@@ -187,7 +189,31 @@ class Connection:
     def deliver(self, event: t.Event) -> None:
         if type(event) is t.Closed:
             self._on_transport_closed(event)
+        elif self._waiter is not None and not self._mailbox and not self._dead and _current_task() is None:
+            self._dispatch_eagerly(event)
+            return
         self._push(event)
+
+    def _dispatch_eagerly(self, item: Any) -> None:
+        """Run the callback for ``item`` right now, as the connection's own task.
+
+        The mailbox is idle and the transport is delivering from the driver (no task running), so
+        the callback may start at once: it runs with ``asyncio.current_task()`` being this
+        connection's task, exactly as if the task had woken up. If it completes without suspending
+        (an echo under its high-water mark), one loop step and a task wake-up are saved per
+        event. If it suspends, the task takes over the half-run coroutine, first in line, so order
+        is kept.
+        """
+        coro = self._dispatch(item)
+        loop = self._task.get_loop()
+        _enter_task(loop, self._task)
+        try:
+            blocker = coro.send(None)
+        except StopIteration:
+            return
+        finally:
+            _leave_task(loop, self._task)
+        self._push(_Resume(coro, blocker))
 
     def writable(self) -> None:
         """Wake senders whose stream queue fell back under the high-water mark."""
@@ -270,9 +296,13 @@ class Connection:
     async def _run(self) -> None:
         mailbox = self._mailbox
         loop = asyncio.get_running_loop()
+        flush: Callable[[], None] | None = getattr(self._tconn, "flush", None)
         while True:
             while mailbox:
                 item = mailbox.popleft()
+                if type(item) is _Resume:
+                    await item
+                    continue
                 if type(item) is t.Closed:
                     await self._finish(item)
                     return
@@ -280,6 +310,8 @@ class Connection:
                     await self._dispatch(item)
                 elif type(item) is _Call and not item.future.done():
                     item.future.set_exception(ConnectionClosed(f"connection {self.id} has stopped"))
+            if flush is not None:
+                flush()  # what the callbacks sent leaves now, not one loop step later
             self._waiter = loop.create_future()
             try:
                 await self._waiter
@@ -288,7 +320,7 @@ class Connection:
 
     async def _invoke(self, fn: Callable[..., Any], *args: Any) -> Any:
         result = fn(*args)
-        if inspect.isawaitable(result):
+        if result is not None and (type(result) is _Coroutine or inspect.isawaitable(result)):
             result = await result
         return result
 
@@ -397,6 +429,32 @@ class Connection:
                 self._closed_future.set_result(event.props)
 
 
+class _Resume:
+    """A callback that started eagerly and suspended: the task drives it to the end."""
+
+    __slots__ = ("coro", "blocker")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], blocker: Any) -> None:
+        self.coro = coro
+        self.blocker = blocker
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, blocker = self.coro, self.blocker
+        while True:
+            try:
+                yield blocker
+            except BaseException as exc:  # cancellation and the like go to the callback
+                try:
+                    blocker = coro.throw(exc)
+                except StopIteration:
+                    return
+                continue
+            try:
+                blocker = coro.send(None)
+            except StopIteration:
+                return
+
+
 class _StreamClosed:
     __slots__ = ("stream",)
 
@@ -405,3 +463,12 @@ class _StreamClosed:
 
 
 _INIT = object()
+
+
+async def _probe() -> None:
+    pass
+
+
+_coro = _probe()
+_Coroutine = type(_coro)
+_coro.close()

@@ -181,6 +181,8 @@ class TransportConnection(Protocol):
 
     def stats(self) -> dict[str, Any]: ...
 
+    # Optional: ``flush()`` is called when the behaviour has worked through its queued callbacks, so
+    # a transport can send what they produced at once instead of on the next loop step.
     # Server side, optional: a transport that can hold a new peer's handshake until the behaviour's
     # ``new_conn`` has accepted it implements ``proceed()`` (continue the handshake) and
     # ``refuse(reason)`` (answer with its refusal, e.g. QUIC CONNECTION_REFUSED, SCTP ABORT).

@@ -5,8 +5,11 @@ A *core* is anything shaped like aioquic's ``QuicConnection``: ``datagrams_to_se
 shape, so this one driver serves both transports. The transport-specific part is the *demux*: it
 parses each datagram just enough to find (or admit) its core, feeds it, and calls ``touch``.
 
-Per readiness event the driver reads up to ``BATCH`` datagrams straight off the socket, then
-flushes every touched connection once: drain its events, send its datagrams, re-arm its timer.
+Per readiness event the driver reads up to ``BATCH`` datagrams straight off the socket and hands
+the resulting events to the connections' mailboxes. Sending is deferred by one loop step
+(``call_soon``), queued *after* the mailbox wake-ups: a behaviour that answers at once (an echo)
+has its reply in the core before we transmit, so the ACK and the answer leave in one packet.
+The flush then sends each touched connection's datagrams and re-arms its timer.
 Timers are lazy: a handle is only rescheduled when the deadline moves earlier, and an early fire
 just re-arms, so a deadline that moves every packet costs no timer churn.
 """
@@ -72,6 +75,7 @@ class Driver:
         self.loop = loop or asyncio.get_running_loop()
         self._dirty: list[Pumped] = []
         self._flush_scheduled = False
+        self._reading = False
         self._out: deque[tuple[bytes, Address]] = deque()
         self._writer_on = False
         self._closed = False
@@ -104,6 +108,7 @@ class Driver:
         received = self.demux.datagram_received
         now = self.loop.time()
         count = 0
+        self._reading = True
         for _ in range(BATCH):
             try:
                 data, addr = recvfrom(RECV_SIZE)
@@ -115,8 +120,15 @@ class Driver:
                 break
             count += 1
             received(data, addr, now)
+        self._reading = False
         self.counters["rx"] += count
-        self.flush()
+        for pumped in self._dirty:
+            self._deliver(pumped)
+        if self._dirty and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush)
+        else:
+            self.demux.flush_stateless(self)
 
     # -- pumping -------------------------------------------------------------------------------
 
@@ -125,9 +137,15 @@ class Driver:
         if not pumped._dirty:
             pumped._dirty = True
             self._dirty.append(pumped)
-            if not self._flush_scheduled:
+            if not self._flush_scheduled and not self._reading:
                 self._flush_scheduled = True
                 self.loop.call_soon(self.flush)
+
+    def flush_one(self, pumped: Pumped) -> None:
+        """Send a connection's datagrams now (its behaviour finished a batch of callbacks)."""
+        if pumped._dirty and not self._reading:
+            pumped._dirty = False
+            self._pump(pumped, self.loop.time())
 
     def flush(self) -> None:
         self._flush_scheduled = False
@@ -136,10 +154,20 @@ class Driver:
         while dirty:
             self._dirty = []
             for pumped in dirty:
-                pumped._dirty = False
-                self._pump(pumped, now)
+                if pumped._dirty:  # not already flushed by flush_one
+                    pumped._dirty = False
+                    self._pump(pumped, now)
             dirty = self._dirty
         self.demux.flush_stateless(self)
+
+    @staticmethod
+    def _deliver(pumped: Pumped) -> None:
+        core = pumped.core
+        handle = pumped.handle_event
+        event = core.next_event()
+        while event is not None:
+            handle(event)
+            event = core.next_event()
 
     def _pump(self, pumped: Pumped, now: float) -> None:
         core = pumped.core

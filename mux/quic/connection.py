@@ -113,6 +113,9 @@ class QuicTransportConnection(Pumped):
         self.quic.send_datagram_frame(data)
         self.driver.touch(self)
 
+    def flush(self) -> None:
+        self.driver.flush_one(self)
+
     def hold(self) -> None:
         """Do not answer the peer until ``proceed``: quicer's new_conn runs before the handshake."""
         self._held = []

@@ -1,0 +1,235 @@
+"""mux-over-QUIC against raw aioquic: the same echo, the same settings, alternating A B A B.
+
+Two servers run in their own processes: A is ``mux serve`` with ``behaviours.echo:Echo``; B is a
+plain aioquic ``QuicConnectionProtocol`` that echoes in ``quic_event_received``. Both use the same
+certificate, congestion control, datagram size and flow-control windows, and the same event loop
+(uvloop when installed). One plain aioquic client (this process) measures both:
+
+* bulk: one stream, ``--bulk-mb`` MiB sent with FIN, timed until the whole echo has come back
+  (goodput counts the bytes once);
+* latency: ``--rounds`` 64-byte request/response round trips on one stream, p50 and p99.
+
+Prints each figure as median [min..max] over ``--reps`` runs, and the ratio mux / raw.
+Usage: python bench/quic_vs_aioquic.py [--reps 5] [--bulk-mb 16] [--rounds 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from aioquic.asyncio import connect, serve
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import QuicEvent, StreamDataReceived
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SETTINGS = {
+    "max_datagram_size": 1200,
+    "congestion_control_algorithm": "reno",
+    "conn_flow_control_window": 4 * 1024 * 1024,
+    "stream_recv_window_default": 1024 * 1024,
+    "idle_timeout_ms": 30_000,
+}
+
+
+def loop_factory() -> Any:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop
+    except ImportError:
+        return None
+
+
+# -- servers ----------------------------------------------------------------------------------
+
+
+class RawEcho(QuicConnectionProtocol):
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived):
+            self._quic.send_stream_data(event.stream_id, event.data, event.end_stream)
+            self.transmit()
+
+
+def run_raw_server(port: int, certfile: str, keyfile: str) -> None:
+    config = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=["echo"],
+        max_datagram_size=SETTINGS["max_datagram_size"],
+        congestion_control_algorithm=SETTINGS["congestion_control_algorithm"],
+        max_data=SETTINGS["conn_flow_control_window"],
+        max_stream_data=SETTINGS["stream_recv_window_default"],
+        idle_timeout=SETTINGS["idle_timeout_ms"] / 1000,
+    )
+    config.load_cert_chain(certfile, keyfile)
+
+    async def main() -> None:
+        await serve("127.0.0.1", port, configuration=config, create_protocol=RawEcho)
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(main())
+
+
+def mux_config(port: int, certfile: str, keyfile: str) -> str:
+    return (
+        "behaviour: behaviours.echo:Echo\n"
+        "logging: {level: warning}\n"
+        "listeners:\n"
+        f"  - {{transport: quic, host: 127.0.0.1, port: {port}, alpn: [echo], certfile: {certfile}, "
+        f"keyfile: {keyfile}, max_datagram_size: {SETTINGS['max_datagram_size']}, "
+        f"congestion_control_algorithm: {SETTINGS['congestion_control_algorithm']}, "
+        f"conn_flow_control_window: {SETTINGS['conn_flow_control_window']}, "
+        f"stream_recv_window_default: {SETTINGS['stream_recv_window_default']}, "
+        f"idle_timeout_ms: {SETTINGS['idle_timeout_ms']}, ideal_send_buffer_size: 1048576}}\n"
+    )
+
+
+# -- client -----------------------------------------------------------------------------------
+
+
+class Client(QuicConnectionProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.received = 0
+        self.target = 0
+        self.done: asyncio.Future[None] | None = None
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived):
+            self.received += len(event.data)
+            if self.done is not None and self.received >= self.target and not self.done.done():
+                self.done.set_result(None)
+
+
+def client_config() -> QuicConfiguration:
+    return QuicConfiguration(
+        is_client=True,
+        alpn_protocols=["echo"],
+        verify_mode=ssl.CERT_NONE,
+        max_datagram_size=SETTINGS["max_datagram_size"],
+        congestion_control_algorithm=SETTINGS["congestion_control_algorithm"],
+        max_data=SETTINGS["conn_flow_control_window"],
+        max_stream_data=SETTINGS["stream_recv_window_default"],
+    )
+
+
+async def bulk(port: int, size: int) -> float:
+    """Mbit/s of echoed goodput."""
+    async with connect("127.0.0.1", port, configuration=client_config(), create_protocol=Client) as c:
+        assert isinstance(c, Client)
+        loop = asyncio.get_running_loop()
+        c.target, c.received, c.done = size, 0, loop.create_future()
+        stream_id = c._quic.get_next_available_stream_id()
+        started = time.perf_counter()
+        chunk = b"\x5a" * 65536
+        sent = 0
+        while sent < size:
+            piece = chunk[: min(len(chunk), size - sent)]
+            c._quic.send_stream_data(stream_id, piece, sent + len(piece) >= size)
+            sent += len(piece)
+            # keep at most a few MiB unacknowledged in our own send buffer, like a real app
+            while sent - c.received > 4 * 1024 * 1024:
+                c.transmit()
+                await asyncio.sleep(0.001)
+        c.transmit()
+        await asyncio.wait_for(c.done, 120)
+        elapsed = time.perf_counter() - started
+    return size * 8 / elapsed / 1e6
+
+
+async def latency(port: int, rounds: int) -> tuple[float, float]:
+    """p50 and p99 round-trip time in microseconds."""
+    async with connect("127.0.0.1", port, configuration=client_config(), create_protocol=Client) as c:
+        assert isinstance(c, Client)
+        loop = asyncio.get_running_loop()
+        stream_id = c._quic.get_next_available_stream_id()
+        payload = b"q" * 64
+        samples = []
+        c.received = 0
+        for i in range(rounds):
+            c.target, c.done = (i + 1) * len(payload), loop.create_future()
+            started = time.perf_counter()
+            c._quic.send_stream_data(stream_id, payload, False)
+            c.transmit()
+            await asyncio.wait_for(c.done, 10)
+            samples.append((time.perf_counter() - started) * 1e6)
+    samples.sort()
+    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+
+
+def summary(values: list[float]) -> str:
+    return f"{statistics.median(values):9.1f} [{min(values):.1f}..{max(values):.1f}]"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--bulk-mb", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--serve-raw", nargs=3, metavar=("PORT", "CERT", "KEY"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_raw:
+        run_raw_server(int(args.serve_raw[0]), args.serve_raw[1], args.serve_raw[2])
+        return 0
+
+    from mux.quic.certs import self_signed
+
+    certfile, keyfile = (str(p) for p in self_signed("127.0.0.1"))
+    tmp = tempfile.mkdtemp(prefix="mux-bench-")
+    conf = os.path.join(tmp, "mux.yaml")
+    Path(conf).write_text(mux_config(14433, certfile, keyfile))
+    procs = {
+        "mux": subprocess.Popen([sys.executable, "-m", "mux.cli", "serve", conf], cwd=ROOT, stderr=subprocess.PIPE),
+        "raw": subprocess.Popen(
+            [sys.executable, __file__, "--serve-raw", "14434", certfile, keyfile], stdout=subprocess.PIPE
+        ),
+    }
+    ports = {"mux": 14433, "raw": 14434}
+    try:
+        time.sleep(1.5)
+        results: dict[str, dict[str, list[float]]] = {k: {"bulk": [], "p50": [], "p99": []} for k in ports}
+
+        async def run() -> None:
+            for rep in range(args.reps):
+                for name in (("mux", "raw") if rep % 2 == 0 else ("raw", "mux")):
+                    results[name]["bulk"].append(await bulk(ports[name], args.bulk_mb * 1024 * 1024))
+                    p50, p99 = await latency(ports[name], args.rounds)
+                    results[name]["p50"].append(p50)
+                    results[name]["p99"].append(p99)
+                print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr)
+
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(run())
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait(10)
+    loop_name = "uvloop" if loop_factory() else "asyncio"
+    print(f"QUIC echo, {args.reps} reps alternating, {args.bulk_mb} MiB bulk, {args.rounds} rounds, loop {loop_name}")
+    print(f"{'':10} {'bulk Mbit/s':>28} {'rtt p50 us':>28} {'rtt p99 us':>28}")
+    for name in ("mux", "raw"):
+        r = results[name]
+        print(f"{name:10} {summary(r['bulk']):>28} {summary(r['p50']):>28} {summary(r['p99']):>28}")
+    m, r = results["mux"], results["raw"]
+    thr = statistics.median(m["bulk"]) / statistics.median(r["bulk"])
+    lat = statistics.median(r["p50"]) / statistics.median(m["p50"])
+    print(f"ratio mux/raw: throughput {thr:.3f}x, latency (raw p50 / mux p50) {lat:.3f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
