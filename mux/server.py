@@ -57,6 +57,13 @@ class Server:
         for listener in self.listeners:
             await listener.close()
 
+    def log_info(self) -> None:
+        """Log the pool's counts (SIGUSR1), one line per listener and the total."""
+        info = self.pool.info()
+        for name, counts in info["listeners"].items():
+            log.info("pool %s: %s", name, counts)
+        log.info("pool total (%s): %s", info["state"], info["total"])
+
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
@@ -77,12 +84,13 @@ class Server:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
+        loop.add_signal_handler(signal.SIGUSR1, self.log_info)
         try:
             await self.start()
             for listener in self.listeners:
                 log.info("serving %s on %s", listener.name, listener.address[:2])
             await self._stopped.wait()
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                 loop.remove_signal_handler(signum)
         log.info("stopped: %s", self.pool.info()["total"])

@@ -1,0 +1,1 @@
+"""Userspace SCTP over UDP (RFC 9260, RFC 6951): wire codec, association core and endpoint."""
