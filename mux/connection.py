@@ -10,9 +10,9 @@ import asyncio
 import inspect
 import itertools
 import logging
-from collections import deque
 from asyncio.tasks import _enter_task, _leave_task
 from asyncio.tasks import current_task as _current_task
+from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Protocol
 
@@ -432,7 +432,7 @@ class Connection:
 class _Resume:
     """A callback that started eagerly and suspended: the task drives it to the end."""
 
-    __slots__ = ("coro", "blocker")
+    __slots__ = ("blocker", "coro")
 
     def __init__(self, coro: Coroutine[Any, Any, None], blocker: Any) -> None:
         self.coro = coro
