@@ -33,8 +33,8 @@ class Chat(ConnectionBehaviour):
         if self.stream is None and not stream.unidirectional:
             self.stream = stream
             self._join(self.room)
-        if "ppid" in props:  # message-oriented transport: a message is a line
-            lines = [data.rstrip(b"\n")]
+        if "ppid" in props:  # message-oriented transport: a message holds whole lines
+            lines = data.rstrip(b"\n").split(b"\n")
         else:
             self.pending += data
             *lines, self.pending = self.pending.split(b"\n")

@@ -312,6 +312,8 @@ class Connection:
                     item.future.set_exception(ConnectionClosed(f"connection {self.id} has stopped"))
             if flush is not None:
                 flush()  # what the callbacks sent leaves now, not one loop step later
+                if mailbox:
+                    continue  # flushing can deliver events (an abort's Closed) straight back to us
             self._waiter = loop.create_future()
             try:
                 await self._waiter

@@ -56,7 +56,7 @@ def test_shipped_configs_are_valid() -> None:
             "valid integer",
         ),
         (GOOD.replace(", alpn: [echo]", ""), "listeners[0].alpn", "required key is missing"),
-        (GOOD.replace("transport: quic", "transport: tcp"), "listeners[0]", "'quic'"),
+        (GOOD.replace("transport: quic", "transport: tcp"), "listeners[0]", "one of: quic, sctp"),
         (GOOD.replace("port: 4433", "port: 70000"), "listeners[0].port", "less than or equal to 65535"),
         (GOOD + "pool: {num_acceptors: 0}\n", "pool.num_acceptors", "greater than 0"),
         (GOOD.replace("alpn: [echo]", "alpn: [echo], verify: maybe"), "listeners[0].verify", "'none'"),

@@ -1,0 +1,1289 @@
+"""One SCTP association (RFC 9260), sans-IO: packets and ``now`` in, packets, timers and events out.
+
+The pump methods carry aioquic's ``QuicConnection`` names so one UDP driver serves QUIC and SCTP.
+The server side is built by the endpoint from a valid COOKIE-ECHO (``from_cookie``); the client side is
+created by ``Endpoint.connect`` and starts with ``connect(now)``.
+
+Sending: ``send`` fragments a message into chunks queued in ``_pending``; TSNs are assigned when a chunk
+first leaves, so fragments of one message stay consecutive. Sent chunks live in ``_sent`` (a list with a head
+index, contiguous in TSN from the cumulative ack point), which makes gap-block processing plain index
+arithmetic. Receiving: in-sequence single-chunk messages are delivered at once; everything else waits in
+bounded buffers whose total is our advertised window, so a hostile peer cannot make us hold more than
+``recbuf`` (plus one window while it fills the hole at the cumulative ack point).
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections import deque
+from typing import Any
+
+from mux.sctp import cookie as ck
+from mux.sctp import events as ev
+from mux.sctp.chunks import (
+    DATA_HEADER,
+    FLAG_B,
+    FLAG_E,
+    FLAG_I,
+    FLAG_U,
+    AbortChunk,
+    CookieAckChunk,
+    CookieEchoChunk,
+    DataChunk,
+    ErrorChunk,
+    ForwardTsnChunk,
+    HeartbeatAckChunk,
+    HeartbeatChunk,
+    InitAckChunk,
+    InitChunk,
+    ReconfigChunk,
+    SackChunk,
+    ShutdownAckChunk,
+    ShutdownChunk,
+    ShutdownCompleteChunk,
+    UnknownChunk,
+)
+from mux.sctp.config import SctpConfig
+from mux.sctp.packet import Packet, ParseError, chunk_action, parse_packet, serialize_packet
+from mux.sctp.params import (
+    STALE_COOKIE,
+    CookiePreservativeParam,
+    ErrorCause,
+    StateCookieParam,
+    UnknownParam,
+    cookie_while_shutting_down_cause,
+    describe,
+    invalid_stream_cause,
+    missing_param_cause,
+    no_user_data_cause,
+    out_of_resource_cause,
+    param_action,
+    protocol_violation_cause,
+    unrecognized_chunk_cause,
+    unrecognized_params_cause,
+    user_abort_cause,
+)
+
+Addr = tuple[Any, ...]
+
+MASK = 0xFFFFFFFF
+HALF = 0x80000000
+
+CLOSED = "closed"
+COOKIE_WAIT = "cookie_wait"
+COOKIE_ECHOED = "cookie_echoed"
+ESTABLISHED = "established"
+SHUTDOWN_PENDING = "shutdown_pending"
+SHUTDOWN_SENT = "shutdown_sent"
+SHUTDOWN_RECEIVED = "shutdown_received"
+SHUTDOWN_ACK_SENT = "shutdown_ack_sent"
+
+_CAN_SEND = (ESTABLISHED, COOKIE_WAIT, COOKIE_ECHOED)
+_DATA_FLOWS = (ESTABLISHED, SHUTDOWN_PENDING, SHUTDOWN_RECEIVED, SHUTDOWN_SENT)
+_HB_INFO = struct.Struct("!Qd")
+#: bookkeeping charged per held chunk on top of its payload, so tiny chunks cannot bloat memory for free
+_HELD_OVERHEAD = 32
+_MAX_DUPS = 32
+#: received HEARTBEAT infos longer than this are not echoed back (an amplification guard)
+_MAX_HB_INFO = 1024
+
+
+class SctpError(Exception):
+    """A user command cannot be carried out (bad stream, association closed)."""
+
+
+class BufferFull(SctpError):
+    """The send queue is over ``sndbuf``: wait for ``SendQueueDrained``."""
+
+
+def tsn_lt(a: int, b: int) -> bool:
+    """Serial-number ``a < b`` on 32 bits (RFC 1982)."""
+    return a != b and ((b - a) & MASK) < HALF
+
+
+class _Out:
+    """One outbound DATA chunk; ``wire`` caches its encoding without the I bit for retransmission."""
+
+    __slots__ = (
+        "acked",
+        "data",
+        "fast_rtx",
+        "flags",
+        "marked",
+        "missing",
+        "ppid",
+        "sent",
+        "sent_at",
+        "size",
+        "ssn",
+        "stream_id",
+        "tsn",
+        "wire",
+    )
+
+    def __init__(self, stream_id: int, ssn: int, ppid: int, data: bytes, flags: int) -> None:
+        self.stream_id = stream_id
+        self.ssn = ssn
+        self.ppid = ppid
+        self.data = data
+        self.flags = flags
+        self.size = len(data)
+        self.tsn = 0
+        self.sent = 0
+        self.sent_at = 0.0
+        self.acked = False
+        self.marked = False
+        self.fast_rtx = False
+        self.missing = 0
+        self.wire = b""
+
+    def encode(self, immediate: bool = False) -> bytes:
+        data = self.data
+        n = 16 + len(data)
+        flags = self.flags | FLAG_I if immediate else self.flags
+        return b"".join(
+            (DATA_HEADER.pack(0, flags, n, self.tsn, self.stream_id, self.ssn, self.ppid), data, _PAD[n & 3])
+        )
+
+
+_PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+
+
+class Association:
+    def __init__(
+        self,
+        config: SctpConfig,
+        *,
+        local_port: int,
+        remote_port: int,
+        peer_addr: Addr,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.local_port = local_port
+        self.remote_port = remote_port
+        self.peer_addr: Addr = peer_addr
+        self._rng = rng or random.SystemRandom()
+        self.state = CLOSED
+        self._closed = False  # AssociationClosed was emitted
+        self._on_hold = False  # accepted but not yet released by the application (see from_cookie)
+        self.local_vtag = self._rng.randrange(1, 1 << 32)
+        self.peer_vtag = 0
+        self.outbound_streams = config.num_ostreams
+        self.inbound_streams = config.max_instreams
+        ip_overhead = 40 if ":" in str(peer_addr[0]) else 20
+        #: room for chunks in one packet: path MTU minus IP, UDP (RFC 6951) and the SCTP common header
+        self._budget = config.pmtu - ip_overhead - 8 - 12
+        frag = self._budget - 16
+        if config.maxseg:
+            frag = min(frag, config.maxseg)
+        self.fragmentation_point = max(frag & ~3, 4)
+        self._mtu = self._budget + 12  # the SCTP packet size congestion control counts in
+        self._events: deque[ev.Event] = deque()
+        self._ctrl: list[bytes] = []  # control chunks for the next packet (peer's tag)
+        self._raw: list[bytes] = []  # whole packets with their own tag (INIT, T-bit replies, ABORT)
+
+        # send side
+        self._initial_tsn = self._rng.randrange(0, 1 << 32)
+        self._next_tsn = self._initial_tsn
+        self._cum_acked = (self._initial_tsn - 1) & MASK
+        self._pending: deque[_Out] = deque()
+        self._pending_bytes = 0
+        self._sent: list[_Out] = []
+        self._head = 0
+        self._rtx: deque[_Out] = deque()
+        self._flight = 0
+        self._outstanding_bytes = 0  # sent and not yet cumulatively acked
+        self._ssn_out = [0] * max(config.num_ostreams, 1)
+        self._peer_arwnd = 0
+        self._cwnd = min(4 * self._mtu, max(2 * self._mtu, 4380))
+        self._ssthresh = 1 << 30
+        self._pba = 0
+        self._fast_recovery_exit: int | None = None
+        self._acks_since_send = 0
+        self._blocked = False
+        self._rtt_chunk: _Out | None = None
+
+        # timers and error counting
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self._rto = config.rto_initial / 1000.0
+        self._error_count = 0
+        self._t1: float | None = None
+        self._t1_rto = config.rto_initial / 1000.0
+        self._init_attempts = 0
+        self._t2: float | None = None
+        self._t3: float | None = None
+        self._t5: float | None = None
+        self._t_sack: float | None = None
+        self._t_hb: float | None = None
+        self._hb_nonce: int | None = None
+        self._last_activity = 0.0
+        self._init_packet = b""
+        self._cookie_echo = b""
+        self._cookie_echo_sent_at: float | None = None
+        self._cookie_preservative_ms = 0
+
+        # receive side
+        self._rx_cum = 0
+        self._rx_above: set[int] = set()
+        self._rx_max_above = max(1024, config.recbuf // 64)
+        self._dups: list[int] = []
+        self._held = 0
+        self._frags: dict[int, DataChunk] = {}
+        self._ssn_in = [0] * max(config.max_instreams, 1)
+        self._ordered_wait: dict[int, dict[int, tuple[bytes, int]]] = {}
+        self._need_sack = False
+        self._sack_now = False
+        self._data_packets = 0
+
+        self.stats: dict[str, int] = {
+            "tx_packets": 0,
+            "rx_packets": 0,
+            "tx_data_chunks": 0,
+            "rx_data_chunks": 0,
+            "retransmitted_chunks": 0,
+            "fast_retransmits": 0,
+            "t3_expiries": 0,
+            "duplicate_tsns": 0,
+            "rwnd_drops": 0,
+            "bad_vtag": 0,
+            "unrecognized_chunks": 0,
+            "messages_sent": 0,
+            "messages_received": 0,
+        }
+
+    # -- construction ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_cookie(
+        cls,
+        config: SctpConfig,
+        cookie: ck.Cookie,
+        *,
+        peer_addr: Addr,
+        now: float,
+        rng: random.Random | None = None,
+        hold: bool = False,
+    ) -> Association:
+        """The server's association, built from a verified COOKIE-ECHO.
+
+        With ``hold`` the COOKIE-ACK and every event wait for ``proceed``: the application decides
+        (quicer's ``new_conn``) before the peer learns the association is up.
+        """
+        assoc = cls(config, local_port=cookie.local_port, remote_port=cookie.peer_port, peer_addr=peer_addr, rng=rng)
+        assoc._load_cookie(cookie)
+        assoc._ctrl.append(CookieAckChunk().serialize())
+        assoc._establish(now)
+        if hold:
+            assoc._on_hold = True
+            assoc._t_hb = None
+        return assoc
+
+    @property
+    def on_hold(self) -> bool:
+        return self._on_hold
+
+    def proceed(self, now: float) -> None:
+        """Release a held association: send the COOKIE-ACK, deliver the events."""
+        if self._on_hold:
+            self._on_hold = False
+            if self.config.hbinterval and self.state in _DATA_FLOWS:
+                self._t_hb = self._hb_due(now)
+
+    def _load_cookie(self, cookie: ck.Cookie) -> None:
+        config = self.config
+        self.local_vtag = cookie.local_tag
+        self.peer_vtag = cookie.peer_tag
+        self._initial_tsn = self._next_tsn = cookie.local_tsn
+        self._cum_acked = (cookie.local_tsn - 1) & MASK
+        self._rx_cum = (cookie.peer_tsn - 1) & MASK
+        self._peer_arwnd = cookie.peer_rwnd
+        self.outbound_streams = min(config.num_ostreams, cookie.peer_mis)
+        self.inbound_streams = min(config.max_instreams, cookie.peer_os)
+
+    def connect(self, now: float) -> None:
+        """Client side: send INIT and wait for INIT-ACK (T1-init retransmits it)."""
+        if self.state != CLOSED:
+            raise SctpError(f"connect in state {self.state}")
+        self.state = COOKIE_WAIT
+        self._init_attempts = 0
+        self._t1_rto = self.config.rto_initial / 1000.0
+        self._send_init(now)
+
+    def _send_init(self, now: float) -> None:
+        c = self.config
+        params: list[Any] = []
+        if self._cookie_preservative_ms:
+            params.append(CookiePreservativeParam(self._cookie_preservative_ms))
+        init = InitChunk(self.local_vtag, c.recbuf, c.num_ostreams, c.max_instreams, self._initial_tsn, params)
+        self._init_packet = serialize_packet(self.local_port, self.remote_port, 0, [init])
+        self._raw.append(self._init_packet)
+        self._init_attempts += 1
+        self._t1 = now + self._t1_rto
+
+    # -- user commands --------------------------------------------------------------------------------------
+
+    def send(self, stream_id: int, data: bytes, *, ppid: int = 0, unordered: bool = False) -> None:
+        """Queue one user message; it leaves as one or more DATA chunks."""
+        if self.state not in _CAN_SEND:
+            raise SctpError(f"cannot send in state {self.state}")
+        if not 0 <= stream_id < self.outbound_streams:
+            raise SctpError(f"stream {stream_id} is not open: {self.outbound_streams} outbound streams")
+        if not data:
+            raise SctpError("SCTP cannot send an empty message")
+        if self._pending_bytes + self._outstanding_bytes > self.config.sndbuf:
+            raise BufferFull(f"send queue holds {self.buffered_amount()} bytes (sndbuf {self.config.sndbuf})")
+        if unordered:
+            ssn = 0
+            base = FLAG_U
+        else:
+            ssn = self._ssn_out[stream_id]
+            self._ssn_out[stream_id] = (ssn + 1) & 0xFFFF
+            base = 0
+        ppid &= MASK
+        n = len(data)
+        frag = self.fragmentation_point
+        pending = self._pending
+        if n <= frag:
+            pending.append(_Out(stream_id, ssn, ppid, data, base | FLAG_B | FLAG_E))
+        else:
+            view = memoryview(data)
+            for off in range(0, n, frag):
+                flags = base | (FLAG_B if off == 0 else 0) | (FLAG_E if off + frag >= n else 0)
+                pending.append(_Out(stream_id, ssn, ppid, bytes(view[off : off + frag]), flags))
+        self._pending_bytes += n
+        self.stats["messages_sent"] += 1
+        if self.buffered_amount() > self.config.sndbuf // 2:
+            self._blocked = True
+
+    def shutdown(self, now: float) -> None:
+        """Graceful close: outstanding data is delivered first, then SHUTDOWN."""
+        state = self.state
+        if state in (COOKIE_WAIT, CLOSED):
+            self._finish(None)
+        elif state == COOKIE_ECHOED:
+            self.abort("shutdown before the association was up")
+        elif state == ESTABLISHED:
+            self.state = SHUTDOWN_PENDING
+            self._check_shutdown(now)
+
+    def abort(self, reason: str = "") -> None:
+        """Send ABORT with a User-Initiated Abort cause and close at once."""
+        if self.state == CLOSED:
+            return
+        if self.state != COOKIE_WAIT:
+            abort = AbortChunk([user_abort_cause(reason.encode()[:256])])
+            self._raw.append(serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [abort]))
+        self._finish(None)
+
+    def buffered_amount(self) -> int:
+        """User bytes queued or in flight, not yet acknowledged."""
+        return self._pending_bytes + self._outstanding_bytes
+
+    @property
+    def peer_rwnd(self) -> int:
+        return max(0, self._peer_arwnd - self._flight)
+
+    @property
+    def rwnd(self) -> int:
+        return max(0, self.config.recbuf - self._held)
+
+    def status(self) -> dict[str, object]:
+        """gen_sctp's #sctp_status{} plus counters."""
+        return {
+            "state": self.state,
+            "rwnd": self.rwnd,
+            "peer_rwnd": self.peer_rwnd,
+            "unackdata": len(self._sent) - self._head,
+            "penddata": len(self._pending),
+            "instrms": self.inbound_streams,
+            "outstrms": self.outbound_streams,
+            "fragmentation_point": self.fragmentation_point,
+            "held_bytes": self._held,
+            "buffered": self.buffered_amount(),
+            "primary": {
+                "cwnd": self._cwnd,
+                "ssthresh": self._ssthresh,
+                "flight": self._flight,
+                "srtt": round(self._srtt * 1000, 3) if self._srtt is not None else None,
+                "rto": round(self._rto * 1000, 3),
+                "mtu": self._mtu,
+            },
+            **self.stats,
+        }
+
+    # -- pump -----------------------------------------------------------------------------------------------
+
+    def next_event(self) -> ev.Event | None:
+        events = self._events
+        return events.popleft() if events and not self._on_hold else None
+
+    def get_timer(self) -> float | None:
+        at: float | None = None
+        for t in (self._t3, self._t_sack, self._t1, self._t2, self._t_hb, self._t5):
+            if t is not None and (at is None or t < at):
+                at = t
+        return at
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        """Parse and process one packet addressed to this association (used without an endpoint)."""
+        try:
+            packet = parse_packet(data)
+        except ParseError:
+            return
+        self.receive_packet(packet, addr, now)
+
+    def receive_packet(self, packet: Packet, addr: Addr, now: float) -> None:
+        chunks = packet.chunks
+        if not chunks or self.state == CLOSED:
+            return
+        first = chunks[0]
+        if packet.vtag != self.local_vtag:
+            kind = type(first)
+            reflected = (kind is AbortChunk or kind is ShutdownCompleteChunk) and first.t_bit  # type: ignore[union-attr]
+            if not (reflected and packet.vtag == self.peer_vtag and self.peer_vtag):
+                self.stats["bad_vtag"] += 1
+                return
+        elif type(first) in (AbortChunk, ShutdownCompleteChunk) and first.t_bit and packet.vtag != self.peer_vtag:  # type: ignore[union-attr]
+            # T bit set: the tag must be the peer's own (our copy reflected back)
+            self.stats["bad_vtag"] += 1
+            return
+        self.stats["rx_packets"] += 1
+        self._last_activity = now
+        got_data = False
+        for chunk in chunks:
+            kind = type(chunk)
+            if kind is DataChunk:
+                if self.state in _DATA_FLOWS:
+                    self._on_data(chunk, now)  # type: ignore[arg-type]
+                    got_data = True
+            elif kind is SackChunk:
+                self._on_sack(chunk, now)  # type: ignore[arg-type]
+            elif kind is HeartbeatChunk:
+                info = chunk.info  # type: ignore[union-attr]
+                if len(info) <= _MAX_HB_INFO:
+                    self._ctrl.append(HeartbeatAckChunk(info).serialize())
+            elif kind is HeartbeatAckChunk:
+                self._on_heartbeat_ack(chunk.info, now)  # type: ignore[union-attr]
+            elif kind is InitAckChunk:
+                self._on_init_ack(chunk, now)  # type: ignore[arg-type]
+            elif kind is CookieAckChunk:
+                self._on_cookie_ack(now)
+            elif kind is ShutdownChunk:
+                self._on_shutdown(chunk.cum_tsn, now)  # type: ignore[union-attr]
+            elif kind is ShutdownAckChunk:
+                self._on_shutdown_ack(packet.vtag, now)
+            elif kind is ShutdownCompleteChunk:
+                if self.state == SHUTDOWN_ACK_SENT:
+                    self._finish(None)
+                return
+            elif kind is AbortChunk:
+                causes = chunk.causes  # type: ignore[union-attr]
+                reason = "; ".join(describe(c) for c in causes) or "peer sent ABORT"
+                self._finish(ev.AssociationAborted(reason, list(causes)))
+                return
+            elif kind is ErrorChunk:
+                self._on_error(chunk.causes, now)  # type: ignore[union-attr]
+            elif kind is CookieEchoChunk or kind is InitChunk:
+                pass  # the endpoint handles these before the association sees the packet
+            elif kind is UnknownChunk or kind is ForwardTsnChunk or kind is ReconfigChunk:
+                # we did not negotiate PR-SCTP or RE-CONFIG, so these are unrecognized to us
+                raw = chunk.serialize()
+                ctype = raw[0]
+                skip_rest, report = chunk_action(ctype)
+                self.stats["unrecognized_chunks"] += 1
+                if report:
+                    self._ctrl.append(ErrorChunk([unrecognized_chunk_cause(raw[: 4 + 256])]).serialize())
+                if skip_rest:
+                    break
+            if self.state == CLOSED:
+                return
+        if got_data:
+            self._after_data(now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        addr = self.peer_addr
+        out: list[tuple[bytes, Addr]] = []
+        if self._raw:
+            out = [(p, addr) for p in self._raw]
+            self._raw = []
+        if self.state == CLOSED or self._on_hold:
+            self.stats["tx_packets"] += len(out)
+            return out
+        budget = self._budget
+        packets: list[list[bytes]] = []
+        packet: list[bytes] = []
+        size = 0
+        if self._ctrl:
+            for enc in self._ctrl:
+                if size + len(enc) > budget and packet:
+                    packets.append(packet)
+                    packet, size = [], 0
+                packet.append(enc)
+                size += len(enc)
+            self._ctrl = []
+        if self._need_sack:
+            enc = self._build_sack()
+            if size + len(enc) > budget and packet:
+                packets.append(packet)
+                packet, size = [], 0
+            packet.append(enc)
+            size += len(enc)
+        state = self.state
+        last: tuple[list[bytes], int, _Out] | None = None
+        if state in _DATA_FLOWS and (self._rtx or self._pending):
+            sent_any = False
+            cwnd = self._cwnd
+            # retransmissions first (§6.1, §7.2.4); at least one packet's worth goes whatever cwnd says
+            rtx = self._rtx
+            rtx_packets = 0
+            while rtx:
+                c = rtx[0]
+                if not c.marked or c.acked:
+                    rtx.popleft()
+                    continue
+                if self._flight + c.size > cwnd and rtx_packets > 0:
+                    break
+                n = 16 + ((c.size + 3) & ~3)
+                if size + n > budget and packet:
+                    packets.append(packet)
+                    packet, size = [], 0
+                    rtx_packets += 1
+                    if self._flight >= cwnd:
+                        break
+                rtx.popleft()
+                c.marked = False
+                c.sent += 1
+                c.sent_at = now
+                self._flight += c.size
+                if c is self._rtt_chunk:
+                    self._rtt_chunk = None  # Karn: no RTT from a retransmitted chunk
+                packet.append(c.wire)
+                size += n
+                sent_any = True
+                self.stats["retransmitted_chunks"] += 1
+                last = (packet, len(packet) - 1, c)
+            # new data, within cwnd and the peer's window, bursts limited (§7.2.4 Max.Burst)
+            pending = self._pending
+            if pending and state != SHUTDOWN_SENT:
+                nagle = (
+                    not self.config.nodelay
+                    and self._flight > 0
+                    and self._pending_bytes < self.fragmentation_point
+                    and not (packet and size < budget)  # it can still ride in a packet we are sending anyway
+                )
+                if not nagle:
+                    burst = self.config.max_burst * max(1, self._acks_since_send) if self.config.max_burst else 1 << 30
+                    full_packets = 0
+                    sent_list = self._sent
+                    stats = self.stats
+                    while pending:
+                        c = pending[0]
+                        flight = self._flight
+                        avail = self._peer_arwnd - flight
+                        if flight:
+                            if flight >= cwnd or c.size > avail:
+                                break
+                        elif c.size > avail and self._outstanding_bytes:
+                            break  # zero-window probe only when nothing at all is outstanding (§6.1 rule A)
+                        n = 16 + ((c.size + 3) & ~3)
+                        if size + n > budget and packet:
+                            packets.append(packet)
+                            packet, size = [], 0
+                            full_packets += 1
+                            if full_packets >= burst:
+                                break
+                        pending.popleft()
+                        tsn = self._next_tsn
+                        self._next_tsn = (tsn + 1) & MASK
+                        c.tsn = tsn
+                        c.sent = 1
+                        c.sent_at = now
+                        wire = c.encode()
+                        c.wire = wire
+                        self._pending_bytes -= c.size
+                        self._outstanding_bytes += c.size
+                        self._flight = flight + c.size
+                        sent_list.append(c)
+                        if self._rtt_chunk is None:
+                            self._rtt_chunk = c
+                        packet.append(wire)
+                        size += n
+                        sent_any = True
+                        stats["tx_data_chunks"] += 1
+                        last = (packet, len(packet) - 1, c)
+                        if self._peer_arwnd - self._flight <= 0 and not flight:
+                            break  # that was the zero-window probe
+            if sent_any:
+                self._acks_since_send = 0
+                if self._t3 is None:
+                    self._t3 = now + self._rto
+                if self._t_hb is not None:
+                    self._t_hb = self._hb_due(now)
+        if packet:
+            packets.append(packet)
+        if last is not None and not self._pending:
+            # RFC 7053: our queue just drained, ask for the SACK now instead of after the peer's delay
+            pkt, index, c = last
+            pkt[index] = c.encode(immediate=True)
+        if packets:
+            lp, rp, tag = self.local_port, self.remote_port, self.peer_vtag
+            out.extend((serialize_packet(lp, rp, tag, p), addr) for p in packets)
+        self.stats["tx_packets"] += len(out)
+        return out
+
+    def handle_timer(self, now: float) -> None:
+        if self._t_sack is not None and now >= self._t_sack:
+            self._t_sack = None
+            self._need_sack = True
+        if self._t3 is not None and now >= self._t3:
+            self._t3 = None
+            self._on_t3(now)
+        if self._t1 is not None and now >= self._t1:
+            self._t1 = None
+            self._on_t1(now)
+        if self._t2 is not None and now >= self._t2:
+            self._t2 = None
+            self._on_t2(now)
+        if self._t5 is not None and now >= self._t5:
+            self._finish(ev.AssociationAborted("shutdown guard timer expired"))
+            self._raw.append(serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [AbortChunk()]))
+        if self._t_hb is not None and now >= self._t_hb:
+            self._on_hb_timer(now)
+
+    # -- handshake ------------------------------------------------------------------------------------------
+
+    def _on_init_ack(self, chunk: InitAckChunk, now: float) -> None:
+        if self.state != COOKIE_WAIT:
+            return  # §5.2.3: an INIT-ACK in any other state is discarded
+        cookie: bytes | None = None
+        unrecognized: list[bytes] = []
+        for param in chunk.params:
+            if type(param) is StateCookieParam:
+                cookie = param.cookie
+            elif type(param) is UnknownParam:
+                stop, report = param_action(param.type)
+                if report:
+                    unrecognized.append(param.serialize())
+                if stop:
+                    break
+        if chunk.initiate_tag == 0 or chunk.num_ostreams == 0 or chunk.max_instreams == 0:
+            self._abort_with(protocol_violation_cause(b"invalid INIT-ACK"), "peer sent an invalid INIT-ACK")
+            return
+        if cookie is None:
+            self._abort_with(missing_param_cause([StateCookieParam.TYPE]), "INIT-ACK without a state cookie")
+            return
+        config = self.config
+        self.peer_vtag = chunk.initiate_tag
+        self._rx_cum = (chunk.initial_tsn - 1) & MASK
+        self._peer_arwnd = chunk.a_rwnd
+        self.outbound_streams = min(config.num_ostreams, chunk.max_instreams)
+        self.inbound_streams = min(config.max_instreams, chunk.num_ostreams)
+        self._cookie_echo = CookieEchoChunk(cookie).serialize()
+        self._ctrl.append(self._cookie_echo)
+        if unrecognized:
+            self._ctrl.append(ErrorChunk([unrecognized_params_cause(b"".join(unrecognized))]).serialize())
+        self.state = COOKIE_ECHOED
+        self._init_attempts = 1
+        self._t1_rto = self._rto
+        self._t1 = now + self._t1_rto
+        self._cookie_echo_sent_at = now
+
+    def _on_cookie_ack(self, now: float) -> None:
+        if self.state != COOKIE_ECHOED:
+            return
+        if self._cookie_echo_sent_at is not None and self._init_attempts == 1:
+            self._rtt_sample(now - self._cookie_echo_sent_at)
+        self._t1 = None
+        self._establish(now)
+
+    def _establish(self, now: float) -> None:
+        self.state = ESTABLISHED
+        self._t1 = None
+        self._error_count = 0
+        self._last_activity = now
+        if self.config.hbinterval:
+            self._t_hb = self._hb_due(now)
+        self._ssn_out = [0] * max(self.outbound_streams, 1)
+        self._ssn_in = [0] * max(self.inbound_streams, 1)
+        self._events.append(ev.AssociationUp(self.outbound_streams, self.inbound_streams, self._peer_arwnd))
+
+    def _on_t1(self, now: float) -> None:
+        if self.state not in (COOKIE_WAIT, COOKIE_ECHOED):
+            return
+        if self._init_attempts >= self.config.max_attempts:
+            what = "INIT" if self.state == COOKIE_WAIT else "COOKIE-ECHO"
+            self._finish(ev.AssociationAborted(f"no answer to {what} after {self._init_attempts} attempts"))
+            return
+        self._t1_rto = min(self._t1_rto * 2, self.config.max_init_timeo / 1000.0)
+        if self.state == COOKIE_WAIT:
+            self._raw.append(self._init_packet)
+            self._init_attempts += 1
+        else:
+            self._ctrl.append(self._cookie_echo)
+            self._init_attempts += 1
+        self._t1 = now + self._t1_rto
+
+    def handle_cookie_echo(self, cookie: ck.Cookie, now: float) -> str:
+        """A valid COOKIE-ECHO for this existing association: §5.2.4 table 2. Returns the action taken.
+
+        "restart" (A) is left to the endpoint, which resets us with ``restart``; "discard" (C) means nothing.
+        """
+        local_match = cookie.local_tag == self.local_vtag
+        peer_match = cookie.peer_tag == self.peer_vtag
+        if not local_match and not peer_match:
+            if cookie.tie_local == self.local_vtag and cookie.tie_peer == self.peer_vtag:
+                if self.state == SHUTDOWN_ACK_SENT:
+                    # the peer restarted while we were closing: finish the close first (§5.2.4 A)
+                    self._ctrl.append(ShutdownAckChunk().serialize())
+                    self._ctrl.append(ErrorChunk([cookie_while_shutting_down_cause()]).serialize())
+                    return "shutting-down"
+                return "restart"
+            return "discard"
+        if local_match and not peer_match:  # B: INIT collision
+            self.peer_vtag = cookie.peer_tag
+            self._rx_cum = (cookie.peer_tsn - 1) & MASK
+            self._peer_arwnd = cookie.peer_rwnd
+            self.outbound_streams = min(self.config.num_ostreams, cookie.peer_mis)
+            self.inbound_streams = min(self.config.max_instreams, cookie.peer_os)
+            self._ctrl.append(CookieAckChunk().serialize())
+            if self.state in (COOKIE_WAIT, COOKIE_ECHOED):
+                self._establish(now)
+            return "collision"
+        if not local_match and peer_match:  # C: a late cookie from an earlier collision
+            return "discard"
+        # D: both tags match: a duplicate or retransmitted COOKIE-ECHO
+        if not self._on_hold:  # a held association sends its COOKIE-ACK on proceed
+            self._ctrl.append(CookieAckChunk().serialize())
+        if self.state in (COOKIE_WAIT, COOKIE_ECHOED):
+            self._t1 = None
+            self._establish(now)
+        return "duplicate"
+
+    def restart(self, cookie: ck.Cookie, now: float) -> None:
+        """The peer restarted (§5.2.4 A): rebuild the TCB under new tags, keep this association object."""
+        lost = self.buffered_amount()
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._sent = []
+        self._head = 0
+        self._rtx.clear()
+        self._flight = 0
+        self._outstanding_bytes = 0
+        self._rx_above.clear()
+        self._frags.clear()
+        self._ordered_wait.clear()
+        self._held = 0
+        self._dups.clear()
+        self._cwnd = min(4 * self._mtu, max(2 * self._mtu, 4380))
+        self._ssthresh = 1 << 30
+        self._pba = 0
+        self._fast_recovery_exit = None
+        self._rtt_chunk = None
+        self._t3 = self._t2 = self._t5 = self._t_sack = None
+        self._load_cookie(cookie)
+        self._ctrl.append(CookieAckChunk().serialize())
+        self.stats["restarts"] = self.stats.get("restarts", 0) + 1
+        self.stats["restart_lost_bytes"] = self.stats.get("restart_lost_bytes", 0) + lost
+        self.state = ESTABLISHED
+        self._ssn_out = [0] * max(self.outbound_streams, 1)
+        self._ssn_in = [0] * max(self.inbound_streams, 1)
+        self._events.append(ev.AssociationRestarted(self.outbound_streams, self.inbound_streams))
+        if self.config.hbinterval:
+            self._t_hb = self._hb_due(now)
+
+    def _on_error(self, causes: list[ErrorCause], now: float) -> None:
+        if self.state == COOKIE_ECHOED and any(c.code == STALE_COOKIE for c in causes):
+            # §5.2.6: start over with a Cookie Preservative asking for the lifetime we were short of
+            stale = next(c for c in causes if c.code == STALE_COOKIE)
+            staleness_us = int.from_bytes(stale.info[:4], "big") if len(stale.info) >= 4 else 0
+            if self._init_attempts >= self.config.max_attempts:
+                self._finish(ev.AssociationAborted("stale cookie", list(causes)))
+                return
+            self._cookie_preservative_ms = min(2 * (staleness_us // 1000 + 1), 3_600_000)
+            self.state = COOKIE_WAIT
+            self.peer_vtag = 0
+            attempts = self._init_attempts
+            self._send_init(now)
+            self._init_attempts = attempts + 1
+            return
+        self._events.append(ev.PeerError(list(causes)))
+
+    # -- receiving data -------------------------------------------------------------------------------------
+
+    def _on_data(self, c: DataChunk, now: float) -> None:
+        stats = self.stats
+        stats["rx_data_chunks"] += 1
+        tsn = c.tsn
+        diff = (tsn - self._rx_cum) & MASK
+        if diff == 0 or diff >= HALF or tsn in self._rx_above:
+            stats["duplicate_tsns"] += 1
+            if len(self._dups) < _MAX_DUPS:
+                self._dups.append(tsn)
+            self._sack_now = True
+            return
+        data = c.data
+        if not data:
+            self._abort_with(no_user_data_cause(tsn), "peer sent DATA without user data")
+            return
+        cost = len(data) + _HELD_OVERHEAD
+        recbuf = self.config.recbuf
+        # Over our window only the chunk at the cumulative point may still come in, so a full buffer of
+        # out-of-order data can always be completed; beyond twice the window we drop even that.
+        if self._held + cost > recbuf and (diff != 1 or self._held + cost > 2 * recbuf):
+            stats["rwnd_drops"] += 1
+            self._sack_now = True
+            return
+        if diff == 1:
+            cum = tsn
+            above = self._rx_above
+            if above:
+                nxt = (cum + 1) & MASK
+                while nxt in above:
+                    above.discard(nxt)
+                    cum = nxt
+                    nxt = (cum + 1) & MASK
+            self._rx_cum = cum
+        else:
+            if len(self._rx_above) >= self._rx_max_above:
+                stats["rwnd_drops"] += 1
+                return
+            self._rx_above.add(tsn)
+            self._sack_now = True  # out of order: report the gap at once (§6.7)
+        if c.immediate:
+            self._sack_now = True
+        sid = c.stream_id
+        if sid >= self.inbound_streams:
+            self._ctrl.append(ErrorChunk([invalid_stream_cause(sid)]).serialize())
+            return  # acknowledged, not delivered (§6.5)
+        if c.beginning and c.ending:
+            if c.unordered:
+                stats["messages_received"] += 1
+                self._events.append(ev.DataReceived(sid, data, c.ppid, True))
+            else:
+                self._ordered(sid, c.ssn, data, c.ppid, len(data) + _HELD_OVERHEAD, False)
+            return
+        self._frags[tsn] = c
+        self._held += cost
+        self._assemble(tsn)
+
+    def _ordered(self, sid: int, ssn: int, data: bytes, ppid: int, cost: int, held: bool) -> None:
+        """Deliver a complete ordered message in SSN order; ``held`` says its bytes are already counted."""
+        expected = self._ssn_in[sid]
+        if ssn == expected:
+            if held:
+                self._held -= cost
+            events = self._events
+            self.stats["messages_received"] += 1
+            events.append(ev.DataReceived(sid, data, ppid, False))
+            expected = (expected + 1) & 0xFFFF
+            waiting = self._ordered_wait.get(sid)
+            if waiting:
+                while expected in waiting:
+                    wdata, wppid = waiting.pop(expected)
+                    self._held -= len(wdata) + _HELD_OVERHEAD
+                    self.stats["messages_received"] += 1
+                    events.append(ev.DataReceived(sid, wdata, wppid, False))
+                    expected = (expected + 1) & 0xFFFF
+                if not waiting:
+                    del self._ordered_wait[sid]
+            self._ssn_in[sid] = expected
+            return
+        if ((ssn - expected) & 0xFFFF) >= 0x8000:
+            if held:
+                self._held -= cost
+            return  # an SSN already delivered: the peer repeated a message; drop it
+        if not held:
+            self._held += cost
+        self._ordered_wait.setdefault(sid, {})[ssn] = (data, ppid)
+
+    def _assemble(self, tsn: int) -> None:
+        frags = self._frags
+        end = tsn
+        c = frags[end]
+        while not c.ending:
+            end = (end + 1) & MASK
+            nxt = frags.get(end)
+            if nxt is None:
+                self._check_reassembly_limit()
+                return
+            c = nxt
+        start = tsn
+        c = frags[start]
+        while not c.beginning:
+            start = (start - 1) & MASK
+            prev = frags.get(start)
+            if prev is None:
+                self._check_reassembly_limit()
+                return
+            c = prev
+        first = c
+        parts: list[bytes] = []
+        t = start
+        consistent = True
+        while True:
+            piece = frags.pop(t)
+            parts.append(piece.data)
+            if (
+                piece.stream_id != first.stream_id
+                or piece.unordered != first.unordered
+                or (not first.unordered and piece.ssn != first.ssn)
+            ):
+                consistent = False
+            self._held -= len(piece.data) + _HELD_OVERHEAD
+            if t == end:
+                break
+            t = (t + 1) & MASK
+        if not consistent:
+            self._abort_with(protocol_violation_cause(b"fragments of one message disagree"), "bad fragments")
+            return
+        data = b"".join(parts)
+        if first.unordered:
+            self.stats["messages_received"] += 1
+            self._events.append(ev.DataReceived(first.stream_id, data, first.ppid, True))
+        else:
+            self._ordered(first.stream_id, first.ssn, data, first.ppid, len(data) + _HELD_OVERHEAD, False)
+
+    def _check_reassembly_limit(self) -> None:
+        """A message bigger than our whole window can never complete: say so instead of stalling forever."""
+        if self._held > self.config.recbuf and not self._rx_above and self._frags:
+            self._abort_with(out_of_resource_cause(), f"peer message larger than recbuf ({self.config.recbuf} bytes)")
+
+    def _after_data(self, now: float) -> None:
+        self._data_packets += 1
+        if (
+            self._sack_now
+            or self._rx_above
+            or self._data_packets >= self.config.sack_freq
+            or not self.config.sackdelay
+            or self.state != ESTABLISHED
+        ):
+            self._need_sack = True
+            self._t_sack = None
+            if self.state == SHUTDOWN_SENT:
+                self._ctrl.append(ShutdownChunk(self._rx_cum).serialize())
+                self._t2 = now + self._rto
+        elif self._t_sack is None:
+            self._t_sack = now + self.config.sackdelay / 1000.0
+        self._sack_now = False
+
+    def _build_sack(self) -> bytes:
+        self._need_sack = False
+        self._t_sack = None
+        self._data_packets = 0
+        gaps: list[tuple[int, int]] = []
+        cum = self._rx_cum
+        if self._rx_above:
+            offsets = sorted(((t - cum) & MASK) for t in self._rx_above)
+            max_gaps = (self._budget - 16) // 4 - len(self._dups)
+            start = prev = offsets[0]
+            for o in offsets[1:]:
+                if o == prev + 1:
+                    prev = o
+                    continue
+                gaps.append((start, prev))
+                if len(gaps) >= max_gaps:
+                    break
+                start = prev = o
+            if len(gaps) < max_gaps:
+                gaps.append((start, prev))
+        dups = self._dups
+        if dups:
+            self._dups = []
+        return SackChunk(cum, self.rwnd, gaps, dups).serialize()
+
+    # -- acknowledgements -----------------------------------------------------------------------------------
+
+    def _on_sack(self, s: SackChunk, now: float) -> None:
+        if self.state not in _DATA_FLOWS and self.state != SHUTDOWN_ACK_SENT:
+            return
+        self._process_ack(s.cum_tsn, s.a_rwnd, s.gaps, now)
+
+    def _process_ack(self, cum: int, a_rwnd: int | None, gaps: list[tuple[int, int]], now: float) -> None:
+        d = (cum - self._cum_acked) & MASK
+        if d >= HALF:
+            return  # an old, reordered SACK (§6.2.1 D i)
+        sent = self._sent
+        head = self._head
+        n_out = len(sent) - head
+        if d > n_out:
+            self._abort_with(
+                protocol_violation_cause(b"cumulative TSN ack beyond the highest TSN sent"), "peer acked unsent data"
+            )
+            return
+        flight_before = self._flight
+        acked_bytes = 0
+        rtt_chunk = self._rtt_chunk
+        if d:
+            stop = head + d
+            for i in range(head, stop):
+                c = sent[i]
+                if not c.acked:
+                    acked_bytes += c.size
+                    if c.marked:
+                        c.marked = False
+                    else:
+                        self._flight -= c.size
+                    if c is rtt_chunk:
+                        if c.sent == 1:
+                            self._rtt_sample(now - c.sent_at)
+                        self._rtt_chunk = rtt_chunk = None
+                self._outstanding_bytes -= c.size
+            head = stop
+            self._cum_acked = cum
+            if head > 4096 and head * 2 > len(sent):
+                del sent[:head]
+                head = 0
+            self._head = head
+            n_out = len(sent) - head
+        highest_new = -1
+        if gaps and n_out:
+            for start, end in gaps:
+                lo = head + start - 1
+                hi = head + end - 1
+                if start == 0 or start > end:
+                    continue
+                if hi >= len(sent):
+                    hi = len(sent) - 1
+                for i in range(lo, hi + 1):
+                    c = sent[i]
+                    if not c.acked:
+                        c.acked = True
+                        acked_bytes += c.size
+                        if c.marked:
+                            c.marked = False
+                        else:
+                            self._flight -= c.size
+                        if c is rtt_chunk:
+                            if c.sent == 1:
+                                self._rtt_sample(now - c.sent_at)
+                            self._rtt_chunk = rtt_chunk = None
+                        highest_new = i
+        if a_rwnd is not None:
+            self._peer_arwnd = a_rwnd
+        if acked_bytes:
+            self._error_count = 0
+        fr_exit = self._fast_recovery_exit
+        if fr_exit is not None and d and not tsn_lt(cum, fr_exit):
+            self._fast_recovery_exit = fr_exit = None
+        if highest_new > head:
+            self._miss_indications(head, highest_new, now)
+        mtu = self._mtu
+        if d and acked_bytes and self._fast_recovery_exit is None:
+            cwnd = self._cwnd
+            if cwnd <= self._ssthresh:
+                if flight_before + mtu > cwnd:  # the window was in use
+                    self._cwnd = cwnd + min(acked_bytes, mtu)
+            else:
+                self._pba += acked_bytes
+                if self._pba >= cwnd and flight_before + mtu > cwnd:
+                    self._pba -= cwnd
+                    self._cwnd = cwnd + mtu
+        if self._flight <= 0:
+            self._flight = 0
+            self._pba = 0
+        # T3 (§6.3.2): restart when the earliest outstanding TSN is acked, stop when nothing is outstanding
+        if len(sent) == self._head:
+            self._t3 = None
+        elif d:
+            self._t3 = now + self._rto
+        self._acks_since_send += 1
+        if self._blocked and self.buffered_amount() <= self.config.sndbuf // 2:
+            self._blocked = False
+            self._events.append(ev.SendQueueDrained())
+        if self.state != ESTABLISHED:
+            self._check_shutdown(now)
+
+    def _miss_indications(self, head: int, highest_new: int, now: float) -> None:
+        """HTNA (§7.2.4): TSNs below the highest newly acked one count a miss; the third one retransmits."""
+        sent = self._sent
+        newly_marked = False
+        for i in range(head, highest_new):
+            c = sent[i]
+            if c.acked or c.marked or c.fast_rtx:
+                continue
+            c.missing += 1
+            if c.missing >= 3:
+                c.missing = 0
+                c.fast_rtx = True
+                c.marked = True
+                self._flight -= c.size
+                self._rtx.append(c)
+                newly_marked = True
+                self.stats["fast_retransmits"] += 1
+        if newly_marked and self._fast_recovery_exit is None:
+            mtu = self._mtu
+            self._ssthresh = max(self._cwnd // 2, 4 * mtu)
+            self._cwnd = self._ssthresh
+            self._pba = 0
+            self._fast_recovery_exit = (self._next_tsn - 1) & MASK
+            self._t3 = now + self._rto
+
+    def _on_t3(self, now: float) -> None:
+        if self.state not in _DATA_FLOWS and self.state != SHUTDOWN_ACK_SENT:
+            return
+        if len(self._sent) - self._head == 0:
+            return
+        self.stats["t3_expiries"] += 1
+        self._error_count += 1
+        if self._error_count > self.config.asocmaxrxt:
+            self._lost()
+            return
+        mtu = self._mtu
+        self._ssthresh = max(self._cwnd // 2, 4 * mtu)
+        self._cwnd = mtu
+        self._pba = 0
+        self._rto = min(self._rto * 2, self.config.rto_max / 1000.0)
+        self._fast_recovery_exit = None
+        self._rtt_chunk = None
+        rtx: deque[_Out] = deque()
+        sent = self._sent
+        for i in range(self._head, len(sent)):
+            c = sent[i]
+            if not c.acked:
+                if not c.marked:
+                    c.marked = True
+                    self._flight -= c.size
+                c.missing = 0
+                rtx.append(c)
+        self._rtx = rtx
+        if self._flight < 0:
+            self._flight = 0
+        self._t3 = now + self._rto
+
+    def _rtt_sample(self, r: float) -> None:
+        """§6.3.1."""
+        if r < 0:
+            return
+        if self._srtt is None:
+            self._srtt = r
+            self._rttvar = r / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - r)
+            self._srtt = 0.875 * self._srtt + 0.125 * r
+        config = self.config
+        rto = self._srtt + max(4 * self._rttvar, 0.001)
+        self._rto = min(max(rto, config.rto_min / 1000.0), config.rto_max / 1000.0)
+
+    # -- heartbeats -----------------------------------------------------------------------------------------
+
+    def _hb_due(self, now: float) -> float:
+        return now + self.config.hbinterval / 1000.0 + self._rto * (0.5 + self._rng.random())
+
+    def _on_hb_timer(self, now: float) -> None:
+        if self.state not in _DATA_FLOWS:
+            self._t_hb = None
+            return
+        if self._hb_nonce is not None:
+            self._error_count += 1
+            self._rto = min(self._rto * 2, self.config.rto_max / 1000.0)
+            if self._error_count > self.config.asocmaxrxt:
+                self._lost()
+                return
+        nonce = self._rng.getrandbits(64)
+        self._hb_nonce = nonce
+        self._ctrl.append(HeartbeatChunk(_HB_INFO.pack(nonce, now)).serialize())
+        self._t_hb = now + self._rto
+
+    def _on_heartbeat_ack(self, info: bytes, now: float) -> None:
+        if len(info) != _HB_INFO.size or self._hb_nonce is None:
+            return
+        nonce, sent_at = _HB_INFO.unpack(info)
+        if nonce != self._hb_nonce:
+            return
+        self._hb_nonce = None
+        self._error_count = 0
+        self._rtt_sample(now - sent_at)
+        if self.config.hbinterval and self.state in _DATA_FLOWS:
+            self._t_hb = self._hb_due(now)
+
+    # -- closing --------------------------------------------------------------------------------------------
+
+    def _check_shutdown(self, now: float) -> None:
+        state = self.state
+        if self._pending or len(self._sent) > self._head:
+            return
+        if state == SHUTDOWN_PENDING:
+            self.state = SHUTDOWN_SENT
+            self._ctrl.append(ShutdownChunk(self._rx_cum).serialize())
+            self._t2 = now + self._rto
+            self._t5 = now + 5 * self.config.rto_max / 1000.0
+            self._t3 = None
+        elif state == SHUTDOWN_RECEIVED:
+            self.state = SHUTDOWN_ACK_SENT
+            self._ctrl.append(ShutdownAckChunk().serialize())
+            self._t2 = now + self._rto
+            self._t3 = None
+
+    def _on_shutdown(self, cum: int, now: float) -> None:
+        state = self.state
+        if state not in _DATA_FLOWS:
+            return
+        self._process_ack(cum, None, [], now)
+        if self.state == CLOSED:
+            return
+        if state in (ESTABLISHED, SHUTDOWN_PENDING):
+            self.state = SHUTDOWN_RECEIVED
+            self._events.append(ev.ShutdownReceived())
+            self._check_shutdown(now)
+        elif state == SHUTDOWN_SENT:
+            self.state = SHUTDOWN_ACK_SENT
+            self._ctrl.append(ShutdownAckChunk().serialize())
+            self._t2 = now + self._rto
+
+    def _on_shutdown_ack(self, vtag: int, now: float) -> None:
+        if self.state in (SHUTDOWN_SENT, SHUTDOWN_ACK_SENT):
+            self._raw.append(
+                serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [ShutdownCompleteChunk()])
+            )
+            self._finish(None)
+        elif self.state in (COOKIE_WAIT, COOKIE_ECHOED):
+            # §8.5.1 E: treat as out of the blue
+            self._raw.append(
+                serialize_packet(self.local_port, self.remote_port, vtag, [ShutdownCompleteChunk(t_bit=True)])
+            )
+
+    def _on_t2(self, now: float) -> None:
+        if self.state not in (SHUTDOWN_SENT, SHUTDOWN_ACK_SENT):
+            return
+        self._error_count += 1
+        if self._error_count > self.config.asocmaxrxt:
+            self._lost()
+            return
+        self._rto = min(self._rto * 2, self.config.rto_max / 1000.0)
+        if self.state == SHUTDOWN_SENT:
+            self._ctrl.append(ShutdownChunk(self._rx_cum).serialize())
+        else:
+            self._ctrl.append(ShutdownAckChunk().serialize())
+        self._t2 = now + self._rto
+
+    def _lost(self) -> None:
+        self._abort_with(protocol_violation_cause(b"communication lost"), "communication lost", send_cause=False)
+
+    def _abort_with(self, cause: ErrorCause, reason: str, *, send_cause: bool = True) -> None:
+        """We end the association because of a protocol problem: ABORT the peer and report why."""
+        if self.state == CLOSED:
+            return
+        causes = [cause] if send_cause else []
+        self._raw.append(serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [AbortChunk(causes)]))
+        self._finish(ev.AssociationAborted(reason, [cause]))
+
+    def _finish(self, event: ev.Event | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._on_hold:  # refused before the application took it: nothing was delivered
+            self._on_hold = False
+            self._events.clear()
+        self.state = CLOSED
+        self._t1 = self._t2 = self._t3 = self._t5 = self._t_sack = self._t_hb = None
+        self._ctrl = []
+        self._need_sack = False
+        if event is not None:
+            self._events.append(event)
+        self._events.append(ev.AssociationClosed())
+
+    def __repr__(self) -> str:
+        return f"<Association {self.peer_addr} {self.local_port}->{self.remote_port} {self.state}>"

@@ -1,0 +1,44 @@
+"""The tunables of one SCTP association, with gen_sctp's names; times in milliseconds.
+
+Defaults follow RFC 9260 §16 except ``rto_min`` (200 ms instead of 1 s, as Linux and usrsctp do: a 1 s floor
+makes every loss on a fast path stall for a second) and ``recbuf``/``sndbuf`` (1 MiB each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True, frozen=True)
+class SctpConfig:
+    # initmsg
+    num_ostreams: int = 16
+    max_instreams: int = 16
+    max_attempts: int = 8
+    max_init_timeo: int = 60_000
+    # rtoinfo
+    rto_initial: int = 1000
+    rto_min: int = 200
+    rto_max: int = 60_000
+    # assocparams
+    asocmaxrxt: int = 10
+    cookie_life: int = 60_000
+    #: send at once; otherwise small messages wait while data is in flight, to fill packets (Nagle)
+    nodelay: bool = False
+    #: largest DATA payload per chunk; 0 derives it from pmtu
+    maxseg: int = 0
+    #: seconds idle before a graceful close; 0 never
+    autoclose: int = 0
+    sackdelay: int = 200
+    #: SACK at least every this many packets carrying DATA
+    sack_freq: int = 2
+    #: IP path MTU; an SCTP packet gets pmtu - IP header - 8 (UDP) bytes
+    pmtu: int = 1280
+    #: idle time between HEARTBEATs; 0 disables them
+    hbinterval: int = 30_000
+    #: our receive window: the most user data we ever hold for the application
+    recbuf: int = 1024 * 1024
+    #: the most user data we queue for sending
+    sndbuf: int = 1024 * 1024
+    #: new-data packets sent per acknowledgement opportunity
+    max_burst: int = 4

@@ -1,0 +1,78 @@
+"""The stateless State Cookie (RFC 9260 §5.1.3): everything needed to build the association, MAC'd.
+
+The server keeps nothing between INIT and COOKIE-ECHO; the cookie carries the negotiated parameters and is
+authenticated with HMAC-SHA256 under the endpoint's secret, bound to the peer's address, so it can neither be
+forged nor replayed from elsewhere. ``created`` is the endpoint's clock (the driver's monotonic time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+
+_BODY = struct.Struct("!BdIIIIIIHHHHII")
+_MAC_LEN = 32
+COOKIE_LEN = _BODY.size + _MAC_LEN
+_VERSION = 1
+
+
+@dataclass(slots=True, frozen=True)
+class Cookie:
+    created: float
+    lifetime_ms: int
+    local_tag: int
+    local_tsn: int
+    peer_tag: int
+    peer_tsn: int
+    peer_rwnd: int
+    #: what the peer offered (its OS and MIS), negotiated into stream counts when the TCB is built
+    peer_os: int
+    peer_mis: int
+    local_port: int
+    peer_port: int
+    #: the existing association's tags when the INIT hit one (§5.2.1, §5.2.2); zero otherwise
+    tie_local: int
+    tie_peer: int
+
+
+def _mac(secret: bytes, body: bytes, peer_host: str) -> bytes:
+    return hmac.new(secret, body + peer_host.encode(), hashlib.sha256).digest()
+
+
+def encode(cookie: Cookie, secret: bytes, peer_host: str) -> bytes:
+    body = _BODY.pack(
+        _VERSION,
+        cookie.created,
+        cookie.lifetime_ms,
+        cookie.local_tag,
+        cookie.local_tsn,
+        cookie.peer_tag,
+        cookie.peer_tsn,
+        cookie.peer_rwnd,
+        cookie.peer_os,
+        cookie.peer_mis,
+        cookie.local_port,
+        cookie.peer_port,
+        cookie.tie_local,
+        cookie.tie_peer,
+    )
+    return body + _mac(secret, body, peer_host)
+
+
+def decode(data: bytes, secret: bytes, peer_host: str) -> Cookie | None:
+    """The cookie if it is ours and untampered, else None. Staleness is the caller's check."""
+    if len(data) != COOKIE_LEN:
+        return None
+    body = data[: _BODY.size]
+    if not hmac.compare_digest(data[_BODY.size :], _mac(secret, body, peer_host)):
+        return None
+    version, *fields = _BODY.unpack(body)
+    if version != _VERSION:
+        return None
+    return Cookie(*fields)
+
+
+def expires_at(cookie: Cookie) -> float:
+    return cookie.created + cookie.lifetime_ms / 1000.0

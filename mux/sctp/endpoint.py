@@ -1,0 +1,297 @@
+"""One SCTP endpoint (esock's model): one UDP socket, one local SCTP port, many associations.
+
+It parses each packet once, finds the association by (peer UDP address, peer SCTP port) and the
+verification tag, and answers what has no association without keeping state: INIT gets an INIT-ACK
+carrying an HMAC'd cookie, a valid COOKIE-ECHO is offered to ``admit`` (the server's pool) before any
+state exists, and other out-of-the-blue packets are handled per RFC 9260 §8.4. Nothing a peer sends
+raises out of ``receive_datagram``; what is dropped is counted in ``stats``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from mux.sctp import cookie as ck
+from mux.sctp import events as ev
+from mux.sctp.association import CLOSED, COOKIE_ECHOED, COOKIE_WAIT, SHUTDOWN_ACK_SENT, Addr, Association
+from mux.sctp.chunks import (
+    AbortChunk,
+    CookieAckChunk,
+    CookieEchoChunk,
+    ErrorChunk,
+    InitAckChunk,
+    InitChunk,
+    ShutdownAckChunk,
+    ShutdownChunk,
+    ShutdownCompleteChunk,
+)
+from mux.sctp.config import SctpConfig
+from mux.sctp.packet import Packet, ParseError, parse_packet, serialize_packet
+from mux.sctp.params import (
+    STALE_COOKIE,
+    CookiePreservativeParam,
+    ErrorCause,
+    Param,
+    StateCookieParam,
+    UnknownParam,
+    UnrecognizedParam,
+    param_action,
+    stale_cookie_cause,
+)
+
+log = logging.getLogger("mux.sctp")
+
+#: ``admit(addr)``: True creates the association, False answers ABORT, None drops the COOKIE-ECHO
+#: silently so the peer retries it (the pool is busy, not full).
+Admit = Callable[[Addr], "bool | None"]
+_MAX_COOKIE_EXTENSION_MS = 60_000
+
+
+def _key(addr: Addr, port: int) -> tuple[Any, ...]:
+    return (addr[0], addr[1], port)
+
+
+class Endpoint:
+    def __init__(
+        self,
+        config: SctpConfig,
+        *,
+        local_port: int,
+        secret: bytes | None = None,
+        admit: Admit | None = None,
+        rng: random.Random | None = None,
+        hold: bool = False,
+    ) -> None:
+        self.config = config
+        #: new server associations wait for ``Association.proceed`` (the application's new_conn)
+        self.hold = hold
+        self.local_port = local_port
+        self._secret = secret or os.urandom(32)
+        self._admit = admit
+        self._rng = rng or random.SystemRandom()
+        self._assocs: dict[tuple[Any, ...], Association] = {}
+        self._out: list[tuple[bytes, Addr]] = []
+        self._events: deque[ev.NewAssociation] = deque()
+        self.stats: dict[str, int] = {
+            "rx": 0,
+            "malformed": 0,
+            "bad_crc": 0,
+            "wrong_port": 0,
+            "bad_vtag": 0,
+            "ootb": 0,
+            "init": 0,
+            "bad_init": 0,
+            "bad_cookie": 0,
+            "stale_cookie": 0,
+            "refused": 0,
+            "busy": 0,
+            "accepted": 0,
+            "restarts": 0,
+            "collisions": 0,
+        }
+
+    @property
+    def associations(self) -> Iterable[Association]:
+        return self._assocs.values()
+
+    def next_event(self) -> ev.NewAssociation | None:
+        return self._events.popleft() if self._events else None
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        out = self._out
+        self._out = []
+        return out
+
+    def connect(self, addr: Addr, remote_port: int, now: float) -> Association:
+        """Start a client association to ``remote_port`` at UDP address ``addr``."""
+        key = _key(addr, remote_port)
+        if key in self._assocs:
+            raise ValueError(f"an association to {addr} port {remote_port} already exists")
+        assoc = Association(
+            self.config, local_port=self.local_port, remote_port=remote_port, peer_addr=addr, rng=self._rng
+        )
+        self._assocs[key] = assoc
+        assoc.connect(now)
+        return assoc
+
+    def remove(self, assoc: Association) -> None:
+        key = _key(assoc.peer_addr, assoc.remote_port)
+        if self._assocs.get(key) is assoc:
+            del self._assocs[key]
+
+    # -- receive --------------------------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> Association | None:
+        """Process one UDP payload; returns the association it went to (for the driver to pump)."""
+        stats = self.stats
+        stats["rx"] += 1
+        try:
+            packet = parse_packet(data)
+        except ParseError as exc:
+            stats["bad_crc" if str(exc) == "bad crc32c" else "malformed"] += 1
+            return None
+        try:
+            return self._dispatch(packet, addr, now)
+        except Exception:  # a bug of ours must not take the endpoint down with one packet
+            stats["malformed"] += 1
+            log.exception("sctp packet from %s dropped", addr)
+            return None
+
+    def _dispatch(self, packet: Packet, addr: Addr, now: float) -> Association | None:
+        stats = self.stats
+        if packet.dst_port != self.local_port:
+            stats["wrong_port"] += 1
+            return None
+        chunks = packet.chunks
+        if not chunks:
+            stats["malformed"] += 1
+            return None
+        assoc = self._assocs.get(_key(addr, packet.src_port))
+        first = chunks[0]
+        kind = type(first)
+        if kind is InitChunk:
+            # §8.5.1 A: INIT travels alone with tag 0
+            if len(chunks) != 1 or packet.vtag != 0:
+                stats["bad_init"] += 1
+                return None
+            self._on_init(packet, first, addr, assoc, now)  # type: ignore[arg-type]
+            return None
+        if kind is CookieEchoChunk:
+            return self._on_cookie_echo(packet, first, addr, assoc, now)  # type: ignore[arg-type]
+        if assoc is None or assoc.state == CLOSED:
+            self._ootb(packet, addr)
+            return None
+        assoc.receive_packet(packet, addr, now)
+        return assoc
+
+    def _reply(self, addr: Addr, src_port: int, vtag: int, chunks: list[Any]) -> None:
+        if len(self._out) < 1024:  # stateless replies are bounded: a flood cannot queue without limit
+            self._out.append((serialize_packet(self.local_port, src_port, vtag, chunks), addr))
+
+    def _ootb(self, packet: Packet, addr: Addr) -> None:
+        """§8.4: out-of-the-blue packets."""
+        self.stats["ootb"] += 1
+        for chunk in packet.chunks:
+            kind = type(chunk)
+            if kind is AbortChunk or kind is ShutdownCompleteChunk or kind is CookieAckChunk:
+                return
+            if kind is ErrorChunk and any(c.code == STALE_COOKIE for c in chunk.causes):  # type: ignore[union-attr]
+                return
+            if kind is ShutdownAckChunk:
+                self._reply(addr, packet.src_port, packet.vtag, [ShutdownCompleteChunk(t_bit=True)])
+                return
+        self._reply(addr, packet.src_port, packet.vtag, [AbortChunk(t_bit=True)])
+
+    # -- handshake ------------------------------------------------------------------------------------------
+
+    def _on_init(self, packet: Packet, init: InitChunk, addr: Addr, assoc: Association | None, now: float) -> None:
+        stats = self.stats
+        stats["init"] += 1
+        if init.initiate_tag == 0 or init.num_ostreams == 0 or init.max_instreams == 0:
+            stats["bad_init"] += 1  # RFC 9260 §3.3.2: silently discard
+            return
+        unrecognized: list[Param] = []
+        extension_ms = 0
+        for param in init.params:
+            if type(param) is UnknownParam:
+                stop, report = param_action(param.type)
+                if report:
+                    unrecognized.append(UnrecognizedParam(param.serialize()))
+                if stop:
+                    break
+            elif type(param) is CookiePreservativeParam:
+                extension_ms = min(param.increment_ms, _MAX_COOKIE_EXTENSION_MS)
+        config = self.config
+        tie_local = tie_peer = 0
+        if assoc is not None and assoc.state != CLOSED:
+            if assoc.state == SHUTDOWN_ACK_SENT:
+                # §9.2: an INIT while we finish closing gets our SHUTDOWN-ACK again
+                self._reply(addr, packet.src_port, assoc.peer_vtag, [ShutdownAckChunk()])
+                return
+            if assoc.state in (COOKIE_WAIT, COOKIE_ECHOED):
+                # §5.2.1: INIT collision; answer with the tag and TSN of our own INIT
+                local_tag, local_tsn = assoc.local_vtag, assoc._initial_tsn
+                tie_local = assoc.local_vtag
+            else:
+                # §5.2.2: a peer restarting (or colliding late): new tags, the current ones as tie-tags
+                local_tag = self._rng.randrange(1, 1 << 32)
+                local_tsn = self._rng.randrange(0, 1 << 32)
+                tie_local, tie_peer = assoc.local_vtag, assoc.peer_vtag
+        else:
+            local_tag = self._rng.randrange(1, 1 << 32)
+            local_tsn = self._rng.randrange(0, 1 << 32)
+        cookie = ck.Cookie(
+            created=now,
+            lifetime_ms=config.cookie_life + extension_ms,
+            local_tag=local_tag,
+            local_tsn=local_tsn,
+            peer_tag=init.initiate_tag,
+            peer_tsn=init.initial_tsn,
+            peer_rwnd=init.a_rwnd,
+            peer_os=init.num_ostreams,
+            peer_mis=init.max_instreams,
+            local_port=self.local_port,
+            peer_port=packet.src_port,
+            tie_local=tie_local,
+            tie_peer=tie_peer,
+        )
+        params: list[Param] = [StateCookieParam(ck.encode(cookie, self._secret, str(addr[0])))]
+        params.extend(unrecognized)
+        ack = InitAckChunk(local_tag, config.recbuf, config.num_ostreams, config.max_instreams, local_tsn, params)
+        self._reply(addr, packet.src_port, init.initiate_tag, [ack])
+
+    def _on_cookie_echo(
+        self, packet: Packet, echo: CookieEchoChunk, addr: Addr, assoc: Association | None, now: float
+    ) -> Association | None:
+        stats = self.stats
+        cookie = ck.decode(echo.cookie, self._secret, str(addr[0]))
+        if cookie is None or cookie.local_port != self.local_port or cookie.peer_port != packet.src_port:
+            stats["bad_cookie"] += 1  # §5.1.5: silently discard
+            return None
+        if packet.vtag != cookie.local_tag:
+            stats["bad_vtag"] += 1  # §8.5.1 B... the tag must be the one our INIT-ACK gave
+            return None
+        expires = ck.expires_at(cookie)
+        if now > expires:
+            stats["stale_cookie"] += 1
+            staleness_us = int((now - expires) * 1_000_000)
+            self._reply(addr, packet.src_port, cookie.peer_tag, [ErrorChunk([stale_cookie_cause(staleness_us)])])
+            return None
+        rest = packet.chunks[1:]
+        if assoc is not None and assoc.state != CLOSED:
+            action = assoc.handle_cookie_echo(cookie, now)
+            if action == "restart":
+                stats["restarts"] += 1
+                assoc.restart(cookie, now)
+            elif action == "collision":
+                stats["collisions"] += 1
+            elif action == "discard":
+                return None
+            if rest:
+                assoc.receive_packet(Packet(packet.src_port, packet.dst_port, assoc.local_vtag, rest), addr, now)
+            return assoc
+        verdict = self._admit(addr) if self._admit is not None else True
+        if verdict is None:
+            stats["busy"] += 1  # the peer retransmits its COOKIE-ECHO; by then a slot may be free
+            return None
+        if not verdict:
+            stats["refused"] += 1
+            self._reply(addr, packet.src_port, cookie.peer_tag, [AbortChunk([ErrorCause(4, b"")])])
+            return None
+        if assoc is not None:
+            self.remove(assoc)
+        assoc = Association.from_cookie(self.config, cookie, peer_addr=addr, now=now, rng=self._rng, hold=self.hold)
+        self._assocs[_key(addr, packet.src_port)] = assoc
+        stats["accepted"] += 1
+        self._events.append(ev.NewAssociation(assoc))
+        if rest:
+            assoc.receive_packet(Packet(packet.src_port, packet.dst_port, assoc.local_vtag, rest), addr, now)
+        return assoc
+
+
+__all__ = ["Admit", "Endpoint", "ShutdownChunk"]

@@ -1,0 +1,88 @@
+"""An SCTP-over-UDP server endpoint (RFC 6951) feeding the shared pool.
+
+Policy when the pool says no: ``BUSY`` drops the COOKIE-ECHO (the client's T1-cookie retransmits it,
+a natural accept queue); ``REFUSE`` answers ABORT with an Out of Resource cause. Either way no state
+is kept: an INIT only ever costs a stateless INIT-ACK.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mux.pool import AcceptorPool, Admission
+from mux.sctp.association import Association
+from mux.sctp.connection import SctpTransportConnection
+from mux.sctp.endpoint import Endpoint
+from mux.sctp.options import SctpListenerOptions, core_config
+from mux.udp import Address, Driver, open_socket
+
+log = logging.getLogger("mux.sctp")
+
+
+class SctpListener:
+    transport_name = "sctp"
+
+    def __init__(self, options: SctpListenerOptions, pool: AcceptorPool) -> None:
+        self.options = options
+        self.pool = pool
+        self.name = options.name or f"sctp:{options.port}"
+        self.driver: Driver | None = None
+        self.endpoint = Endpoint(core_config(options), local_port=options.sctp_port, admit=self._admit, hold=True)
+        self._conns: dict[Association, SctpTransportConnection] = {}
+
+    @property
+    def address(self) -> Address:
+        assert self.driver is not None
+        return self.driver.local_address
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return self.endpoint.stats
+
+    async def start(self) -> None:
+        opts = self.options
+        self.driver = Driver(open_socket(opts.host, opts.port), self)
+        log.info("listener %s: SCTP port %d over UDP %s", self.name, opts.sctp_port, self.address[:2])
+
+    async def close(self) -> None:
+        if self.driver is not None:
+            self.driver.close()
+
+    def _admit(self, addr: Address) -> bool | None:
+        verdict = self.pool.admit(self.name)
+        if verdict is Admission.BUSY:
+            return None
+        return verdict is Admission.ACCEPT
+
+    def datagram_received(self, data: bytes, addr: Address, now: float) -> None:
+        endpoint = self.endpoint
+        assoc = endpoint.receive_datagram(data, addr, now)
+        if endpoint._events:
+            event = endpoint.next_event()
+            while event is not None:
+                self._new_association(event.association)
+                event = endpoint.next_event()
+        if assoc is not None:
+            conn = self._conns.get(assoc)
+            if conn is not None:
+                assert self.driver is not None
+                self.driver.touch(conn)
+
+    def _new_association(self, assoc: Association) -> None:
+        assert self.driver is not None
+        conn = SctpTransportConnection(
+            assoc, self.driver, high_water=self.options.sndbuf // 2, on_finished=self._finished
+        )
+        self._conns[assoc] = conn
+        props: dict[str, Any] = {"transport": "sctp", "peer": assoc.peer_addr, "listener": self.name}
+        conn.sink = self.pool.accept(self.name, conn, props)
+        self.driver.touch(conn)
+
+    def flush_stateless(self, driver: Driver) -> None:
+        for data, addr in self.endpoint.datagrams_to_send(driver.loop.time()):
+            driver.sendto(data, addr)
+
+    def _finished(self, conn: SctpTransportConnection) -> None:
+        self._conns.pop(conn.assoc, None)
+        self.endpoint.remove(conn.assoc)

@@ -1,0 +1,96 @@
+"""SCTP options under gen_sctp's names, and their mapping onto the sans-IO core's SctpConfig."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from mux.schema import ListenerBase, StrictModel
+from mux.sctp.config import SctpConfig
+
+
+class InitMsg(StrictModel):
+    """gen_sctp #sctp_initmsg{}: what we offer in INIT / INIT-ACK."""
+
+    num_ostreams: int = Field(default=16, ge=1, le=65535)
+    max_instreams: int = Field(default=16, ge=1, le=65535)
+    max_attempts: int = Field(default=8, ge=1)
+    max_init_timeo: int = Field(default=60_000, gt=0, description="ms")
+
+
+class RtoInfo(StrictModel):
+    """gen_sctp #sctp_rtoinfo{}, in ms."""
+
+    initial: int = Field(default=1000, gt=0)
+    min: int = Field(default=200, gt=0)
+    max: int = Field(default=60_000, gt=0)
+
+
+class AssocParams(StrictModel):
+    """gen_sctp #sctp_assocparams{}."""
+
+    asocmaxrxt: int = Field(default=10, ge=1)
+    cookie_life: int = Field(default=60_000, gt=0, description="ms")
+
+
+class SctpOptions(StrictModel):
+    initmsg: InitMsg = Field(default_factory=InitMsg)
+    rtoinfo: RtoInfo = Field(default_factory=RtoInfo)
+    assocparams: AssocParams = Field(default_factory=AssocParams)
+    #: send at once instead of waiting to fill a packet
+    nodelay: bool = False
+    #: largest DATA chunk payload; 0 derives it from pmtu
+    maxseg: int = Field(default=0, ge=0)
+    #: close an association idle this many seconds; 0 never
+    autoclose: int = Field(default=0, ge=0)
+    sackdelay: int = Field(default=200, ge=0, le=500, description="ms")
+    #: IP path MTU; an SCTP packet is at most pmtu - IP header - 8 (UDP)
+    pmtu: int = Field(default=1280, ge=576, le=65535)
+    hbinterval: int = Field(default=30_000, ge=0, description="ms; 0 disables heartbeats")
+    #: our receive window: the most we ever buffer for the application
+    recbuf: int = Field(default=1024 * 1024, ge=4096)
+    #: the most we queue for sending; stream.send waits above half of it
+    sndbuf: int = Field(default=1024 * 1024, ge=4096)
+
+
+class SctpListenerOptions(ListenerBase, SctpOptions):
+    transport: Literal["sctp"] = "sctp"
+    #: the UDP port (RFC 6951 registers 9899)
+    port: int = Field(default=9899, ge=0, le=65535)
+    #: the SCTP port inside the UDP encapsulation
+    sctp_port: int = Field(default=7, ge=1, le=65535)
+
+
+class SctpClientOptions(SctpOptions):
+    #: the server's SCTP port
+    sctp_port: int = Field(default=7, ge=1, le=65535)
+    #: our SCTP port; 0 picks an ephemeral one
+    local_sctp_port: int = Field(default=0, ge=0, le=65535)
+    #: our UDP port; 0 picks an ephemeral one (usrsctp programs need to know it: set it)
+    local_udp_port: int = Field(default=0, ge=0, le=65535)
+    local_host: str | None = None
+    mode: Literal["one-to-one"] = "one-to-one"
+
+
+def core_config(options: SctpOptions) -> SctpConfig:
+    """The sans-IO core's settings from the YAML/client options."""
+    return SctpConfig(
+        num_ostreams=options.initmsg.num_ostreams,
+        max_instreams=options.initmsg.max_instreams,
+        max_attempts=options.initmsg.max_attempts,
+        max_init_timeo=options.initmsg.max_init_timeo,
+        rto_initial=options.rtoinfo.initial,
+        rto_min=options.rtoinfo.min,
+        rto_max=options.rtoinfo.max,
+        asocmaxrxt=options.assocparams.asocmaxrxt,
+        cookie_life=options.assocparams.cookie_life,
+        nodelay=options.nodelay,
+        maxseg=options.maxseg,
+        autoclose=options.autoclose,
+        sackdelay=options.sackdelay,
+        pmtu=options.pmtu,
+        hbinterval=options.hbinterval,
+        recbuf=options.recbuf,
+        sndbuf=options.sndbuf,
+    )
