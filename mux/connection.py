@@ -194,6 +194,11 @@ class Connection:
             return
         self._push(event)
 
+    @property
+    def idle(self) -> bool:
+        waiter = self._waiter
+        return waiter is not None and not waiter.done() and not self._mailbox
+
     def _dispatch_eagerly(self, item: Any) -> None:
         """Run the callback for ``item`` right now, as the connection's own task.
 

@@ -136,6 +136,11 @@ class ConnectionSink(Protocol):
 
     def writable(self) -> None: ...
 
+    @property
+    def idle(self) -> bool:
+        """No callback is running or queued: whatever the events caused has been sent to the transport."""
+        ...
+
 
 class TransportConnection(Protocol):
     """Commands the framework gives one connection of a transport. None of them block."""

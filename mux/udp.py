@@ -52,6 +52,8 @@ class Pumped:
     _dirty: bool = False
     #: set by the transport once the core is terminated; the driver then forgets it
     finished: bool = False
+    #: the framework side (``mux.transport.ConnectionSink``); its ``idle`` lets the driver send at once
+    sink: Any = None
 
     def handle_event(self, event: Any) -> None:
         raise NotImplementedError
@@ -122,9 +124,21 @@ class Driver:
             received(data, addr, now)
         self._reading = False
         self.counters["rx"] += count
-        for pumped in self._dirty:
+        dirty = self._dirty
+        if not dirty:
+            self.demux.flush_stateless(self)
+            return
+        settled = True
+        for pumped in dirty:
             self._deliver(pumped)
-        if self._dirty and not self._flush_scheduled:
+            sink = pumped.sink
+            if sink is not None and not sink.idle:
+                settled = False
+        if settled:
+            # every callback the events caused has already run (eagerly): nothing can join the
+            # packets by waiting a loop step, so send now and save the step
+            self.flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush)
         else:
