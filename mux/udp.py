@@ -226,8 +226,10 @@ class Driver:
         core = pumped.core
         now = self.loop.time()
         at = core.get_timer()
-        if at is not None and at <= now + 0.0005:
-            core.handle_timer(now)
+        if at is None or at > now + 0.0005:
+            self._arm(pumped, at)  # the deadline moved later since we armed: nothing to do yet
+            return
+        core.handle_timer(now)
         self._pump(pumped, now)
 
     # -- send -----------------------------------------------------------------------------------
