@@ -201,7 +201,7 @@ class Association:
         self._ssthresh = 1 << 30
         self._pba = 0
         self._fast_recovery_exit: int | None = None
-        self._acks_since_send = 0
+        self._acked_since_send = 0  # bytes newly acknowledged since we last sent: the ack clock
         self._blocked = False
         self._rtt_chunk: _Out | None = None
 
@@ -575,7 +575,10 @@ class Association:
                     and not (packet and size < budget)  # it can still ride in a packet we are sending anyway
                 )
                 if not nagle:
-                    burst = self.config.max_burst * max(1, self._acks_since_send) if self.config.max_burst else 1 << 30
+                    # Max.Burst (§7.2.4) on top of the ack clock: every packet acked releases one, plus
+                    # max_burst more; a stretch SACK (the peer read a batch) must not shrink the flight
+                    max_burst = self.config.max_burst
+                    burst = max_burst + -(-self._acked_since_send // self._mtu) if max_burst else 1 << 30
                     full_packets = 0
                     sent_list = self._sent
                     stats = self.stats
@@ -617,7 +620,7 @@ class Association:
                         if self._peer_arwnd - self._flight <= 0 and not flight:
                             break  # that was the zero-window probe
             if sent_any:
-                self._acks_since_send = 0
+                self._acked_since_send = 0
                 if self._t3 is None:
                     self._t3 = now + self._rto
                 if self._t_hb is not None:
@@ -1039,6 +1042,7 @@ class Association:
             self._head = head
             n_out = len(sent) - head
         highest_new = -1
+        newly: list[int] = []
         if gaps and n_out:
             for start, end in gaps:
                 lo = head + start - 1
@@ -1061,6 +1065,7 @@ class Association:
                                 self._rtt_sample(now - c.sent_at)
                             self._rtt_chunk = rtt_chunk = None
                         highest_new = i
+                        newly.append(i)
         if a_rwnd is not None:
             self._peer_arwnd = a_rwnd
         if acked_bytes:
@@ -1069,7 +1074,7 @@ class Association:
         if fr_exit is not None and d and not tsn_lt(cum, fr_exit):
             self._fast_recovery_exit = fr_exit = None
         if highest_new > head:
-            self._miss_indications(head, highest_new, now)
+            self._miss_indications(head, newly, now)
         mtu = self._mtu
         if d and acked_bytes and self._fast_recovery_exit is None:
             cwnd = self._cwnd
@@ -1089,23 +1094,40 @@ class Association:
             self._t3 = None
         elif d:
             self._t3 = now + self._rto
-        self._acks_since_send += 1
+        self._acked_since_send += acked_bytes
         if self._blocked and self.buffered_amount() <= self.config.sndbuf // 2:
             self._blocked = False
             self._events.append(ev.SendQueueDrained())
         if self.state != ESTABLISHED:
             self._check_shutdown(now)
 
-    def _miss_indications(self, head: int, highest_new: int, now: float) -> None:
-        """HTNA (§7.2.4): TSNs below the highest newly acked one count a miss; the third one retransmits."""
+    def _miss_indications(self, head: int, newly: list[int], now: float) -> None:
+        """HTNA (§7.2.4): TSNs below the highest newly acked one count misses; at three, fast retransmit.
+
+        A SACK counts one miss per TSN it newly acks above the hole, as if the peer had SACKed each
+        packet (§6.7 asks it to while there are gaps): a receiver that reads a batch of datagrams
+        and answers with one SACK would otherwise starve fast retransmit into RTO timeouts.
+        """
         sent = self._sent
         newly_marked = False
-        for i in range(head, highest_new):
+        threshold = 3
+        if len(sent) - head < 8:
+            # Early Retransmit (RFC 5827): with fewer than four chunks outstanding three misses can never
+            # come; retransmit after outstanding - 1 of them instead of waiting for the RTO
+            outstanding = sum(1 for i in range(head, len(sent)) if not sent[i].acked)
+            if outstanding < 4:
+                threshold = max(outstanding - 1, 1)
+        newly.sort()
+        k = len(newly) - 1  # newly[k] is the lowest newly acked index above i; len(newly) - k of them
+        for i in range(newly[-1] - 1, head - 1, -1):
+            while k > 0 and newly[k - 1] > i:
+                k -= 1
             c = sent[i]
             if c.acked or c.marked or c.fast_rtx:
                 continue
-            c.missing += 1
-            if c.missing >= 3:
+            above = len(newly) - k
+            c.missing += above
+            if c.missing >= threshold:
                 c.missing = 0
                 c.fast_rtx = True
                 c.marked = True
