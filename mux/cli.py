@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 from mux import config as cfg
 from mux import logs
+from mux.loop import run as run_loop
 
 log = logging.getLogger("mux.cli")
-
-
-def run_async(main: Coroutine[Any, Any, int]) -> int:
-    """Run on uvloop when it is installed, else on asyncio's default loop."""
-    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    try:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:
-        pass
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -58,14 +43,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 1
         return 0
 
-    return run_async(main())
+    return run_loop(main())
 
 
 def cmd_client(args: argparse.Namespace) -> int:
     logs.setup(args.log_level or "warning", args.log_format or "text")
     from mux.clientcli import run_client
 
-    return run_async(run_client(args))
+    return run_loop(run_client(args))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,8 @@ class _ClientSupervisor:
 
     def __init__(self) -> None:
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # a failure after connect() gave up (timeout, cancellation) must not be reported as never retrieved
+        self.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.release: Any = None
 
     def _connected(self, conn: Connection) -> None:
@@ -86,7 +88,11 @@ async def connect(
     try:
         await asyncio.wait_for(asyncio.shield(supervisor.ready), timeout)
     except TimeoutError:
-        conn.close(0, "connect timeout")
+        conn.abort("connect timeout")
         await release()
         raise ConnectionClosed(f"{transport}://{host}:{port}: no handshake within {timeout}s") from None
+    except asyncio.CancelledError:
+        conn.abort("connect cancelled")
+        await release()
+        raise
     return conn

@@ -144,6 +144,13 @@ class Connection:
         self.state = "closing"
         self._tconn.close(error_code, reason)
 
+    def abort(self, reason: str = "") -> None:
+        """Close at once, dropping unsent data (QUIC: CONNECTION_CLOSE now; SCTP: ABORT)."""
+        if self.state == "closed":
+            return
+        self.state = "closing"
+        self._tconn.abort(reason)
+
     def post(self, msg: Any) -> None:
         """Queue ``msg`` for ``handle_info``, after what is already queued. Dropped once closed."""
         if self.state != "closed":

@@ -215,12 +215,19 @@ class AcceptorPool:
         return forced
 
     async def stop(self) -> None:
-        """Close everything now (no waiting for connections to finish)."""
+        """Close everything now: a graceful close first, then abort whoever is still there after 1 s."""
         self.state = "stopped"
         for conn in list(self._connections):
             conn.close(0, "server stopped")
         try:
-            await asyncio.wait_for(self._empty.wait(), 2.0)
+            await asyncio.wait_for(self._empty.wait(), 1.0)
+            return
+        except TimeoutError:
+            pass
+        for conn in list(self._connections):
+            conn.abort("server stopped")  # e.g. waiting for a SHUTDOWN-COMPLETE the peer will never send
+        try:
+            await asyncio.wait_for(self._empty.wait(), 1.0)
         except TimeoutError:
             log.warning("stop: %d connection(s) did not close", len(self._connections))
 

@@ -9,12 +9,13 @@ import math
 import re
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from mux.impair.model import JITTER_DISTRIBUTIONS, Impairment
 from mux.impair.proxy import Address, ImpairProxy, ProxyStats, parse_address
+from mux.loop import run as run_loop
 
 DESCRIPTION = """\
 A UDP proxy that adds loss, delay, jitter, reordering, duplication, a rate limit and an MTU between clients and
@@ -302,18 +303,6 @@ async def serve(args: argparse.Namespace, listen: Address, upstream: Address, up
     return 0
 
 
-def _run(main: Coroutine[Any, Any, int]) -> int:
-    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    try:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:
-        pass
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main)
-
-
 def run(args: argparse.Namespace) -> int:
     """The subcommand: validate everything before binding anything."""
     try:
@@ -325,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"impair: {exc}", file=sys.stderr)
         return 2
     try:
-        return _run(serve(args, listen, upstream, up, down))
+        return run_loop(serve(args, listen, upstream, up, down))
     except KeyboardInterrupt:
         return 130
 
