@@ -205,7 +205,7 @@ def main() -> int:
 
         async def run() -> None:
             for rep in range(args.reps):
-                for name in (("mux", "raw") if rep % 2 == 0 else ("raw", "mux")):
+                for name in ("mux", "raw") if rep % 2 == 0 else ("raw", "mux"):
                     results[name]["bulk"].append(await bulk(ports[name], args.bulk_mb * 1024 * 1024))
                     p50, p99 = await latency(ports[name], args.rounds)
                     results[name]["p50"].append(p50)
