@@ -233,11 +233,6 @@ def test_tsn_wraps_around_on_the_receive_side() -> None:
     assert sacks[-1].cum_tsn == (0xFFFF_FFF0 + 39) & 0xFFFF_FFFF and sacks[-1].gaps == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG Association._establish resets _ssn_out, so messages queued before AssociationUp keep SSNs 0..n-1 "
-    "and the next message on that stream reuses SSN 0: the receiver drops it as already delivered (silent loss)",
-)
 def test_messages_queued_before_the_association_is_up_keep_their_order() -> None:
     net = Network(18)
     a = net.add(A)
@@ -251,11 +246,6 @@ def test_messages_queued_before_the_association_is_up_keep_their_order() -> None
     assert [e.data for e in received(b, b.new_associations[0])] == [b"early-1", b"early-2", b"after-up"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG _check_reassembly_limit compares held bytes including the 32-byte per-chunk _HELD_OVERHEAD with "
-    "recbuf, so a message smaller than recbuf (65000 B, recbuf 65536) aborts as 'peer message larger than recbuf'",
-)
 def test_a_message_smaller_than_the_receive_buffer_is_delivered() -> None:
     net, _a, b, ca, sa = setup(19, client=SctpConfig(), server=SctpConfig(recbuf=65_536))
     ca.send(0, bytes(65_000))
@@ -410,11 +400,6 @@ def sacks_now(assoc: Association, now: float) -> list[SackChunk]:
     return [c for c in chunks_of(assoc.datagrams_to_send(now)) if isinstance(c, SackChunk)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG association._after_data delays the SACK for the first DATA chunk of the association; "
-    "RFC 9260 §5.1 says the endpoint MUST respond to the first DATA chunk with a SACK immediately",
-)
 def test_first_data_chunk_is_sacked_at_once() -> None:
     server = Endpoint(SctpConfig(sackdelay=200, sack_freq=2), local_port=5000, rng=random.Random(3))
     assoc, peer, _ = raw_connect(server, A, NOW)
@@ -540,11 +525,6 @@ def test_duplicate_and_gap_floods_keep_sacks_within_the_mtu() -> None:
     assert assoc.stats["rwnd_drops"] > 0  # the gap bookkeeping itself is bounded
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG association._on_data accepts a TSN more than 65535 above the cumulative ack; _build_sack then "
-    "puts an offset > 0xFFFF in a gap block and SackChunk.serialize raises struct.error out of datagrams_to_send",
-)
 def test_data_far_beyond_the_window_is_dropped_not_reported() -> None:
     server, assoc, peer = hostile_server()
     server.receive_datagram(peer.packet(peer.data(b"far", tsn=(peer.next_tsn + 70_000) & 0xFFFFFFFF)), A, NOW)
@@ -823,7 +803,6 @@ def test_abort_reaches_the_peer_with_its_cause(initiator: str) -> None:
     assert aborter.get_timer() is None and other.get_timer() is None
 
 
-@pytest.mark.xfail(strict=True, reason="MISSING autoclose (SctpConfig.autoclose) is not implemented in association.py")
 def test_autoclose_closes_an_idle_association_gracefully() -> None:
     cfg = SctpConfig(autoclose=2)
     net, a, b, ca, sa = setup(17, client=cfg, server=SctpConfig())

@@ -251,11 +251,6 @@ def test_stale_cookie_recovers_with_cookie_preservative() -> None:
     assert len(list(b.endpoint.associations)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG association._on_init_ack resets _init_attempts to 1, so the max_attempts check in _on_error "
-    "(stale cookie) never trips: a peer whose cookies always go stale makes the client retry INIT forever",
-)
 def test_stale_cookie_error_gives_up_after_max_attempts() -> None:
     """A peer whose every cookie goes stale: the client retries INIT, but only max_attempts times (§5.2.6)."""
     net = Network(6, delay=0.2)
@@ -432,13 +427,6 @@ def test_held_association_refused_by_the_application() -> None:
     assert not a.up(ca)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG §8.5.1 E: a SHUTDOWN-ACK reaching an association in COOKIE-WAIT/COOKIE-ECHOED must be treated as "
-    "OOTB (SHUTDOWN-COMPLETE with T bit) whatever its tag, but Association.receive_packet drops it on the tag check "
-    "first; after a lost SHUTDOWN-COMPLETE the peer stays in SHUTDOWN-ACK-SENT answering every new INIT with "
-    "SHUTDOWN-ACK, and an immediate reconnect fails after max_attempts (183 s)",
-)
 def test_reconnect_right_after_a_lost_shutdown_complete() -> None:
     net, a, b = pair(23)
     ca, sa = handshake(net, a, b)
@@ -627,7 +615,7 @@ def test_random_packets_with_valid_crc_never_raise(body: bytes, vtag: int) -> No
             st.builds(
                 DataChunk,
                 # TSNs within 16 bits of the peer's (its first is 1000) or far behind: a TSN more than
-                # 65535 ahead is the separate xfail test in test_sctp_association.py
+                # 65535 ahead is test_data_far_beyond_the_window_is_dropped_not_reported
                 st.one_of(st.integers(0, 60_000), st.integers(0xC000_0000, 0xFFFF_FFFF)),
                 st.integers(0, 40),
                 st.integers(0, 0xFFFF),

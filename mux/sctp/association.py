@@ -84,6 +84,8 @@ _DATA_FLOWS = (ESTABLISHED, SHUTDOWN_PENDING, SHUTDOWN_RECEIVED, SHUTDOWN_SENT)
 _HB_INFO = struct.Struct("!Qd")
 #: bookkeeping charged per held chunk on top of its payload, so tiny chunks cannot bloat memory for free
 _HELD_OVERHEAD = 32
+#: a DATA chunk further than this past our cumulative TSN is dropped: SACK gap offsets are 16 bits
+_MAX_TSN_AHEAD = 0xFFFF
 _MAX_DUPS = 32
 #: received HEARTBEAT infos longer than this are not echoed back (an amplification guard)
 _MAX_HB_INFO = 1024
@@ -212,12 +214,15 @@ class Association:
         self._error_count = 0
         self._t1: float | None = None
         self._t1_rto = config.rto_initial / 1000.0
-        self._init_attempts = 0
+        self._init_attempts = 0  # INITs sent, stale-cookie restarts included (§5.2.6)
+        self._echo_attempts = 0  # COOKIE-ECHOs sent
         self._t2: float | None = None
         self._t3: float | None = None
         self._t5: float | None = None
         self._t_sack: float | None = None
         self._t_hb: float | None = None
+        self._t_autoclose: float | None = None
+        self._last_data = 0.0  # when user data last left or arrived (autoclose counts from here)
         self._hb_nonce: int | None = None
         self._last_activity = 0.0
         self._init_packet = b""
@@ -232,11 +237,13 @@ class Association:
         self._dups: list[int] = []
         self._held = 0
         self._frags: dict[int, DataChunk] = {}
+        self._frag_bytes = 0  # user bytes in _frags (the reassembly limit is about message size)
         self._ssn_in = [0] * max(config.max_instreams, 1)
         self._ordered_wait: dict[int, dict[int, tuple[bytes, int]]] = {}
         self._need_sack = False
         self._sack_now = False
         self._data_packets = 0
+        self._got_first_data = False  # §5.1: the first DATA chunk is acknowledged at once
 
         self.stats: dict[str, int] = {
             "tx_packets": 0,
@@ -422,7 +429,7 @@ class Association:
 
     def get_timer(self) -> float | None:
         at: float | None = None
-        for t in (self._t3, self._t_sack, self._t1, self._t2, self._t_hb, self._t5):
+        for t in (self._t3, self._t_sack, self._t1, self._t2, self._t_hb, self._t5, self._t_autoclose):
             if t is not None and (at is None or t < at):
                 at = t
         return at
@@ -620,6 +627,7 @@ class Association:
                         if self._peer_arwnd - self._flight <= 0 and not flight:
                             break  # that was the zero-window probe
             if sent_any:
+                self._last_data = now
                 self._acked_since_send = 0
                 if self._t3 is None:
                     self._t3 = now + self._rto
@@ -655,6 +663,19 @@ class Association:
             self._raw.append(serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [AbortChunk()]))
         if self._t_hb is not None and now >= self._t_hb:
             self._on_hb_timer(now)
+        if self._t_autoclose is not None and now >= self._t_autoclose:
+            self._on_autoclose_timer(now)
+
+    def _on_autoclose_timer(self, now: float) -> None:
+        """gen_sctp's autoclose: an association idle for ``autoclose`` seconds shuts down gracefully."""
+        self._t_autoclose = None
+        if self.state != ESTABLISHED:
+            return
+        due = self._last_data + self.config.autoclose
+        if now >= due and not self._pending and not self._outstanding_bytes:
+            self.shutdown(now)
+        else:
+            self._t_autoclose = max(due, now + 0.001)
 
     # -- handshake ------------------------------------------------------------------------------------------
 
@@ -689,7 +710,7 @@ class Association:
         if unrecognized:
             self._ctrl.append(ErrorChunk([unrecognized_params_cause(b"".join(unrecognized))]).serialize())
         self.state = COOKIE_ECHOED
-        self._init_attempts = 1
+        self._echo_attempts = 1
         self._t1_rto = self._rto
         self._t1 = now + self._t1_rto
         self._cookie_echo_sent_at = now
@@ -697,7 +718,7 @@ class Association:
     def _on_cookie_ack(self, now: float) -> None:
         if self.state != COOKIE_ECHOED:
             return
-        if self._cookie_echo_sent_at is not None and self._init_attempts == 1:
+        if self._cookie_echo_sent_at is not None and self._echo_attempts == 1:
             self._rtt_sample(now - self._cookie_echo_sent_at)
         self._t1 = None
         self._establish(now)
@@ -709,24 +730,31 @@ class Association:
         self._last_activity = now
         if self.config.hbinterval:
             self._t_hb = self._hb_due(now)
-        self._ssn_out = [0] * max(self.outbound_streams, 1)
+        if self.config.autoclose:
+            self._last_data = now
+            self._t_autoclose = now + self.config.autoclose
+        # messages queued in COOKIE-WAIT/ECHOED already hold SSNs: keep counting from there
+        n_out = max(self.outbound_streams, 1)
+        self._ssn_out = (self._ssn_out + [0] * n_out)[:n_out]
         self._ssn_in = [0] * max(self.inbound_streams, 1)
         self._events.append(ev.AssociationUp(self.outbound_streams, self.inbound_streams, self._peer_arwnd))
 
     def _on_t1(self, now: float) -> None:
         if self.state not in (COOKIE_WAIT, COOKIE_ECHOED):
             return
-        if self._init_attempts >= self.config.max_attempts:
-            what = "INIT" if self.state == COOKIE_WAIT else "COOKIE-ECHO"
-            self._finish(ev.AssociationAborted(f"no answer to {what} after {self._init_attempts} attempts"))
+        waiting = self.state == COOKIE_WAIT
+        attempts = self._init_attempts if waiting else self._echo_attempts
+        if attempts >= self.config.max_attempts:
+            what = "INIT" if waiting else "COOKIE-ECHO"
+            self._finish(ev.AssociationAborted(f"no answer to {what} after {attempts} attempts"))
             return
         self._t1_rto = min(self._t1_rto * 2, self.config.max_init_timeo / 1000.0)
-        if self.state == COOKIE_WAIT:
+        if waiting:
             self._raw.append(self._init_packet)
             self._init_attempts += 1
         else:
             self._ctrl.append(self._cookie_echo)
-            self._init_attempts += 1
+            self._echo_attempts += 1
         self._t1 = now + self._t1_rto
 
     def handle_cookie_echo(self, cookie: ck.Cookie, now: float) -> str:
@@ -777,6 +805,7 @@ class Association:
         self._outstanding_bytes = 0
         self._rx_above.clear()
         self._frags.clear()
+        self._frag_bytes = 0
         self._ordered_wait.clear()
         self._held = 0
         self._dups.clear()
@@ -808,9 +837,8 @@ class Association:
             self._cookie_preservative_ms = min(2 * (staleness_us // 1000 + 1), 3_600_000)
             self.state = COOKIE_WAIT
             self.peer_vtag = 0
-            attempts = self._init_attempts
+            self._t1_rto = self.config.rto_initial / 1000.0
             self._send_init(now)
-            self._init_attempts = attempts + 1
             return
         self._events.append(ev.PeerError(list(causes)))
 
@@ -827,6 +855,11 @@ class Association:
                 self._dups.append(tsn)
             self._sack_now = True
             return
+        if diff > _MAX_TSN_AHEAD:
+            # no honest sender gets this far past our cumulative point (a gap block could not even say it)
+            stats["rwnd_drops"] += 1
+            return
+        self._last_data = now
         data = c.data
         if not data:
             self._abort_with(no_user_data_cause(tsn), "peer sent DATA without user data")
@@ -869,6 +902,7 @@ class Association:
                 self._ordered(sid, c.ssn, data, c.ppid, len(data) + _HELD_OVERHEAD, False)
             return
         self._frags[tsn] = c
+        self._frag_bytes += len(data)
         self._held += cost
         self._assemble(tsn)
 
@@ -936,6 +970,7 @@ class Association:
             ):
                 consistent = False
             self._held -= len(piece.data) + _HELD_OVERHEAD
+            self._frag_bytes -= len(piece.data)
             if t == end:
                 break
             t = (t + 1) & MASK
@@ -951,11 +986,14 @@ class Association:
 
     def _check_reassembly_limit(self) -> None:
         """A message bigger than our whole window can never complete: say so instead of stalling forever."""
-        if self._held > self.config.recbuf and not self._rx_above and self._frags:
+        if self._frag_bytes > self.config.recbuf and not self._rx_above:
             self._abort_with(out_of_resource_cause(), f"peer message larger than recbuf ({self.config.recbuf} bytes)")
 
     def _after_data(self, now: float) -> None:
         self._data_packets += 1
+        if not self._got_first_data:
+            self._got_first_data = True
+            self._sack_now = True
         if (
             self._sack_now
             or self._rx_above
@@ -1300,7 +1338,7 @@ class Association:
             self._on_hold = False
             self._events.clear()
         self.state = CLOSED
-        self._t1 = self._t2 = self._t3 = self._t5 = self._t_sack = self._t_hb = None
+        self._t1 = self._t2 = self._t3 = self._t5 = self._t_sack = self._t_hb = self._t_autoclose = None
         self._ctrl = []
         self._need_sack = False
         if event is not None:

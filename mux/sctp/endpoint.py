@@ -50,6 +50,7 @@ log = logging.getLogger("mux.sctp")
 #: silently so the peer retries it (the pool is busy, not full).
 Admit = Callable[[Addr], "bool | None"]
 _MAX_COOKIE_EXTENSION_MS = 60_000
+_HANDSHAKING = (COOKIE_WAIT, COOKIE_ECHOED)
 
 
 def _key(addr: Addr, port: int) -> tuple[Any, ...]:
@@ -163,7 +164,9 @@ class Endpoint:
             return None
         if kind is CookieEchoChunk:
             return self._on_cookie_echo(packet, first, addr, assoc, now)  # type: ignore[arg-type]
-        if assoc is None or assoc.state == CLOSED:
+        if assoc is None or assoc.state == CLOSED or (kind is ShutdownAckChunk and assoc.state in _HANDSHAKING):
+            # §8.5.1 E: a SHUTDOWN-ACK while we handshake is out of the blue whatever its tag; the
+            # SHUTDOWN-COMPLETE it draws frees a peer still closing our previous association
             self._ootb(packet, addr)
             return None
         assoc.receive_packet(packet, addr, now)
