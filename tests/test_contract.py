@@ -132,3 +132,24 @@ async def test_closed_connection_rejects_commands(make_server: ServerFactory, tr
     await asyncio.wait_for(conn.wait_closed(), 5)
     with pytest.raises(ConnectionClosed):
         conn.open_stream()
+
+
+async def test_abort_is_not_a_graceful_close(make_server: ServerFactory, transport: str) -> None:
+    """``abort`` ends at once; both ends' ``closed`` props tell it apart from a clean close."""
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    stream = conn.open_stream()
+    await stream.send(b"before abort")
+    await wait_bytes(client, stream.id, 12)
+    (server_conn,) = server.pool.connections
+    conn.abort("enough")
+    _, props = await asyncio.wait_for(client.next("closed"), 5)
+    assert props["by"] == "local"
+    if transport == "quic":
+        assert props["error_code"] != 0 and props["reason"] == "enough"
+    else:
+        assert props["error"] == "aborted"
+    await asyncio.wait_for(server_conn.wait_closed(), 5)
+    log = tb.LOG[server_conn.id]
+    assert log[-1] == "closed" and "shutdown:0" not in log

@@ -201,7 +201,7 @@ async def test_our_client_against_usrsctp_echo_server() -> None:
         conn.close()
         await asyncio.wait_for(conn.wait_closed(), 10)
         assert_graceful(client, by="local")
-        # our ``closed`` looks the same after an ABORT we sent, so ask the peer how it ended
+        # and the peer's view: its notifications must show a graceful end, not an ABORT
         for count in range(1, len(usrsctp.ECHO_GRACEFUL_END) + 1):
             ends = await asyncio.to_thread(echo.wait_for, usrsctp.NOTIFICATION, 5, before + count)
             got = [int(m[1]) for m in ends[before:]]

@@ -118,6 +118,7 @@ class SctpTransportConnection(Pumped):
 
     def abort(self, reason: str) -> None:
         self._closing_by_us = True
+        self._aborted = True  # ``closed`` then says so: an ABORT we sent is not a graceful close
         self.assoc.abort(reason)
         self.driver.touch(self)
 
