@@ -27,7 +27,7 @@ Address = t.Address
 _ids = itertools.count(1)
 
 
-class ConnectionClosed(t.TransportError):
+class ConnectionClosed(t.ConnectionGone):
     """The connection is closed (or closing) and cannot carry out the request."""
 
 
@@ -253,7 +253,7 @@ class Connection:
         return t.TransportError(message)
 
     def _live_transport(self) -> t.TransportConnection:
-        if self.state in ("closing", "closed"):
+        if self.state in ("closing", "closed") or self._tconn.finished:
             raise ConnectionClosed(f"connection {self.id} is {self.state}")
         return self._tconn
 
@@ -412,6 +412,11 @@ class Connection:
         except Stop as exc:
             self._dead = True
             self._close_for(exc.code, exc.reason)
+        except t.ConnectionGone as exc:
+            if not (self.state in ("closing", "closed") or self._tconn.finished):
+                raise  # about some other connection: the behaviour's own error, handled like a crash below
+            # the connection ended while the callback ran (its Closed is queued behind this item)
+            log.debug("connection %d ended while %s handled %s: %s", self.id, type(b).__name__, kind.__name__, exc)
         except Exception:
             self._dead = True
             log.exception(

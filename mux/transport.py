@@ -36,6 +36,10 @@ class TransportError(Exception):
     """A command the transport cannot carry out (stream limit, closed connection, bad stream)."""
 
 
+class ConnectionGone(TransportError):
+    """The connection ended (peer close, abort, timeout) before this command: not the caller's bug."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Neutral events, transport -> framework. Plain slotted records: they are made per packet.
 
@@ -148,6 +152,8 @@ class TransportConnection(Protocol):
     transport_name: str
     #: bytes queued on a stream above which ``await stream.send`` waits.
     high_water: int
+    #: the connection has ended (its ``Closed`` was delivered); commands now raise ``ConnectionGone``
+    finished: bool
 
     @property
     def alpn(self) -> str | None: ...

@@ -36,6 +36,10 @@ class Recording(ConnectionBehaviour):
             raise RuntimeError("boom, as asked")
         if data == b"stop":
             raise Stop(7, "stopped by behaviour")
+        if data == b"late":
+            while self.conn.state == "connected":  # answer only once the peer has gone
+                await asyncio.sleep(0.01)
+            self._log("late send")
         await stream.send(data, fin=fin)
 
     def stream_closed(self, stream: Stream, props: dict[str, Any]) -> None:

@@ -153,3 +153,22 @@ async def test_abort_is_not_a_graceful_close(make_server: ServerFactory, transpo
     await asyncio.wait_for(server_conn.wait_closed(), 5)
     log = tb.LOG[server_conn.id]
     assert log[-1] == "closed" and "shutdown:0" not in log
+
+
+async def test_send_after_the_peer_left_is_not_a_crash(
+    make_server: ServerFactory, transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A callback still running when its connection ends gets ConnectionClosed; that is no behaviour bug."""
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    with caplog.at_level(logging.DEBUG, logger="mux.connection"):
+        await conn.open_stream().send(b"late")
+        (server_conn,) = server.pool.connections
+        await asyncio.sleep(0.05)
+        conn.abort("gone")
+        await asyncio.wait_for(server_conn.wait_closed(), 5)
+    log = tb.LOG[server_conn.id]
+    assert "late send" in log and log[-1] == "closed", log
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert any("ended while Recording handled" in r.getMessage() for r in caplog.records), caplog.text

@@ -582,10 +582,15 @@ class Association:
                     and not (packet and size < budget)  # it can still ride in a packet we are sending anyway
                 )
                 if not nagle:
-                    # Max.Burst (§7.2.4) on top of the ack clock: every packet acked releases one, plus
-                    # max_burst more; a stretch SACK (the peer read a batch) must not shrink the flight
+                    # Max.Burst (§7.2.4) on top of the ack clock: every packet acked releases one (two in slow
+                    # start, which doubles the flight per round trip), plus max_burst more; a stretch SACK (the
+                    # peer read a batch) must neither shrink the flight nor stall its growth
                     max_burst = self.config.max_burst
-                    burst = max_burst + -(-self._acked_since_send // self._mtu) if max_burst else 1 << 30
+                    if max_burst:
+                        clock = -(-self._acked_since_send // self._mtu)
+                        burst = max_burst + (2 * clock if cwnd <= self._ssthresh else clock)
+                    else:
+                        burst = 1 << 30
                     full_packets = 0
                     sent_list = self._sent
                     stats = self.stats
@@ -1118,7 +1123,10 @@ class Association:
             cwnd = self._cwnd
             if cwnd <= self._ssthresh:
                 if flight_before + mtu > cwnd:  # the window was in use
-                    self._cwnd = cwnd + min(acked_bytes, mtu)
+                    # Byte counting without RFC 9260's one-PMTU-per-SACK cap (as Linux does for stretch ACKs):
+                    # peers that batch reads (usrsctp, our own driver) ack many packets per SACK, and a per-SACK
+                    # cap would then make slow start crawl. Bursts stay bounded by the ack-clocked Max.Burst.
+                    self._cwnd = cwnd + acked_bytes
             else:
                 self._pba += acked_bytes
                 if self._pba >= cwnd and flight_before + mtu > cwnd:

@@ -15,7 +15,7 @@ from typing import Any
 
 from mux import transport as t
 from mux.sctp import events as se
-from mux.sctp.association import Association
+from mux.sctp.association import CLOSED, Association, SctpError
 from mux.udp import Address, Driver, Pumped
 
 log = logging.getLogger("mux.sctp")
@@ -84,9 +84,9 @@ class SctpTransportConnection(Pumped):
             ppid, unordered = 0, False
         try:
             self.assoc.send(stream_id, data, ppid=ppid, unordered=unordered)
-        except t.TransportError:
-            raise
-        except Exception as exc:  # the core's own errors: invalid stream, closed, buffer full
+        except SctpError as exc:  # the core's own errors: invalid stream, closed, buffer full
+            if self.assoc.state == CLOSED:
+                raise t.ConnectionGone(f"sctp association with {self.peer_address} is closed") from None
             raise t.TransportError(f"sctp send on stream {stream_id}: {exc}") from None
         self.driver.touch(self)
 
