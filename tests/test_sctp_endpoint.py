@@ -397,13 +397,19 @@ def test_restart_while_the_server_still_sends_to_the_old_peer() -> None:
     assert not b.of(sa, ev.AssociationAborted) and not a2.of(ca2, ev.AssociationAborted)
 
 
-def test_held_association_answers_only_when_released() -> None:
-    net = Network(21)
+def held_pair(seed: int) -> tuple[Network, Node, Node, Association, Association]:
+    """A client connecting to a server that holds new associations for the application's word."""
+    net = Network(seed)
     a = net.add(A)
     b = net.add(B, hold=True)
     ca = a.connect(b)
     assert net.run_until(lambda: bool(b.new_associations), 5)
     (sa,) = b.new_associations
+    return net, a, b, ca, sa
+
+
+def test_held_association_answers_only_when_released() -> None:
+    net, a, b, ca, sa = held_pair(21)
     assert sa.on_hold
     net.run_for(0.5)
     assert not a.up(ca) and b.events[sa] == []  # no COOKIE-ACK, no events while held
@@ -413,12 +419,7 @@ def test_held_association_answers_only_when_released() -> None:
 
 
 def test_held_association_refused_by_the_application() -> None:
-    net = Network(22)
-    a = net.add(A)
-    b = net.add(B, hold=True)
-    ca = a.connect(b)
-    assert net.run_until(lambda: bool(b.new_associations), 5)
-    (sa,) = b.new_associations
+    net, a, b, ca, sa = held_pair(22)
     sa.abort("pool full")
     assert net.run_until(lambda: a.closed(ca) and b.closed(sa), 5)
     assert b.events[sa] == [ev.AssociationClosed()]  # nothing was ever delivered
