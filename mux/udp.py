@@ -31,6 +31,8 @@ BATCH = 64
 RECV_SIZE = 65536
 # Socket buffers: the kernel default (~200 KiB) drops bursts on loopback at a few hundred Mbit/s.
 SOCKET_BUFFER = 4 * 1024 * 1024
+#: a timer firing this close to its deadline counts as on time (libuv timers have 1 ms resolution)
+TIMER_SLACK = 0.001
 
 
 class Core(Protocol):
@@ -226,9 +228,13 @@ class Driver:
         core = pumped.core
         now = self.loop.time()
         at = core.get_timer()
-        if at is None or at > now + 0.0005:
+        if at is None or at > now + TIMER_SLACK:
             self._arm(pumped, at)  # the deadline moved later since we armed: nothing to do yet
             return
+        # The loop's timers are millisecond-grained (libuv) and may fire a little early: count a deadline
+        # within the slack as reached, or the core does nothing and the same sub-millisecond timer spins
+        # (aioquic's own protocol does the same with max(timer_at, now)).
+        now = max(at, now)
         core.handle_timer(now)
         self._pump(pumped, now)
 
