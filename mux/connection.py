@@ -252,8 +252,11 @@ class Connection:
     def _error(self, message: str) -> t.TransportError:
         return t.TransportError(message)
 
+    def _gone(self) -> bool:
+        return self.state in ("closing", "closed") or self._tconn.finished
+
     def _live_transport(self) -> t.TransportConnection:
-        if self.state in ("closing", "closed") or self._tconn.finished:
+        if self._gone():
             raise ConnectionClosed(f"connection {self.id} is {self.state}")
         return self._tconn
 
@@ -413,7 +416,7 @@ class Connection:
             self._dead = True
             self._close_for(exc.code, exc.reason)
         except t.ConnectionGone as exc:
-            if not (self.state in ("closing", "closed") or self._tconn.finished):
+            if not self._gone():
                 raise  # about some other connection: the behaviour's own error, handled like a crash below
             # the connection ended while the callback ran (its Closed is queued behind this item)
             log.debug("connection %d ended while %s handled %s: %s", self.id, type(b).__name__, kind.__name__, exc)

@@ -241,9 +241,8 @@ class Association:
         self._ssn_in = [0] * max(config.max_instreams, 1)
         self._ordered_wait: dict[int, dict[int, tuple[bytes, int]]] = {}
         self._need_sack = False
-        self._sack_now = False
+        self._sack_now = True  # §5.1: the first DATA chunk is acknowledged at once
         self._data_packets = 0
-        self._got_first_data = False  # §5.1: the first DATA chunk is acknowledged at once
 
         self.stats: dict[str, int] = {
             "tx_packets": 0,
@@ -996,9 +995,6 @@ class Association:
 
     def _after_data(self, now: float) -> None:
         self._data_packets += 1
-        if not self._got_first_data:
-            self._got_first_data = True
-            self._sack_now = True
         if (
             self._sack_now
             or self._rx_above
