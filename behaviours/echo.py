@@ -7,6 +7,7 @@ stream has no way back and is dropped (and counted in ``dropped_unidirectional``
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from mux import Connection, ConnectionBehaviour, Stream
@@ -16,16 +17,17 @@ class Echo(ConnectionBehaviour):
     def init(self, opts: dict[str, Any]) -> None:
         self.dropped_unidirectional = 0
 
-    async def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> None:
+    def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> Awaitable[None] | None:
+        # A plain ``def`` that returns what ``send`` returns: the framework awaits it, so the echo
+        # still waits above the high-water mark, and costs no coroutine while it need not.
         if stream.local:
-            return
+            return None
         if stream.unidirectional:
             self.dropped_unidirectional += len(data)
-            return
+            return None
         if props:  # SCTP: the same PPID and ordering go back
-            await stream.send(data, fin=fin, ppid=props.get("ppid", 0), unordered=props.get("unordered", False))
-        else:
-            await stream.send(data, fin=fin)
+            return stream.send(data, fin=fin, ppid=props.get("ppid", 0), unordered=props.get("unordered", False))
+        return stream.send(data, fin=fin)
 
     def dgram_recv(self, conn: Connection, data: bytes, flags: int) -> None:
         conn.send_datagram(data)

@@ -93,14 +93,18 @@ class Connection:
         self._timers: set[asyncio.TimerHandle] = set()
         self._writable_waiters: dict[int, asyncio.Future[None]] = {}
         self._dead = False  # stopped or crashed: only ``closed`` is still called
-        self._closed_future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        loop = self._loop = asyncio.get_running_loop()
+        self._closed_future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        #: what ``Stream.send`` returns when it need not wait: awaiting a done future costs no frame
+        self._sent: asyncio.Future[None] = loop.create_future()
+        self._sent.set_result(None)
         self.blocked = False
         behaviour.conn = self
         self._mailbox.append(_Info(_INIT))
         self._opts = opts
         if new_conn_props is not None:
             self._mailbox.append(_NewConn(new_conn_props))
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"mux-conn-{self.id}")
+        self._task = loop.create_task(self._run(), name=f"mux-conn-{self.id}")
 
     # -- handle API for behaviours ------------------------------------------------------------
 
@@ -196,7 +200,7 @@ class Connection:
     def deliver(self, event: t.Event) -> None:
         if type(event) is t.Closed:
             self._on_transport_closed(event)
-        elif self._waiter is not None and not self._mailbox and not self._dead and _current_task() is None:
+        elif self._waiter is not None and not self._mailbox and not self._dead and _current_task(self._loop) is None:
             self._dispatch_eagerly(event)
             return
         self._push(event)
@@ -215,17 +219,54 @@ class Connection:
         (an echo under its high-water mark), one loop step and a task wake-up are saved per
         event. If it suspends, the task takes over the half-run coroutine, first in line, so order
         is kept.
+
+        Data on a stream the behaviour already knows is the hot path: its callback is called here
+        directly, without the ``_dispatch`` coroutine around it.
         """
-        coro = self._dispatch(item)
-        loop = self._task.get_loop()
-        _enter_task(loop, self._task)
+        loop, task = self._loop, self._task
+        _enter_task(loop, task)
+        try:
+            stream = self._streams.get(item.stream_id) if type(item) is t.StreamData and item.data else None
+            if stream is None:
+                self._start(self._dispatch(item))
+                return
+            try:
+                props = item.props if item.props is not None else {}
+                result = self.behaviour.stream_data(stream, item.data, item.fin, props)
+                if result is not None:
+                    waiting = result if type(result) is _Coroutine else result.__await__()
+                    try:
+                        blocker = waiting.send(None)
+                    except StopIteration:
+                        pass
+                    else:
+                        self._start(self._stream_data_rest(waiting, blocker, stream, item.fin))
+                        return
+            except Exception as exc:
+                self._failed(exc, t.StreamData)
+                return
+            if item.fin:
+                self._recv_finished(stream)
+        finally:
+            _leave_task(loop, task)
+
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` to its first suspension; the task then takes it over, first in line."""
         try:
             blocker = coro.send(None)
         except StopIteration:
             return
-        finally:
-            _leave_task(loop, self._task)
         self._push(_Resume(coro, blocker))
+
+    async def _stream_data_rest(self, waiting: Any, blocker: Any, stream: Stream, fin: bool) -> None:
+        """What is left of a hot-path ``stream_data`` that suspended, with ``_dispatch``'s guard."""
+        try:
+            await _Resume(waiting, blocker)
+        except Exception as exc:
+            self._failed(exc, t.StreamData)
+            return
+        if fin:
+            self._recv_finished(stream)
 
     def writable(self) -> None:
         """Wake senders whose stream queue fell back under the high-water mark."""
@@ -260,18 +301,22 @@ class Connection:
             raise ConnectionClosed(f"connection {self.id} is {self.state}")
         return self._tconn
 
-    async def _wait_writable(self, stream_id: int) -> None:
+    def _wait_writable(self, stream_id: int) -> asyncio.Future[None]:
         future = self._writable_waiters.get(stream_id)
         if future is None:
-            future = asyncio.get_running_loop().create_future()
+            future = self._loop.create_future()
             self._writable_waiters[stream_id] = future
         self.blocked = True
-        await future
+        return future
 
     def _maybe_stream_closed(self, stream: Stream) -> None:
         if stream.send_done and stream.recv_done and not stream.closed:
             stream.closed = True
             self._push(_StreamClosed(stream))
+
+    def _recv_finished(self, stream: Stream) -> None:
+        stream.recv_done = True
+        self._maybe_stream_closed(stream)
 
     def _on_transport_closed(self, event: t.Closed) -> None:
         """Immediate effects of the end; the ``closed`` callback itself runs in order later."""
@@ -351,10 +396,11 @@ class Connection:
                 if new:
                     await self._invoke(b.new_stream, stream, props)
                 if item.data or item.fin:
-                    await self._invoke(b.stream_data, stream, item.data, item.fin, props)
+                    result = b.stream_data(stream, item.data, item.fin, props)
+                    if result is not None:  # an ``async def`` callback (``_invoke`` inlined: the hot path)
+                        await result
                 if item.fin:
-                    stream.recv_done = True
-                    self._maybe_stream_closed(stream)
+                    self._recv_finished(stream)
             elif kind is t.DatagramReceived:
                 await self._invoke(b.dgram_recv, self, item.data, item.flags)
             elif kind is _Info:
@@ -402,7 +448,13 @@ class Connection:
                 await self._invoke(b.peer_needs_streams, self, item.unidirectional)
             elif kind is t.AddressChanged:
                 await self._invoke(b.peer_address_changed, self, item.address)
-        except Reject as exc:
+        except Exception as exc:
+            self._failed(exc, kind)
+
+    def _failed(self, exc: Exception, kind: type) -> None:
+        """A callback raised: Reject and Stop close as asked, anything else is a crash of this connection."""
+        b = self.behaviour
+        if isinstance(exc, Reject):
             self._dead = True
             if self._supervisor is not None:
                 self._supervisor._rejected(self)
@@ -412,21 +464,21 @@ class Connection:
                 refuse(exc.reason or "refused")
             else:
                 self._close_for(exc.code, exc.reason)
-        except Stop as exc:
+        elif isinstance(exc, Stop):
             self._dead = True
             self._close_for(exc.code, exc.reason)
-        except t.ConnectionGone as exc:
-            if not self._gone():
-                raise  # about some other connection: the behaviour's own error, handled like a crash below
-            # the connection ended while the callback ran (its Closed is queued behind this item)
+        elif isinstance(exc, t.ConnectionGone) and self._gone():
+            # the connection ended while the callback ran (its Closed is queued behind this item); a
+            # ConnectionGone about some other connection is the behaviour's own error: a crash, below
             log.debug("connection %d ended while %s handled %s: %s", self.id, type(b).__name__, kind.__name__, exc)
-        except Exception:
+        else:
             self._dead = True
-            log.exception(
+            log.error(
                 "behaviour %s crashed on connection %d (%s); closing it with an internal error",
                 type(b).__name__,
                 self.id,
                 kind.__name__.lstrip("_"),
+                exc_info=exc,
             )
             if self.state not in ("closing", "closed"):
                 self.state = "closing"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,8 +33,13 @@ class Stream:
     def direction(self) -> str:
         return "unidi" if self.unidirectional else "bidi"
 
-    async def send(self, data: bytes, fin: bool = False, **props: Any) -> None:
-        """Send ``data`` (one message over SCTP; ``ppid=``/``unordered=`` go in ``props``)."""
+    def send(self, data: bytes, fin: bool = False, **props: Any) -> Awaitable[None]:
+        """Queue ``data`` at once (one message over SCTP; ``ppid=``/``unordered=`` go in ``props``).
+
+        Await the result for backpressure: it is already done while the stream's queue is under the
+        high-water mark, and otherwise completes when the transport has drained it. A plain ``def``
+        callback may ignore it; the data is queued either way.
+        """
         conn = self.conn
         if self.send_done:
             raise conn._error(f"stream {self.id} cannot send: its sending side is finished")
@@ -43,7 +49,8 @@ class Stream:
             self.send_done = True
             conn._maybe_stream_closed(self)
         if tconn.send_buffered(self.id) > tconn.high_water:
-            await conn._wait_writable(self.id)
+            return conn._wait_writable(self.id)
+        return conn._sent
 
     def reset(self, error_code: int = 0) -> None:
         """Abandon our sending side (QUIC RESET_STREAM)."""

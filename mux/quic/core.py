@@ -83,3 +83,8 @@ class MuxQuicConnection(QuicConnection):
             return 0
         sender = stream.sender
         return sender._buffer_stop - sender._buffer_start
+
+    def next_event(self) -> QuicEvent | None:
+        # aioquic's raises and catches IndexError when empty, which is most calls on our hot path
+        events = self._events
+        return events.popleft() if events else None
