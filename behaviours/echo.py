@@ -27,7 +27,7 @@ class Echo(ConnectionBehaviour):
             return None
         if props:  # SCTP: the same PPID and ordering go back
             return stream.send(data, fin=fin, ppid=props.get("ppid", 0), unordered=props.get("unordered", False))
-        return stream.send(data, fin=fin)
+        return stream.send(data, fin)
 
     def dgram_recv(self, conn: Connection, data: bytes, flags: int) -> None:
         conn.send_datagram(data)

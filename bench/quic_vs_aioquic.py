@@ -10,7 +10,7 @@ certificate, congestion control, datagram size and flow-control windows, and the
 * latency: ``--rounds`` 64-byte request/response round trips on one stream, p50 and p99.
 
 Prints each figure as median [min..max] over ``--reps`` runs, and the ratio mux / raw.
-Usage: python bench/quic_vs_aioquic.py [--reps 5] [--bulk-mb 16] [--rounds 2000]
+Usage: python bench/quic_vs_aioquic.py [--reps 5] [--bulk-mb 16 (0: latency only)] [--rounds 2000]
 """
 
 from __future__ import annotations
@@ -206,7 +206,8 @@ def main() -> int:
         async def run() -> None:
             for rep in range(args.reps):
                 for name in ("mux", "raw") if rep % 2 == 0 else ("raw", "mux"):
-                    results[name]["bulk"].append(await bulk(ports[name], args.bulk_mb * 1024 * 1024))
+                    if args.bulk_mb:
+                        results[name]["bulk"].append(await bulk(ports[name], args.bulk_mb * 1024 * 1024))
                     p50, p99 = await latency(ports[name], args.rounds)
                     results[name]["p50"].append(p50)
                     results[name]["p99"].append(p99)
@@ -223,11 +224,12 @@ def main() -> int:
     print(f"{'':10} {'bulk Mbit/s':>28} {'rtt p50 us':>28} {'rtt p99 us':>28}")
     for name in ("mux", "raw"):
         r = results[name]
-        print(f"{name:10} {summary(r['bulk']):>28} {summary(r['p50']):>28} {summary(r['p99']):>28}")
+        bulk_figure = summary(r["bulk"]) if args.bulk_mb else "-"
+        print(f"{name:10} {bulk_figure:>28} {summary(r['p50']):>28} {summary(r['p99']):>28}")
     m, r = results["mux"], results["raw"]
-    thr = statistics.median(m["bulk"]) / statistics.median(r["bulk"])
     lat = statistics.median(r["p50"]) / statistics.median(m["p50"])
-    print(f"ratio mux/raw: throughput {thr:.3f}x, latency (raw p50 / mux p50) {lat:.3f}x")
+    thr = f"throughput {statistics.median(m['bulk']) / statistics.median(r['bulk']):.3f}x, " if args.bulk_mb else ""
+    print(f"ratio mux/raw: {thr}latency (raw p50 / mux p50) {lat:.3f}x")
     return 0
 
 

@@ -25,6 +25,7 @@ log = logging.getLogger("mux.connection")
 Address = t.Address
 
 _ids = itertools.count(1)
+_Closed, _StreamData = t.Closed, t.StreamData  # bound once for the per-event path
 
 
 class ConnectionClosed(t.ConnectionGone):
@@ -99,6 +100,8 @@ class Connection:
         self._sent: asyncio.Future[None] = loop.create_future()
         self._sent.set_result(None)
         self.blocked = False
+        #: waiting for its next event with nothing queued (``ConnectionSink.idle``); set by ``_run``
+        self.idle = False
         behaviour.conn = self
         self._mailbox.append(_Info(_INIT))
         self._opts = opts
@@ -198,17 +201,12 @@ class Connection:
     # -- sink API for transports --------------------------------------------------------------
 
     def deliver(self, event: t.Event) -> None:
-        if type(event) is t.Closed:
+        if type(event) is _Closed:
             self._on_transport_closed(event)
-        elif self._waiter is not None and not self._mailbox and not self._dead and _current_task(self._loop) is None:
+        elif self.idle and not self._dead and _current_task(self._loop) is None:
             self._dispatch_eagerly(event)
             return
         self._push(event)
-
-    @property
-    def idle(self) -> bool:
-        waiter = self._waiter
-        return waiter is not None and not waiter.done() and not self._mailbox
 
     def _dispatch_eagerly(self, item: Any) -> None:
         """Run the callback for ``item`` right now, as the connection's own task.
@@ -226,14 +224,14 @@ class Connection:
         loop, task = self._loop, self._task
         _enter_task(loop, task)
         try:
-            stream = self._streams.get(item.stream_id) if type(item) is t.StreamData and item.data else None
+            stream = self._streams.get(item.stream_id) if type(item) is _StreamData and item.data else None
             if stream is None:
                 self._start(self._dispatch(item))
                 return
             try:
                 props = item.props if item.props is not None else {}
                 result = self.behaviour.stream_data(stream, item.data, item.fin, props)
-                if result is not None:
+                if result is not None and result is not self._sent:  # _sent: a send that need not wait
                     waiting = result if type(result) is _Coroutine else result.__await__()
                     try:
                         blocker = waiting.send(None)
@@ -286,6 +284,7 @@ class Connection:
 
     def _push(self, item: Any) -> None:
         self._mailbox.append(item)
+        self.idle = False
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -297,9 +296,10 @@ class Connection:
         return self.state in ("closing", "closed") or self._tconn.finished
 
     def _live_transport(self) -> t.TransportConnection:
-        if self._gone():
+        tconn = self._tconn
+        if self.state in ("closing", "closed") or tconn.finished:  # _gone(), inlined: every send asks
             raise ConnectionClosed(f"connection {self.id} is {self.state}")
-        return self._tconn
+        return tconn
 
     def _wait_writable(self, stream_id: int) -> asyncio.Future[None]:
         future = self._writable_waiters.get(stream_id)
@@ -375,6 +375,7 @@ class Connection:
                 if mailbox:
                     continue  # flushing can deliver events (an abort's Closed) straight back to us
             self._waiter = loop.create_future()
+            self.idle = True
             try:
                 await self._waiter
             finally:

@@ -44,11 +44,11 @@ class Stream:
         if self.send_done:
             raise conn._error(f"stream {self.id} cannot send: its sending side is finished")
         tconn = conn._live_transport()
-        tconn.send(self.id, data, fin, props or None)
+        buffered = tconn.send(self.id, data, fin, props or None)
         if fin:
             self.send_done = True
             conn._maybe_stream_closed(self)
-        if tconn.send_buffered(self.id) > tconn.high_water:
+        if buffered > tconn.high_water:
             return conn._wait_writable(self.id)
         return conn._sent
 

@@ -140,10 +140,9 @@ class ConnectionSink(Protocol):
 
     def writable(self) -> None: ...
 
-    @property
-    def idle(self) -> bool:
-        """No callback is running or queued: whatever the events caused has been sent to the transport."""
-        ...
+    #: No callback is running or queued: whatever the events caused has been given to the transport.
+    #: A plain attribute, read by the driver once per connection per batch of datagrams.
+    idle: bool
 
 
 class TransportConnection(Protocol):
@@ -168,8 +167,11 @@ class TransportConnection(Protocol):
         """Return a new locally initiated stream id; raise ``TransportError`` at the peer's limit."""
         ...
 
-    def send(self, stream_id: int, data: bytes, fin: bool, props: Mapping[str, Any] | None) -> None:
-        """Queue ``data`` (one message for message-oriented transports) on a stream."""
+    def send(self, stream_id: int, data: bytes, fin: bool, props: Mapping[str, Any] | None) -> int:
+        """Queue ``data`` (one message for message-oriented transports) on a stream.
+
+        Returns what ``send_buffered(stream_id)`` would now, so a send costs one call on the hot path.
+        """
         ...
 
     def send_buffered(self, stream_id: int) -> int:

@@ -21,6 +21,8 @@ CRYPTO_ERROR = 0x100
 ALERT_BAD_CERTIFICATE = 42
 ALERT_CERTIFICATE_REQUIRED = 116
 TRANSPORT_CLOSE = 0x0  # any frame_type value makes aioquic send a transport CONNECTION_CLOSE
+_StreamDataReceived = qe.StreamDataReceived  # the hot path's two names, bound once
+_StreamData = t.StreamData
 
 
 class QuicTransportConnection(Pumped):
@@ -89,12 +91,15 @@ class QuicTransportConnection(Pumped):
         self.driver.touch(self)
         return stream_id
 
-    def send(self, stream_id: int, data: bytes, fin: bool, props: Mapping[str, Any] | None) -> None:
+    def send(self, stream_id: int, data: bytes, fin: bool, props: Mapping[str, Any] | None) -> int:
+        quic = self.quic
         try:
-            self.quic.send_stream_data(stream_id, data, fin)
+            quic.send_stream_data(stream_id, data, fin)
         except (ValueError, AssertionError) as exc:
             raise t.TransportError(f"stream {stream_id}: {exc}") from None
-        self.driver.touch(self)
+        if not self._dirty:
+            self.driver.touch(self)
+        return quic.stream_send_buffered(stream_id)
 
     def send_buffered(self, stream_id: int) -> int:
         return self.quic.stream_send_buffered(stream_id)
@@ -172,7 +177,7 @@ class QuicTransportConnection(Pumped):
         sink = self.sink
         if sink is not None and sink.blocked:
             sink.writable()
-        if self._connected:
+        if addr != self._peer_addr and self._connected:  # a datagram from elsewhere: did the peer migrate?
             paths = quic._network_paths
             if paths and paths[0].addr != self._peer_addr and paths[0].is_validated:
                 self._peer_addr = paths[0].addr
@@ -184,8 +189,8 @@ class QuicTransportConnection(Pumped):
         sink = self.sink
         assert sink is not None
         kind = type(event)
-        if kind is qe.StreamDataReceived:
-            sink.deliver(t.StreamData(event.stream_id, event.data, event.end_stream))
+        if kind is _StreamDataReceived:
+            sink.deliver(_StreamData(event.stream_id, event.data, event.end_stream))
         elif kind is qe.DatagramFrameReceived:
             sink.deliver(t.DatagramReceived(event.data))
         elif kind is qe.ConnectionIdIssued:

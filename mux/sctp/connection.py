@@ -74,9 +74,10 @@ class SctpTransportConnection(Pumped):
         self._next_stream += 1
         return stream_id
 
-    def send(self, stream_id: int, data: bytes, fin: bool, props: Mapping[str, Any] | None) -> None:
+    def send(self, stream_id: int, data: bytes, fin: bool, props: Mapping[str, Any] | None) -> int:
         if not data:
-            return  # SCTP has no empty messages and no stream FIN; ``fin`` only ends our side locally
+            # SCTP has no empty messages and no stream FIN; ``fin`` only ends our side locally
+            return self.assoc.buffered_amount()
         if props:
             ppid = int(props.get("ppid", 0))
             unordered = bool(props.get("unordered", False))
@@ -88,7 +89,9 @@ class SctpTransportConnection(Pumped):
             if self.assoc.state == CLOSED:
                 raise t.ConnectionGone(f"sctp association with {self.peer_address} is closed") from None
             raise t.TransportError(f"sctp send on stream {stream_id}: {exc}") from None
-        self.driver.touch(self)
+        if not self._dirty:
+            self.driver.touch(self)
+        return self.assoc.buffered_amount()
 
     def send_buffered(self, stream_id: int) -> int:
         return self.assoc.buffered_amount()
