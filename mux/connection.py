@@ -201,27 +201,28 @@ class Connection:
     # -- sink API for transports --------------------------------------------------------------
 
     def deliver(self, event: t.Event) -> None:
-        if type(event) is _Closed:
-            self._on_transport_closed(event)
-        elif self.idle and not self._dead and _current_task(self._loop) is None:
-            self._dispatch_eagerly(event)
-            return
-        self._push(event)
+        """Queue an event for the behaviour, or, when the mailbox is idle, run its callback now.
 
-    def _dispatch_eagerly(self, item: Any) -> None:
-        """Run the callback for ``item`` right now, as the connection's own task.
-
-        The mailbox is idle and the transport is delivering from the driver (no task running), so
-        the callback may start at once: it runs with ``asyncio.current_task()`` being this
-        connection's task, exactly as if the task had woken up. If it completes without suspending
-        (an echo under its high-water mark), one loop step and a task wake-up are saved per
-        event. If it suspends, the task takes over the half-run coroutine, first in line, so order
-        is kept.
+        Eager dispatch: the mailbox is idle and the transport is delivering from the driver (no task
+        running), so the callback may start at once. It runs with ``asyncio.current_task()`` being
+        this connection's task, exactly as if the task had woken up. If it completes without
+        suspending (an echo under its high-water mark), one loop step and a task wake-up are saved
+        per event. If it suspends, the task takes over the half-run coroutine, first in line, so
+        order is kept.
 
         Data on a stream the behaviour already knows is the hot path: its callback is called here
         directly, without the ``_dispatch`` coroutine around it.
         """
-        loop, task = self._loop, self._task
+        item: Any = event  # narrowed by hand below: ``type(x) is`` through the aliases is opaque to mypy
+        if type(item) is _Closed:
+            self._on_transport_closed(item)
+            self._push(item)
+            return
+        loop = self._loop
+        if not self.idle or self._dead or _current_task(loop) is not None:
+            self._push(item)
+            return
+        task = self._task
         _enter_task(loop, task)
         try:
             stream = self._streams.get(item.stream_id) if type(item) is _StreamData and item.data else None
@@ -331,6 +332,7 @@ class Connection:
         for future in self._writable_waiters.values():
             if not future.done():
                 future.set_exception(error)
+                future.exception()  # a plain def may never await its send: that is not an unhandled error
         self._writable_waiters.clear()
         self.blocked = False
         if self._supervisor is not None:

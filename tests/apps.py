@@ -36,6 +36,11 @@ class Recording(ConnectionBehaviour):
             raise RuntimeError("boom, as asked")
         if data == b"stop":
             raise Stop(7, "stopped by behaviour")
+        if data.startswith(b"pause"):  # suspends on a stream it already knows: later data must wait
+            await asyncio.sleep(0.05)
+            self._log("pause done")
+            if data == b"pause-crash":
+                raise RuntimeError("boom after a pause")
         if data == b"late":
             while self.conn.state == "connected":  # answer only once the peer has gone
                 await asyncio.sleep(0.01)
@@ -69,6 +74,14 @@ class Recording(ConnectionBehaviour):
 
     def closed(self, conn: Connection, props: dict[str, Any]) -> None:
         self._log("closed")
+
+
+class FireAndForget(ConnectionBehaviour):
+    """A plain ``def`` that sends without awaiting: ``send`` queues the data at once."""
+
+    def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> None:
+        if data or fin:
+            stream.send(data, fin=fin)
 
 
 class Refusing(ConnectionBehaviour):

@@ -172,3 +172,75 @@ async def test_send_after_the_peer_left_is_not_a_crash(
     assert "late send" in log and log[-1] == "closed", log
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert any("ended while Recording handled" in r.getMessage() for r in caplog.records), caplog.text
+
+
+async def test_data_on_a_known_stream_keeps_order_and_isolation(
+    make_server: ServerFactory, transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Data on a stream the behaviour already knows runs eagerly from the driver (the hot path);
+    a callback there that suspends, or raises at once or after suspending, keeps the contract."""
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    stream = conn.open_stream()
+    await stream.send(b"warm")
+    await wait_bytes(client, stream.id, 4)
+    (server_conn,) = server.pool.connections
+    await stream.send(b"pause")
+    await asyncio.sleep(0.01)  # arrives while the server's callback sleeps
+    await stream.send(b"after")
+    assert await wait_bytes(client, stream.id, 14) == b"warmpauseafter"
+    log = [e for e in tb.LOG[server_conn.id] if e.startswith("data:") or e == "pause done"]
+    assert log == [f"data:{stream.id}:warm:0", f"data:{stream.id}:pause:0", "pause done", f"data:{stream.id}:after:0"]
+
+    with caplog.at_level(logging.ERROR, logger="mux.connection"):
+        await stream.send(b"pause-crash")
+        await client.next("closed")
+        other = tb.Client()
+        conn2 = await connect(other, url, options=options)
+        stream2 = conn2.open_stream()
+        await stream2.send(b"warm")
+        await wait_bytes(other, stream2.id, 4)
+        await stream2.send(b"crash")
+        await other.next("closed")
+    tracebacks = " ".join(r.exc_text or "" for r in caplog.records)
+    assert "boom after a pause" in tracebacks and "boom, as asked" in tracebacks
+    assert tb.LOG[server_conn.id][-1] == "closed"
+
+
+async def test_send_from_a_plain_def_without_await(make_server: ServerFactory, transport: str) -> None:
+    _server, url, options = await start(make_server, transport, "tests.apps:FireAndForget")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    stream = conn.open_stream()
+    await stream.send(b"queued at once")
+    await stream.send(b", no await")
+    assert await wait_bytes(client, stream.id, 24) == b"queued at once, no await"
+    conn.close()
+
+
+async def test_unawaited_backpressure_is_not_an_unhandled_error(
+    make_server: ServerFactory, transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plain def that ignores send's awaitable above the high-water mark, then the peer leaves."""
+    import gc
+
+    server, url, options = await start(make_server, transport, "tests.apps:FireAndForget")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    stream = conn.open_stream()
+    await stream.send(b"x")
+    await wait_bytes(client, stream.id, 1)
+    (server_conn,) = server.pool.connections
+    server_stream = server_conn.streams[stream.id]
+    for _ in range(40):  # above the high-water mark (not the SCTP sndbuf), never awaited
+        server_stream.send(b"y" * 60_000)
+        if server_conn.blocked:
+            break
+    assert server_conn.blocked
+    with caplog.at_level(logging.ERROR):
+        conn.abort()
+        await asyncio.wait_for(server_conn.wait_closed(), 10)
+        gc.collect()
+        await asyncio.sleep(0)
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
