@@ -294,13 +294,15 @@ def summary(values: list[float]) -> str:
     return f"{statistics.median(values):7.2f} [{min(values):.2f}..{max(values):.2f}]"
 
 
-async def run(reps: int, rounds: int) -> dict[str, dict[str, list[float]]]:
+async def run(reps: int, rounds: int, only: str | None = None) -> dict[str, dict[str, list[float]]]:
     certfile, keyfile = (str(p) for p in self_signed("127.0.0.1"))
     clock = Clock()
     results: dict[str, dict[str, list[float]]] = {"mux": {"send": [], "end": []}, "raw": {"send": [], "end": []}}
     for rep in range(reps):
         names = ("mux", "raw") if rep % 2 == 0 else ("raw", "mux")
         for name in names:
+            if only is not None and name != only:
+                continue
             side: MuxSide | RawSide = (MuxSide if name == "mux" else RawSide)(clock, certfile, keyfile)
             await side.start()
             send, end = await measure(side, clock, rounds)
@@ -313,12 +315,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=3000)
+    parser.add_argument(
+        "--only", choices=("mux", "raw"), help="run one side (under callgrind, say: instructions per request)"
+    )
     args = parser.parse_args()
     import logging
 
     logging.basicConfig(level=logging.WARNING)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        results = runner.run(run(args.reps, args.rounds))
+        results = runner.run(run(args.reps, args.rounds, args.only))
+    if args.only:
+        r = results[args.only]
+        print(f"{args.only}: to first sendto {summary(r['send'])} us, whole datagram {summary(r['end'])} us")
+        return 0
     loop_name = "uvloop" if loop_factory() else "asyncio"
     print(f"QUIC echo server path, in memory, {args.reps} reps alternating, {args.rounds} requests, loop {loop_name}")
     print(f"{'':6} {'to first sendto us':>26} {'whole datagram us':>26}")

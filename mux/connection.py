@@ -232,8 +232,9 @@ class Connection:
             try:
                 props = item.props if item.props is not None else {}
                 result = self.behaviour.stream_data(stream, item.data, item.fin, props)
-                if result is not None and result is not self._sent:  # _sent: a send that need not wait
-                    waiting = result if type(result) is _Coroutine else result.__await__()
+                # ``_sent``: what a send that need not wait returns (``behaviours/echo.py`` returns it)
+                waiting = _awaiting(result) if result is not None and result is not self._sent else None
+                if waiting is not None:
                     try:
                         blocker = waiting.send(None)
                     except StopIteration:
@@ -297,10 +298,9 @@ class Connection:
         return self.state in ("closing", "closed") or self._tconn.finished
 
     def _live_transport(self) -> t.TransportConnection:
-        tconn = self._tconn
-        if self.state in ("closing", "closed") or tconn.finished:  # _gone(), inlined: every send asks
+        if self._gone():
             raise ConnectionClosed(f"connection {self.id} is {self.state}")
-        return tconn
+        return self._tconn
 
     def _wait_writable(self, stream_id: int) -> asyncio.Future[None]:
         future = self._writable_waiters.get(stream_id)
@@ -399,9 +399,7 @@ class Connection:
                 if new:
                     await self._invoke(b.new_stream, stream, props)
                 if item.data or item.fin:
-                    result = b.stream_data(stream, item.data, item.fin, props)
-                    if result is not None:  # an ``async def`` callback (``_invoke`` inlined: the hot path)
-                        await result
+                    await self._invoke(b.stream_data, stream, item.data, item.fin, props)
                 if item.fin:
                     self._recv_finished(stream)
             elif kind is t.DatagramReceived:
@@ -540,6 +538,15 @@ class _StreamClosed:
 
 
 _INIT = object()
+
+
+def _awaiting(result: Any) -> Any:
+    """The iterator that drives a callback's awaitable result, or None for a plain value (ignored)."""
+    if type(result) is _Coroutine:
+        return result
+    if inspect.isawaitable(result):
+        return result.__await__()
+    return None
 
 
 async def _probe() -> None:

@@ -141,13 +141,13 @@ class Driver:
                     break
         self._reading = False
         self.counters["rx"] += count
-        dirty = self._dirty
-        if not dirty:
-            self.demux.flush_stateless(self)
-            return
         settled = True
-        for pumped in dirty:
-            self._deliver(pumped)
+        for pumped in self._dirty:
+            core, handle = pumped.core, pumped.handle_event
+            event = core.next_event()
+            while event is not None:
+                handle(event)
+                event = core.next_event()
             sink = pumped.sink
             if sink is not None and not sink.idle:  # an attribute: this runs per connection per batch
                 settled = False
@@ -190,15 +190,6 @@ class Driver:
                     self._pump(pumped, now)
             dirty = self._dirty
         self.demux.flush_stateless(self)
-
-    @staticmethod
-    def _deliver(pumped: Pumped) -> None:
-        core = pumped.core
-        handle = pumped.handle_event
-        event = core.next_event()
-        while event is not None:
-            handle(event)
-            event = core.next_event()
 
     def _pump(self, pumped: Pumped, now: float) -> None:
         core = pumped.core

@@ -77,11 +77,13 @@ class Recording(ConnectionBehaviour):
 
 
 class FireAndForget(ConnectionBehaviour):
-    """A plain ``def`` that sends without awaiting: ``send`` queues the data at once."""
+    """A plain ``def`` that sends without awaiting (``send`` queues the data at once), and returns a
+    plain value, which the framework ignores ("return nothing, or anything, to carry on")."""
 
-    def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> None:
+    def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> int:
         if data or fin:
             stream.send(data, fin=fin)
+        return len(data)
 
 
 class Refusing(ConnectionBehaviour):
