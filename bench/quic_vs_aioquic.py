@@ -63,7 +63,8 @@ class RawEcho(QuicConnectionProtocol):
             self.transmit()
 
 
-def run_raw_server(port: int, certfile: str, keyfile: str) -> None:
+def raw_server_config(certfile: str, keyfile: str) -> QuicConfiguration:
+    """What mux's listener builds from the same settings (``mux.quic.options``), datagrams included."""
     config = QuicConfiguration(
         is_client=False,
         alpn_protocols=["echo"],
@@ -72,8 +73,14 @@ def run_raw_server(port: int, certfile: str, keyfile: str) -> None:
         max_data=SETTINGS["conn_flow_control_window"],
         max_stream_data=SETTINGS["stream_recv_window_default"],
         idle_timeout=SETTINGS["idle_timeout_ms"] / 1000,
+        max_datagram_frame_size=65536,
     )
     config.load_cert_chain(certfile, keyfile)
+    return config
+
+
+def run_raw_server(port: int, certfile: str, keyfile: str) -> None:
+    config = raw_server_config(certfile, keyfile)
 
     async def main() -> None:
         await serve("127.0.0.1", port, configuration=config, create_protocol=RawEcho)
