@@ -6,8 +6,13 @@ certificate, congestion control, datagram size and flow-control windows, and the
 (uvloop when installed). One plain aioquic client (this process) measures both:
 
 * bulk: one stream, ``--bulk-mb`` MiB sent with FIN, timed until the whole echo has come back
-  (goodput counts the bytes once);
-* latency: ``--rounds`` 64-byte request/response round trips on one stream, p50 and p99.
+  (goodput counts the bytes once). The client runs on asyncio's own loop here, not uvloop: aioquic's
+  protocol takes ``now`` from ``loop.time()``, which under uvloop is a millisecond clock cached per
+  loop iteration, and its pacer refills from ``now``, so a uvloop client can send at most one bucket
+  (16 packets, fewer after a loss) per millisecond. That capped both servers at ~150 Mbit/s and
+  made runs fall into 150, ~105 and 27 Mbit/s modes by the client's cwnd, not by the server.
+* latency: ``--rounds`` 64-byte request/response round trips on one stream, p50 and p99, with the
+  client on uvloop (the faster client: it leaves the servers' share of the round trip larger).
 
 Prints each figure as median [min..max] over ``--reps`` runs, and the ratio mux / raw.
 Usage: python bench/quic_vs_aioquic.py [--reps 5] [--bulk-mb 16 (0: latency only)] [--rounds 2000]
@@ -45,6 +50,8 @@ SETTINGS = {
 
 
 def loop_factory() -> Any:
+    if os.environ.get("MUX_LOOP") == "asyncio":  # the servers (and the latency client) on asyncio's loop
+        return None
     try:
         import uvloop
 
@@ -91,7 +98,7 @@ def run_raw_server(port: int, certfile: str, keyfile: str) -> None:
         runner.run(main())
 
 
-def mux_config(port: int, certfile: str, keyfile: str) -> str:
+def mux_config(port: int, certfile: str, keyfile: str, busy_poll_us: int = 0) -> str:
     return (
         "behaviour: behaviours.echo:Echo\n"
         "logging: {level: warning}\n"
@@ -101,7 +108,8 @@ def mux_config(port: int, certfile: str, keyfile: str) -> str:
         f"congestion_control_algorithm: {SETTINGS['congestion_control_algorithm']}, "
         f"conn_flow_control_window: {SETTINGS['conn_flow_control_window']}, "
         f"stream_recv_window_default: {SETTINGS['stream_recv_window_default']}, "
-        f"idle_timeout_ms: {SETTINGS['idle_timeout_ms']}, ideal_send_buffer_size: 1048576}}\n"
+        f"idle_timeout_ms: {SETTINGS['idle_timeout_ms']}, ideal_send_buffer_size: 1048576, "
+        f"busy_poll_us: {busy_poll_us}}}\n"
     )
 
 
@@ -187,6 +195,9 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--bulk-mb", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument(
+        "--busy-poll-us", type=int, default=250, help="also run mux with this busy_poll_us (0: leave it out)"
+    )
     parser.add_argument("--serve-raw", nargs=3, metavar=("PORT", "CERT", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_raw:
@@ -197,48 +208,63 @@ def main() -> int:
 
     certfile, keyfile = (str(p) for p in self_signed("127.0.0.1"))
     tmp = tempfile.mkdtemp(prefix="mux-bench-")
-    conf = os.path.join(tmp, "mux.yaml")
-    Path(conf).write_text(mux_config(14433, certfile, keyfile))
-    procs = {
-        "mux": subprocess.Popen([sys.executable, "-m", "mux.cli", "serve", conf], cwd=ROOT, stderr=subprocess.PIPE),
-        "raw": subprocess.Popen(
-            [sys.executable, __file__, "--serve-raw", "14434", certfile, keyfile], stdout=subprocess.PIPE
-        ),
-    }
-    ports = {"mux": 14433, "raw": 14434}
+    servers = {"mux": (14433, 0), "raw": (14434, None)}
+    if args.busy_poll_us:
+        servers["mux+poll"] = (14435, args.busy_poll_us)
+    procs = {}
+    for name, (port, busy_poll_us) in servers.items():
+        if busy_poll_us is None:
+            command = [sys.executable, __file__, "--serve-raw", str(port), certfile, keyfile]
+        else:
+            conf = os.path.join(tmp, f"{name}.yaml")
+            Path(conf).write_text(mux_config(port, certfile, keyfile, busy_poll_us))
+            command = [sys.executable, "-m", "mux.cli", "serve", conf]
+        procs[name] = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
+    ports = {name: port for name, (port, _) in servers.items()}
+    names = list(servers)
     try:
         time.sleep(1.5)
         results: dict[str, dict[str, list[float]]] = {k: {"bulk": [], "p50": [], "p99": []} for k in ports}
 
-        async def run() -> None:
-            for rep in range(args.reps):
-                for name in ("mux", "raw") if rep % 2 == 0 else ("raw", "mux"):
-                    if args.bulk_mb:
-                        results[name]["bulk"].append(await bulk(ports[name], args.bulk_mb * 1024 * 1024))
-                    p50, p99 = await latency(ports[name], args.rounds)
-                    results[name]["p50"].append(p50)
-                    results[name]["p99"].append(p99)
-                print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr)
+        async def run_bulk(order: list[str]) -> None:
+            for name in order:
+                results[name]["bulk"].append(await bulk(ports[name], args.bulk_mb * 1024 * 1024))
 
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(run())
+        async def run_latency(order: list[str]) -> None:
+            for name in order:
+                p50, p99 = await latency(ports[name], args.rounds)
+                results[name]["p50"].append(p50)
+                results[name]["p99"].append(p99)
+
+        for rep in range(args.reps):
+            order = names[rep % len(names) :] + names[: rep % len(names)]  # A B C, B C A, ...
+            if args.bulk_mb:
+                asyncio.run(run_bulk(order))  # asyncio's loop: a microsecond clock (see above)
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
+                runner.run(run_latency(order))
+            print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr)
     finally:
         for proc in procs.values():
             proc.terminate()
             proc.wait(10)
     loop_name = "uvloop" if loop_factory() else "asyncio"
-    print(f"QUIC echo, {args.reps} reps alternating, {args.bulk_mb} MiB bulk, {args.rounds} rounds, loop {loop_name}")
+    print(
+        f"QUIC echo, {args.reps} reps alternating, {args.bulk_mb} MiB bulk (client on asyncio), "
+        f"{args.rounds} rounds (client on {loop_name}), servers on {loop_name}"
+    )
     print(f"{'':10} {'bulk Mbit/s':>28} {'rtt p50 us':>28} {'rtt p99 us':>28}")
-    for name in ("mux", "raw"):
+    for name in names:
         r = results[name]
         bulk_figure = summary(r["bulk"]) if args.bulk_mb else "-"
         print(f"{name:10} {bulk_figure:>28} {summary(r['p50']):>28} {summary(r['p99']):>28}")
-    m, r = results["mux"], results["raw"]
-    lat = statistics.median(r["p50"]) / statistics.median(m["p50"])
-    thr = f"throughput {statistics.median(m['bulk']) / statistics.median(r['bulk']):.3f}x, " if args.bulk_mb else ""
-    print(f"ratio mux/raw: {thr}latency (raw p50 / mux p50) {lat:.3f}x")
+    raw = results["raw"]
+    for name in (n for n in names if n != "raw"):
+        m = results[name]
+        lat = statistics.median(raw["p50"]) / statistics.median(m["p50"])
+        thr = statistics.median(m["bulk"]) / statistics.median(raw["bulk"]) if args.bulk_mb else None
+        thr_text = f"throughput {thr:.3f}x, " if thr is not None else ""
+        print(f"ratio {name}/raw: {thr_text}latency (raw p50 / {name} p50) {lat:.3f}x")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

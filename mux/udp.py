@@ -24,6 +24,7 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from termios import FIONREAD
+from time import monotonic
 from typing import Any, Protocol
 
 log = logging.getLogger("mux.udp")
@@ -77,7 +78,14 @@ class Demux(Protocol):
 
 
 class Driver:
-    def __init__(self, sock: socket.socket, demux: Demux, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        demux: Demux,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        busy_poll_us: int = 0,
+    ) -> None:
         self.sock = sock
         self.demux = demux
         self.loop = loop or asyncio.get_running_loop()
@@ -87,6 +95,9 @@ class Driver:
         self._out: deque[tuple[bytes, Address]] = deque()
         self._writer_on = False
         self._closed = False
+        self._busy_poll = busy_poll_us / 1e6
+        self._awake_until = 0.0
+        self._polling = False
         self.counters = {"rx": 0, "tx": 0, "tx_dropped": 0, "rx_errors": 0}
         sock.setblocking(False)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -141,6 +152,11 @@ class Driver:
                     break
         self._reading = False
         self.counters["rx"] += count
+        if self._busy_poll and count:
+            self._awake_until = monotonic() + self._busy_poll
+            if not self._polling:
+                self._polling = True
+                self.loop.call_soon(self._stay_awake)
         settled = True
         for pumped in self._dirty:
             core, handle = pumped.core, pumped.handle_event
@@ -160,6 +176,14 @@ class Driver:
             self.loop.call_soon(self.flush)
         else:
             self.demux.flush_stateless(self)
+
+    def _stay_awake(self) -> None:
+        """Busy polling: a ready callback keeps the loop's own poll at a zero timeout, so a datagram
+        arriving now is read on the next step instead of after a sleep and a wake-up."""
+        if monotonic() < self._awake_until and not self._closed:
+            self.loop.call_soon(self._stay_awake)
+        else:
+            self._polling = False
 
     # -- pumping -------------------------------------------------------------------------------
 

@@ -70,3 +70,57 @@ def test_a_sub_millisecond_timer_is_served_not_spun() -> None:
     early = [(at, now) for at, now in core.handled if now < at]
     assert early == [], early[:5]
     assert len(core.handled) <= 50
+
+
+def test_busy_poll_keeps_the_loop_awake_for_its_window_then_sleeps() -> None:
+    """busy_poll_us: after a datagram the loop keeps stepping (each step a zero-timeout poll) for the
+    window, and then stops spinning."""
+
+    async def main() -> tuple[bool, int, bool]:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+
+        class Demux:
+            def datagram_received(self, data: bytes, addr: Address, now: float) -> None: ...
+
+            def flush_stateless(self, driver: Driver) -> None: ...
+
+        driver = Driver(sock, Demux(), loop, busy_poll_us=20_000)
+        steps = 0
+        stay_awake = driver._stay_awake
+
+        def counted() -> None:
+            nonlocal steps
+            steps += 1
+            stay_awake()
+
+        driver._stay_awake = counted  # type: ignore[method-assign]
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.sendto(b"a", sock.getsockname())
+        await asyncio.sleep(0.005)
+        polling_in_window = driver._polling
+        await asyncio.sleep(0.05)  # well past the 20 ms window
+        still_polling = driver._polling
+        driver.close()
+        peer.close()
+        return polling_in_window, steps, still_polling
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        polling_in_window, steps, still_polling = runner.run(main())
+    assert polling_in_window, "not polling right after a datagram"
+    assert steps > 100, f"only {steps} loop steps in a 20 ms busy-poll window"
+    assert not still_polling, "the driver kept spinning after its busy_poll window"
+
+
+def test_busy_poll_is_a_listener_and_client_option() -> None:
+    from pydantic import ValidationError
+
+    from mux.quic.options import QuicClientOptions, QuicListenerOptions
+    from mux.sctp.options import SctpClientOptions, SctpListenerOptions
+
+    assert QuicListenerOptions(alpn=["echo"], busy_poll_us=250).busy_poll_us == 250
+    assert SctpListenerOptions(busy_poll_us=250).busy_poll_us == 250
+    assert QuicClientOptions().busy_poll_us == 0 and SctpClientOptions().busy_poll_us == 0
+    with pytest.raises(ValidationError):
+        QuicListenerOptions(alpn=["echo"], busy_poll_us=-1)

@@ -62,7 +62,7 @@ async def connect(
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))
     demux = _OneConnection()
-    driver = Driver(sock, demux, loop)
+    driver = Driver(sock, demux, loop, busy_poll_us=options.busy_poll_us)
     quic = MuxQuicConnection(
         configuration=config, session_ticket_handler=_save_ticket(ticket_file) if ticket_file else None
     )

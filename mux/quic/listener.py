@@ -86,7 +86,7 @@ class QuicListener:
         self._verify = opts.verify or "none"
         if opts.retry or opts.refuse == "retry":
             self._retry = QuicRetryTokenHandler()
-        self.driver = Driver(open_socket(opts.host, opts.port), self)
+        self.driver = Driver(open_socket(opts.host, opts.port), self, busy_poll_us=opts.busy_poll_us)
         log.info("listener %s: QUIC on %s alpn=%s", self.name, self.address[:2], ",".join(opts.alpn))
 
     async def close(self) -> None:

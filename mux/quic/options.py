@@ -10,10 +10,10 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.logger import QuicFileLogger
 from pydantic import Field
 
-from mux.schema import ListenerBase, StrictModel
+from mux.schema import DriverOptions, ListenerBase
 
 
-class QuicOptions(StrictModel):
+class QuicOptions(DriverOptions):
     alpn: list[str] = Field(min_length=1)
     certfile: Path | None = None
     keyfile: Path | None = None

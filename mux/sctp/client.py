@@ -49,7 +49,7 @@ async def connect(
     local_port = options.local_sctp_port or random.randrange(49152, 65536)
     endpoint = Endpoint(core_config(options), local_port=local_port, admit=lambda _addr: False)
     demux = _ClientDemux(endpoint)
-    driver = Driver(sock, demux, loop)
+    driver = Driver(sock, demux, loop, busy_poll_us=options.busy_poll_us)
     assoc: Association = endpoint.connect(addr, options.sctp_port, loop.time())
 
     def finished(conn: SctpTransportConnection) -> None:

@@ -42,7 +42,7 @@ class SctpListener:
 
     async def start(self) -> None:
         opts = self.options
-        self.driver = Driver(open_socket(opts.host, opts.port), self)
+        self.driver = Driver(open_socket(opts.host, opts.port), self, busy_poll_us=opts.busy_poll_us)
         log.info("listener %s: SCTP port %d over UDP %s", self.name, opts.sctp_port, self.address[:2])
 
     async def close(self) -> None:

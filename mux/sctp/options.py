@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from mux.schema import ListenerBase, StrictModel
+from mux.schema import DriverOptions, ListenerBase, StrictModel
 from mux.sctp.config import SctpConfig
 
 
@@ -34,7 +34,7 @@ class AssocParams(StrictModel):
     cookie_life: int = Field(default=60_000, gt=0, description="ms")
 
 
-class SctpOptions(StrictModel):
+class SctpOptions(DriverOptions):
     initmsg: InitMsg = Field(default_factory=InitMsg)
     rtoinfo: RtoInfo = Field(default_factory=RtoInfo)
     assocparams: AssocParams = Field(default_factory=AssocParams)
