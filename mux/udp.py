@@ -147,7 +147,10 @@ class Driver:
                 # (SIOCINQ: the next datagram's size) rather than pay a failing recvfrom and its
                 # exception on the round trip. A zero-length datagram reads as none; the reader is
                 # level-triggered, so it wakes us again for it.
-                ioctl(fileno, FIONREAD, pending, True)
+                try:
+                    ioctl(fileno, FIONREAD, pending, True)
+                except OSError:  # the socket was closed under us
+                    break
                 if pending == NOTHING:
                     break
         self._reading = False

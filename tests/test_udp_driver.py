@@ -38,20 +38,25 @@ class PacedCore:
         return None
 
 
+class IgnoringDemux:
+    def datagram_received(self, data: bytes, addr: Address, now: float) -> None: ...
+
+    def flush_stateless(self, driver: Driver) -> None: ...
+
+
+def loopback_driver(busy_poll_us: int = 0) -> Driver:
+    """A driver on a fresh 127.0.0.1 socket whose demux drops what it reads."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return Driver(sock, IgnoringDemux(), asyncio.get_running_loop(), busy_poll_us=busy_poll_us)
+
+
 def test_a_sub_millisecond_timer_is_served_not_spun() -> None:
     sent = []
 
     async def main() -> PacedCore:
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-
-        class Demux:
-            def datagram_received(self, data: bytes, addr: Address, now: float) -> None: ...
-
-            def flush_stateless(self, driver: Driver) -> None: ...
-
-        driver = Driver(sock, Demux(), loop)
+        driver = loopback_driver()
         driver.sendto = lambda data, addr: sent.append(data)  # type: ignore[method-assign]
         core = PacedCore(loop.time() + 0.0003, packets=50)
         pumped = Pumped()
@@ -77,16 +82,7 @@ def test_busy_poll_keeps_the_loop_awake_for_its_window_then_sleeps() -> None:
     window, and then stops spinning."""
 
     async def main() -> tuple[bool, int, bool]:
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-
-        class Demux:
-            def datagram_received(self, data: bytes, addr: Address, now: float) -> None: ...
-
-            def flush_stateless(self, driver: Driver) -> None: ...
-
-        driver = Driver(sock, Demux(), loop, busy_poll_us=20_000)
+        driver = loopback_driver(busy_poll_us=20_000)
         steps = 0
         stay_awake = driver._stay_awake
 
@@ -97,7 +93,7 @@ def test_busy_poll_keeps_the_loop_awake_for_its_window_then_sleeps() -> None:
 
         driver._stay_awake = counted  # type: ignore[method-assign]
         peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        peer.sendto(b"a", sock.getsockname())
+        peer.sendto(b"a", driver.local_address)
         await asyncio.sleep(0.005)
         polling_in_window = driver._polling
         await asyncio.sleep(0.05)  # well past the 20 ms window
