@@ -12,7 +12,8 @@ certificate, congestion control, datagram size and flow-control windows, and the
   (16 packets, fewer after a loss) per millisecond. That capped both servers at ~150 Mbit/s and
   made runs fall into 150, ~105 and 27 Mbit/s modes by the client's cwnd, not by the server.
 * latency: ``--rounds`` 64-byte request/response round trips on one stream, p50 and p99, with the
-  client on uvloop (the faster client: it leaves the servers' share of the round trip larger).
+  client on uvloop (the faster client: it leaves the servers' share of the round trip larger), and
+  the server process's CPU per round trip (busy polling buys its latency with CPU).
 
 Prints each figure as median [min..max] over ``--reps`` runs, and the ratio mux / raw.
 Usage: python bench/quic_vs_aioquic.py [--reps 5] [--bulk-mb 16 (0: latency only)] [--rounds 2000]
@@ -186,6 +187,13 @@ async def latency(port: int, rounds: int) -> tuple[float, float]:
     return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def summary(values: list[float]) -> str:
     return f"{statistics.median(values):9.1f} [{min(values):.1f}..{max(values):.1f}]"
 
@@ -224,7 +232,9 @@ def main() -> int:
     names = list(servers)
     try:
         time.sleep(1.5)
-        results: dict[str, dict[str, list[float]]] = {k: {"bulk": [], "p50": [], "p99": []} for k in ports}
+        results: dict[str, dict[str, list[float]]] = {
+            k: {"bulk": [], "p50": [], "p99": [], "cpu": []} for k in ports
+        }
 
         async def run_bulk(order: list[str]) -> None:
             for name in order:
@@ -232,9 +242,11 @@ def main() -> int:
 
         async def run_latency(order: list[str]) -> None:
             for name in order:
+                before = cpu_seconds(procs[name].pid)
                 p50, p99 = await latency(ports[name], args.rounds)
                 results[name]["p50"].append(p50)
                 results[name]["p99"].append(p99)
+                results[name]["cpu"].append((cpu_seconds(procs[name].pid) - before) / args.rounds * 1e6)
 
         for rep in range(args.reps):
             order = names[rep % len(names) :] + names[: rep % len(names)]  # A B C, B C A, ...
@@ -252,11 +264,11 @@ def main() -> int:
         f"QUIC echo, {args.reps} reps alternating, {args.bulk_mb} MiB bulk (client on asyncio), "
         f"{args.rounds} rounds (client on {loop_name}), servers on {loop_name}"
     )
-    print(f"{'':10} {'bulk Mbit/s':>28} {'rtt p50 us':>28} {'rtt p99 us':>28}")
+    print(f"{'':10} {'bulk Mbit/s':>26} {'rtt p50 us':>26} {'rtt p99 us':>26} {'server CPU us/rtt':>26}")
     for name in names:
         r = results[name]
         bulk_figure = summary(r["bulk"]) if args.bulk_mb else "-"
-        print(f"{name:10} {bulk_figure:>28} {summary(r['p50']):>28} {summary(r['p99']):>28}")
+        print(f"{name:10} {bulk_figure:>26} {summary(r['p50']):>26} {summary(r['p99']):>26} {summary(r['cpu']):>26}")
     raw = results["raw"]
     for name in (n for n in names if n != "raw"):
         m = results[name]
