@@ -25,7 +25,6 @@ log = logging.getLogger("mux.connection")
 Address = t.Address
 
 _ids = itertools.count(1)
-_Closed, _StreamData = t.Closed, t.StreamData  # bound once for the per-event path
 
 
 class ConnectionClosed(t.ConnectionGone):
@@ -213,8 +212,8 @@ class Connection:
         Data on a stream the behaviour already knows is the hot path: its callback is called here
         directly, without the ``_dispatch`` coroutine around it.
         """
-        item: Any = event  # narrowed by hand below: ``type(x) is`` through the aliases is opaque to mypy
-        if type(item) is _Closed:
+        item: Any = event  # a StreamData on the hot path below; mypy cannot follow that narrowing
+        if type(item) is t.Closed:
             self._on_transport_closed(item)
             self._push(item)
             return
@@ -225,7 +224,7 @@ class Connection:
         task = self._task
         _enter_task(loop, task)
         try:
-            stream = self._streams.get(item.stream_id) if type(item) is _StreamData and item.data else None
+            stream = self._streams.get(item.stream_id) if type(item) is t.StreamData and item.data else None
             if stream is None:
                 self._start(self._dispatch(item))
                 return

@@ -9,9 +9,6 @@ if TYPE_CHECKING:
     from mux.connection import Connection
 
 
-_ENDED = ("closing", "closed")
-
-
 class Stream:
     """One stream of a connection. QUIC streams are byte streams; SCTP streams carry messages.
 
@@ -46,9 +43,7 @@ class Stream:
         conn = self.conn
         if self.send_done:
             raise conn._error(f"stream {self.id} cannot send: its sending side is finished")
-        tconn = conn._tconn
-        if tconn.finished or conn.state in _ENDED:  # conn._live_transport(), inlined: the hot path
-            conn._live_transport()  # raises ConnectionClosed
+        tconn = conn._live_transport()
         buffered = tconn.send(self.id, data, fin, props or None)
         if fin:
             self.send_done = True

@@ -117,9 +117,9 @@ class Driver:
         if self._closed:
             return
         self._closed = True
-        self.loop.remove_reader(self.sock.fileno())
+        self.loop.remove_reader(self._fileno)
         if self._writer_on:
-            self.loop.remove_writer(self.sock.fileno())
+            self.loop.remove_writer(self._fileno)
         self.sock.close()
 
     # -- receive --------------------------------------------------------------------------------
@@ -162,11 +162,7 @@ class Driver:
                 self.loop.call_soon(self._stay_awake)
         settled = True
         for pumped in self._dirty:
-            core, handle = pumped.core, pumped.handle_event
-            event = core.next_event()
-            while event is not None:
-                handle(event)
-                event = core.next_event()
+            self._deliver(pumped)
             sink = pumped.sink
             if sink is not None and not sink.idle:  # an attribute: this runs per connection per batch
                 settled = False
@@ -218,20 +214,22 @@ class Driver:
             dirty = self._dirty
         self.demux.flush_stateless(self)
 
-    def _pump(self, pumped: Pumped, now: float) -> None:
+    @staticmethod
+    def _deliver(pumped: Pumped) -> None:
         core = pumped.core
         handle = pumped.handle_event
         event = core.next_event()
         while event is not None:
             handle(event)
             event = core.next_event()
+
+    def _pump(self, pumped: Pumped, now: float) -> None:
+        core = pumped.core
+        self._deliver(pumped)
         send = self.sendto
         for data, addr in core.datagrams_to_send(now):
             send(data, addr)
-        event = core.next_event()
-        while event is not None:
-            handle(event)
-            event = core.next_event()
+        self._deliver(pumped)
         if pumped.finished:
             if pumped._timer is not None:
                 pumped._timer.cancel()
@@ -295,7 +293,7 @@ class Driver:
         self._out.append((data, addr))
         if not self._writer_on and not self._closed:
             self._writer_on = True
-            self.loop.add_writer(self.sock.fileno(), self._write_ready)
+            self.loop.add_writer(self._fileno, self._write_ready)
 
     def _write_ready(self) -> None:
         out = self._out
@@ -310,7 +308,7 @@ class Driver:
                 self.counters["tx_dropped"] += 1
             out.popleft()
         self._writer_on = False
-        self.loop.remove_writer(self.sock.fileno())
+        self.loop.remove_writer(self._fileno)
 
 
 def open_socket(host: str, port: int) -> socket.socket:

@@ -21,8 +21,6 @@ CRYPTO_ERROR = 0x100
 ALERT_BAD_CERTIFICATE = 42
 ALERT_CERTIFICATE_REQUIRED = 116
 TRANSPORT_CLOSE = 0x0  # any frame_type value makes aioquic send a transport CONNECTION_CLOSE
-_StreamDataReceived = qe.StreamDataReceived  # the hot path's two names, bound once
-_StreamData = t.StreamData
 
 
 class QuicTransportConnection(Pumped):
@@ -97,8 +95,7 @@ class QuicTransportConnection(Pumped):
             quic.send_stream_data(stream_id, data, fin)
         except (ValueError, AssertionError) as exc:
             raise t.TransportError(f"stream {stream_id}: {exc}") from None
-        if not self._dirty:
-            self.driver.touch(self)
+        self.driver.touch(self)
         return quic.stream_send_buffered(stream_id)
 
     def send_buffered(self, stream_id: int) -> int:
@@ -189,8 +186,8 @@ class QuicTransportConnection(Pumped):
         sink = self.sink
         assert sink is not None
         kind = type(event)
-        if kind is _StreamDataReceived:
-            sink.deliver(_StreamData(event.stream_id, event.data, event.end_stream))
+        if kind is qe.StreamDataReceived:
+            sink.deliver(t.StreamData(event.stream_id, event.data, event.end_stream))
         elif kind is qe.DatagramFrameReceived:
             sink.deliver(t.DatagramReceived(event.data))
         elif kind is qe.ConnectionIdIssued:

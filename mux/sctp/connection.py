@@ -89,8 +89,7 @@ class SctpTransportConnection(Pumped):
             if self.assoc.state == CLOSED:
                 raise t.ConnectionGone(f"sctp association with {self.peer_address} is closed") from None
             raise t.TransportError(f"sctp send on stream {stream_id}: {exc}") from None
-        if not self._dirty:
-            self.driver.touch(self)
+        self.driver.touch(self)
         return self.assoc.buffered_amount()
 
     def send_buffered(self, stream_id: int) -> int:
