@@ -17,6 +17,9 @@ from mux import Connection, ConnectionBehaviour, Stream
 #: room name -> members; one server process shares it across all its listeners
 ROOMS: defaultdict[str, dict[Connection, str]] = defaultdict(dict)
 MAX_LINE = 4096
+#: lines waiting in one member's mailbox; beyond it that member misses lines (a member whose peer does not read
+#: must not let everyone else's chatter pile up in memory without bound)
+MAX_BACKLOG = 1000
 
 
 class Chat(ConnectionBehaviour):
@@ -25,6 +28,9 @@ class Chat(ConnectionBehaviour):
         self.nick = ""
         self.stream: Stream | None = None
         self.pending = b""
+        #: lines posted to us and not yet written (see MAX_BACKLOG)
+        self.backlog = 0
+        self.missed = 0
 
     def connected(self, conn: Connection, props: dict[str, Any]) -> None:
         self.nick = f"guest{conn.id}"
@@ -78,6 +84,12 @@ class Chat(ConnectionBehaviour):
     def _broadcast(self, text: str) -> None:
         for member in list(ROOMS.get(self.room, {})):
             if member is not self.conn:
+                other = member.behaviour
+                if isinstance(other, Chat) and other.backlog >= MAX_BACKLOG:
+                    other.missed += 1
+                    continue
+                if isinstance(other, Chat):
+                    other.backlog += 1
                 member.post(("say", self.room, text))
 
     async def _reply(self, payload: bytes) -> None:
@@ -86,8 +98,13 @@ class Chat(ConnectionBehaviour):
 
     async def handle_info(self, msg: Any) -> None:
         kind, room, text = msg
-        if kind == "say" and room == self.room:
-            await self._reply(text.encode() + b"\n")
+        if kind == "say":
+            self.backlog -= 1
+            if room == self.room:
+                if self.missed:
+                    missed, self.missed = self.missed, 0
+                    await self._reply(f"* {missed} lines missed (you were not reading)\n".encode())
+                await self._reply(text.encode() + b"\n")
 
     def closed(self, conn: Connection, props: dict[str, Any]) -> None:
         self._leave()

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from mux import transport as t
 from mux.behaviour import ConnectionBehaviour, Reject, Stop
+from mux.logs import limited_log
 from mux.stream import Stream
 
 log = logging.getLogger("mux.connection")
@@ -25,6 +26,12 @@ log = logging.getLogger("mux.connection")
 Address = t.Address
 
 _ids = itertools.count(1)
+
+#: datagrams waiting for ``dgram_recv`` may hold this much, each charged its length plus
+#: ``DGRAM_COST`` (what a queued datagram costs in objects); beyond it datagrams are dropped and
+#: counted: they are unreliable, and a peer must not fill memory by sending them faster than we read
+DGRAM_INBOX = 256 * 1024
+DGRAM_COST = 256
 
 
 class ConnectionClosed(t.ConnectionGone):
@@ -101,6 +108,17 @@ class Connection:
         self.blocked = False
         #: waiting for its next event with nothing queued (``ConnectionSink.idle``); set by ``_run``
         self.idle = False
+        #: stream bytes waiting in the mailbox; the transport grants the peer credit for them only
+        #: once the behaviour is done with them (``TransportConnection.consumed``)
+        self.inbox_bytes = 0
+        self._dgram_bytes = 0
+        self.dgram_dropped = 0
+        #: each byte stream's data event still waiting in the mailbox: later data on it joins it, so
+        #: a peer sending many tiny frames while the behaviour is busy cannot queue an event per frame
+        self._queued_data: dict[int, t.StreamData] = {}
+        self._joined: dict[int, bytearray] = {}
+        #: notifications a peer can repeat at will (MAX_STREAMS, STREAMS_BLOCKED...): one of each waits
+        self._queued_notes: dict[Any, Any] = {}
         behaviour.conn = self
         self._mailbox.append(_Info(_INIT))
         self._opts = opts
@@ -131,17 +149,32 @@ class Connection:
         return self._streams
 
     def stats(self) -> dict[str, Any]:
-        return self._tconn.stats()
+        stats = self._tconn.stats()
+        stats["mailbox"] = {
+            "queued": len(self._mailbox),
+            "inbox_bytes": self.inbox_bytes,
+            "dgram_bytes": self._dgram_bytes,
+            "dgram_dropped": self.dgram_dropped,
+        }
+        return stats
 
     def open_stream(self, unidirectional: bool = False) -> Stream:
         """Open a stream to the peer; raises ``TransportError`` when the peer's limit is reached."""
-        stream_id = self._live_transport().open_stream(unidirectional)
+        try:
+            stream_id = self._live_transport().open_stream(unidirectional)
+        except t.ConnectionGone as exc:
+            exc.connection = self
+            raise
         stream = Stream(self, stream_id, unidirectional=unidirectional, local=True)
         self._streams[stream_id] = stream
         return stream
 
     def send_datagram(self, data: bytes) -> None:
-        self._live_transport().send_datagram(data)
+        try:
+            self._live_transport().send_datagram(data)
+        except t.ConnectionGone as exc:
+            exc.connection = self
+            raise
 
     def close(self, error_code: int = 0, reason: str = "") -> None:
         """Close gracefully; ``closed`` follows once the transport is done."""
@@ -219,7 +252,7 @@ class Connection:
             return
         loop = self._loop
         if not self.idle or self._dead or _current_task(loop) is not None:
-            self._push(item)
+            self._enqueue(item)
             return
         task = self._task
         _enter_task(loop, task)
@@ -228,9 +261,10 @@ class Connection:
             if stream is None:
                 self._start(self._dispatch(item))
                 return
+            data = item.data
             try:
                 props = item.props if item.props is not None else {}
-                result = self.behaviour.stream_data(stream, item.data, item.fin, props)
+                result = self.behaviour.stream_data(stream, data, item.fin, props)
                 # ``_sent``: what a send that need not wait returns (``behaviours/echo.py`` returns it)
                 waiting = _awaiting(result) if result is not None and result is not self._sent else None
                 if waiting is not None:
@@ -239,11 +273,13 @@ class Connection:
                     except StopIteration:
                         pass
                     else:
-                        self._start(self._stream_data_rest(waiting, blocker, stream, item.fin))
+                        self._start(self._stream_data_rest(waiting, blocker, stream, item.fin, len(data)))
                         return
             except Exception as exc:
+                self._tconn.consumed(item.stream_id, len(data))
                 self._failed(exc, t.StreamData)
                 return
+            self._tconn.consumed(item.stream_id, len(data))
             if item.fin:
                 self._recv_finished(stream)
         finally:
@@ -257,13 +293,15 @@ class Connection:
             return
         self._push(_Resume(coro, blocker))
 
-    async def _stream_data_rest(self, waiting: Any, blocker: Any, stream: Stream, fin: bool) -> None:
+    async def _stream_data_rest(self, waiting: Any, blocker: Any, stream: Stream, fin: bool, nbytes: int) -> None:
         """What is left of a hot-path ``stream_data`` that suspended, with ``_dispatch``'s guard."""
         try:
             await _Resume(waiting, blocker)
         except Exception as exc:
+            self._tconn.consumed(stream.id, nbytes)
             self._failed(exc, t.StreamData)
             return
+        self._tconn.consumed(stream.id, nbytes)
         if fin:
             self._recv_finished(stream)
 
@@ -283,6 +321,70 @@ class Connection:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _enqueue(self, item: Any) -> None:
+        """Queue a transport event, with what bounds the mailbox whatever the peer sends.
+
+        Stream data is bounded by the transport's receive window, because credit returns only through
+        ``consumed``; data joining a byte stream's waiting event keeps one event per stream. Datagrams
+        have no flow control and are dropped beyond ``DGRAM_INBOX``. Repeatable notifications wait once.
+        """
+        kind = type(item)
+        if kind is t.StreamData:
+            data = item.data
+            if self._dead:  # only ``closed`` runs now: drop the data, but let the peer finish sending
+                if data:
+                    self._tconn.consumed(item.stream_id, len(data))
+                return
+            self.inbox_bytes += len(data)
+            if item.props is None:  # a byte stream (message transports give props per message)
+                sid = item.stream_id
+                queued = self._queued_data.get(sid)
+                if queued is not None and not queued.fin:
+                    if data:
+                        joined = self._joined.get(sid)
+                        if joined is None:
+                            joined = self._joined[sid] = bytearray(queued.data)
+                        joined += data
+                    queued.fin = item.fin
+                    return
+                self._queued_data[sid] = item
+        elif kind is t.DatagramReceived:
+            cost = len(item.data) + DGRAM_COST
+            if self._dead or self._dgram_bytes + cost > DGRAM_INBOX:
+                self.dgram_dropped += 1
+                return
+            self._dgram_bytes += cost
+        elif kind in _NOTES:
+            key = _note_key(item)
+            note = self._queued_notes.get(key)
+            if note is not None:
+                if kind is t.StreamsAvailable:
+                    note.bidi, note.unidi = item.bidi, item.unidi
+                elif kind is t.AddressChanged:
+                    note.address = item.address
+                return
+            self._queued_notes[key] = item
+        self._push(item)
+
+    def _unqueue(self, item: Any) -> None:
+        """``item`` leaves the mailbox: it no longer collects joins, and its bytes leave the inbox."""
+        kind = type(item)
+        if kind is t.StreamData:
+            data_item: t.StreamData = item
+            sid = data_item.stream_id
+            if self._queued_data.get(sid) is item:
+                del self._queued_data[sid]
+                joined = self._joined.pop(sid, None)
+                if joined is not None:
+                    data_item.data = bytes(joined)
+            self.inbox_bytes -= len(data_item.data)
+        elif kind is t.DatagramReceived:
+            self._dgram_bytes -= len(item.data) + DGRAM_COST
+        elif kind in _NOTES:
+            key = _note_key(item)
+            if self._queued_notes.get(key) is item:
+                del self._queued_notes[key]
+
     def _push(self, item: Any) -> None:
         self._mailbox.append(item)
         self.idle = False
@@ -298,7 +400,9 @@ class Connection:
 
     def _live_transport(self) -> t.TransportConnection:
         if self._gone():
-            raise ConnectionClosed(f"connection {self.id} is {self.state}")
+            exc = ConnectionClosed(f"connection {self.id} is {self.state}")
+            exc.connection = self
+            raise exc
         return self._tconn
 
     def _wait_writable(self, stream_id: int) -> asyncio.Future[None]:
@@ -361,16 +465,21 @@ class Connection:
         while True:
             while mailbox:
                 item = mailbox.popleft()
-                if type(item) is _Resume:
+                kind = type(item)
+                if kind is _Resume:
                     await item
                     continue
-                if type(item) is t.Closed:
+                if kind is t.Closed:
                     await self._finish(item)
                     return
+                if kind in _COUNTED:
+                    self._unqueue(item)
                 if not self._dead:
                     await self._dispatch(item)
-                elif type(item) is _Call and not item.future.done():
+                elif kind is _Call and not item.future.done():
                     item.future.set_exception(ConnectionClosed(f"connection {self.id} has stopped"))
+                elif kind is t.StreamData and item.data:
+                    self._tconn.consumed(item.stream_id, len(item.data))
             if flush is not None:
                 flush()  # what the callbacks sent leaves now, not one loop step later
                 if mailbox:
@@ -393,12 +502,16 @@ class Connection:
         kind = type(item)
         try:
             if kind is t.StreamData:
-                stream, new = self._stream_for(item.stream_id)
-                props = item.props if item.props is not None else {}
-                if new:
-                    await self._invoke(b.new_stream, stream, props)
-                if item.data or item.fin:
-                    await self._invoke(b.stream_data, stream, item.data, item.fin, props)
+                try:
+                    stream, new = self._stream_for(item.stream_id)
+                    props = item.props if item.props is not None else {}
+                    if new:
+                        await self._invoke(b.new_stream, stream, props)
+                    if item.data or item.fin:
+                        await self._invoke(b.stream_data, stream, item.data, item.fin, props)
+                finally:
+                    if item.data:
+                        self._tconn.consumed(item.stream_id, len(item.data))
                 if item.fin:
                     self._recv_finished(stream)
             elif kind is t.DatagramReceived:
@@ -437,7 +550,12 @@ class Connection:
                 stream, new = self._stream_for(item.stream_id)
                 await self._invoke(b.peer_receive_aborted, stream, item.error_code)
             elif kind is _StreamClosed:
-                await self._invoke(b.stream_closed, item.stream, {})
+                stream = item.stream
+                try:
+                    await self._invoke(b.stream_closed, stream, {})
+                finally:
+                    if self._streams.get(stream.id) is stream:
+                        del self._streams[stream.id]  # done both ways: a long connection must not keep it
             elif kind is t.PeerShutdown:
                 await self._invoke(b.shutdown, self, item.error_code)
             elif kind is t.TransportShutdown:
@@ -467,13 +585,20 @@ class Connection:
         elif isinstance(exc, Stop):
             self._dead = True
             self._close_for(exc.code, exc.reason)
-        elif isinstance(exc, t.ConnectionGone) and self._gone():
+        elif isinstance(exc, t.ConnectionGone) and (
+            exc.connection is self or (exc.connection is None and self._gone())
+        ):
             # the connection ended while the callback ran (its Closed is queued behind this item); a
             # ConnectionGone about some other connection is the behaviour's own error: a crash, below
             log.debug("connection %d ended while %s handled %s: %s", self.id, type(b).__name__, kind.__name__, exc)
         else:
             self._dead = True
-            log.error(
+            # a peer may be able to make a buggy behaviour crash on every connection: the traceback matters, but
+            # the peer must not be able to fill the log with it
+            limited_log(
+                log,
+                logging.ERROR,
+                "behaviour.crash",
                 "behaviour %s crashed on connection %d (%s); closing it with an internal error",
                 type(b).__name__,
                 self.id,
@@ -492,8 +617,9 @@ class Connection:
     async def _finish(self, event: t.Closed) -> None:
         try:
             await self._invoke(self.behaviour.closed, self, event.props)
-        except Exception:
-            log.exception("behaviour %s crashed in closed()", type(self.behaviour).__name__)
+        except Exception as exc:
+            name = type(self.behaviour).__name__
+            limited_log(log, logging.ERROR, "behaviour.crash", "behaviour %s crashed in closed()", name, exc_info=exc)
         finally:
             for item in self._mailbox:
                 if type(item) is _Call and not item.future.done():
@@ -537,6 +663,20 @@ class _StreamClosed:
 
 
 _INIT = object()
+
+#: notifications a peer can repeat as often as it likes; one of each kind (per stream) waits at a time
+_NOTES = frozenset({t.StreamsAvailable, t.PeerNeedsStreams, t.AddressChanged, t.StopSending, t.StreamReset})
+#: mailbox items with accounting to undo as they leave it
+_COUNTED = _NOTES | {t.StreamData, t.DatagramReceived}
+
+
+def _note_key(item: Any) -> Any:
+    kind = type(item)
+    if kind is t.PeerNeedsStreams:
+        return (kind, item.unidirectional)
+    if kind is t.StopSending or kind is t.StreamReset:
+        return (kind, item.stream_id)
+    return kind
 
 
 def _awaiting(result: Any) -> Any:

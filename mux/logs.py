@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from typing import Any
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,3 +39,72 @@ def setup(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     # aioquic logs every packet at debug: keep it one notch quieter than ours
     logging.getLogger("quic").setLevel(max(logging.WARNING, root.level))
+
+
+# -- logs caused by remote input ---------------------------------------------------------------------------------
+#
+# A line a peer can cause (a malformed packet, an ERROR chunk, a handshake it abandons, a behaviour it makes crash)
+# must never let it write unbounded logs: each kind of line has a token bucket, its arguments are cut short, and
+# what was held back is counted in the next line of that kind.
+
+#: lines per second per kind, after a burst
+RATE = 5.0
+BURST = 20
+#: characters kept of each argument
+MAX_ARG = 200
+
+
+class _Bucket:
+    __slots__ = ("last", "suppressed", "tokens")
+
+    def __init__(self, now: float) -> None:
+        self.tokens = float(BURST)
+        self.last = now
+        self.suppressed = 0
+
+
+_buckets: dict[str, _Bucket] = {}
+_clock = time.monotonic
+
+
+def _take(key: str) -> tuple[bool, int]:
+    now = _clock()
+    bucket = _buckets.get(key)
+    if bucket is None:
+        bucket = _buckets[key] = _Bucket(now)
+    bucket.tokens = min(float(BURST), bucket.tokens + (now - bucket.last) * RATE)
+    bucket.last = now
+    if bucket.tokens < 1.0:
+        bucket.suppressed += 1
+        return False, 0
+    bucket.tokens -= 1.0
+    suppressed, bucket.suppressed = bucket.suppressed, 0
+    return True, suppressed
+
+
+def _short(arg: Any) -> Any:
+    if isinstance(arg, int | float | bool) or arg is None:
+        return arg
+    text = arg if isinstance(arg, str) else repr(arg) if isinstance(arg, bytes | bytearray) else str(arg)
+    return text if len(text) <= MAX_ARG else text[: MAX_ARG - 3] + "..."
+
+
+def limited_log(
+    logger: logging.Logger, level: int, key: str, msg: str, *args: Any, exc_info: BaseException | None = None
+) -> None:
+    """Log a line that remote input can cause: rate-limited per ``key``, each argument at most ``MAX_ARG`` chars."""
+    if not logger.isEnabledFor(level):
+        return
+    allowed, suppressed = _take(key)
+    if not allowed:
+        return
+    shown = tuple(_short(a) for a in args)
+    if suppressed:
+        msg += " (%d similar lines suppressed)"
+        shown += (suppressed,)
+    logger.log(level, msg, *shown, exc_info=exc_info)
+
+
+def peer_log(logger: logging.Logger, key: str, msg: str, *args: Any) -> None:
+    """A peer-caused event: debug level, rate-limited and cut short (the counters in ``info()`` tell how many)."""
+    limited_log(logger, logging.DEBUG, key, msg, *args)

@@ -15,12 +15,13 @@ import enum
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from mux.behaviour import ConnectionBehaviour
 from mux.connection import Connection
+from mux.logs import peer_log
 from mux.transport import TransportConnection
 
 log = logging.getLogger("mux.pool")
@@ -79,6 +80,7 @@ class AcceptorPool:
         self._handshake_timers: dict[Connection, asyncio.TimerHandle] = {}
         self._empty = asyncio.Event()
         self._empty.set()
+        self._listener_counters: dict[str, Callable[[], Mapping[str, int]]] = {}
 
     # -- admission (called by listeners) -------------------------------------------------------
 
@@ -133,7 +135,7 @@ class AcceptorPool:
         if conn.state == "handshaking":
             assert conn.listener is not None
             self.counts(conn.listener).errors["handshake_timeout"] += 1
-            log.info("connection %d: handshake timed out", conn.id)
+            peer_log(log, "pool.handshake_timeout", "connection %d: handshake timed out", conn.id)
             conn.close(0, "handshake timeout")
 
     # -- supervision (called by connections) ---------------------------------------------------
@@ -173,6 +175,11 @@ class AcceptorPool:
             counts.errors[str(reason)] += 1
         if not self._connections:
             self._empty.set()
+
+    @property
+    def handshakes_in_flight(self) -> int:
+        """Admitted peers still handshaking, over every listener (what ``num_acceptors`` bounds)."""
+        return len(self._handshaking)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -231,12 +238,24 @@ class AcceptorPool:
         except TimeoutError:
             log.warning("stop: %d connection(s) did not close", len(self._connections))
 
+    def add_counters(self, listener: str, counters: Callable[[], Mapping[str, int]]) -> None:
+        """Show a listener's own counters in ``info()`` (what peers sent that was dropped, refused, answered...)."""
+        self._listener_counters[listener] = counters
+
     def info(self) -> dict[str, Any]:
-        """Counts per listener and in total, plus the pool's state and limits."""
+        """Counts per listener and in total, plus the pool's state and limits.
+
+        Each listener's entry also carries its transport's counters under ``peer``: malformed and unexpected
+        packets, peer errors, address changes... everything a peer can cause is counted there rather than logged.
+        """
         total = Counts()
         listeners = {}
-        for name, counts in self._counts.items():
+        for name in [*self._counts, *(n for n in self._listener_counters if n not in self._counts)]:
+            counts = self.counts(name)
             listeners[name] = counts.as_dict()
+            counters = self._listener_counters.get(name)
+            if counters is not None:
+                listeners[name]["peer"] = dict(counters())
             total.active += counts.active
             total.handshaking += counts.handshaking
             total.accepted += counts.accepted

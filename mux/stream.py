@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+from mux.transport import ConnectionGone
+
 if TYPE_CHECKING:
     from mux.connection import Connection
 
@@ -44,7 +46,11 @@ class Stream:
         if self.send_done:
             raise conn._error(f"stream {self.id} cannot send: its sending side is finished")
         tconn = conn._live_transport()
-        buffered = tconn.send(self.id, data, fin, props or None)
+        try:
+            buffered = tconn.send(self.id, data, fin, props or None)
+        except ConnectionGone as exc:  # the transport's own connection ended under us: say which one
+            exc.connection = conn
+            raise
         if fin:
             self.send_done = True
             conn._maybe_stream_closed(self)
@@ -55,14 +61,22 @@ class Stream:
     def reset(self, error_code: int = 0) -> None:
         """Abandon our sending side (QUIC RESET_STREAM)."""
         if not self.send_done:
-            self.conn._live_transport().reset_stream(self.id, error_code)
+            try:
+                self.conn._live_transport().reset_stream(self.id, error_code)
+            except ConnectionGone as exc:
+                exc.connection = self.conn
+                raise
             self.send_done = True
             self.conn._maybe_stream_closed(self)
 
     def stop_sending(self, error_code: int = 0) -> None:
         """Ask the peer to stop sending (QUIC STOP_SENDING)."""
         if not self.recv_done:
-            self.conn._live_transport().stop_sending(self.id, error_code)
+            try:
+                self.conn._live_transport().stop_sending(self.id, error_code)
+            except ConnectionGone as exc:
+                exc.connection = self.conn
+                raise
 
     def __repr__(self) -> str:
         return f"<Stream {self.id} {self.direction} {'local' if self.local else 'peer'} of conn {self.conn.id}>"

@@ -37,7 +37,14 @@ class TransportError(Exception):
 
 
 class ConnectionGone(TransportError):
-    """The connection ended (peer close, abort, timeout) before this command: not the caller's bug."""
+    """The connection ended (peer close, abort, timeout) before this command: not the caller's bug.
+
+    A transport raises it for its own connection only. ``connection`` names the framework connection
+    it concerns once known, so a callback stopped by its own connection's end is not called a crash
+    while one that touched some *other*, closed connection is.
+    """
+
+    connection: Any = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,6 +183,17 @@ class TransportConnection(Protocol):
 
     def send_buffered(self, stream_id: int) -> int:
         """Bytes queued for ``stream_id`` that the transport has not yet got rid of."""
+        ...
+
+    def consumed(self, stream_id: int, nbytes: int) -> None:
+        """The behaviour is done with one delivered ``StreamData`` of ``nbytes`` on ``stream_id``.
+
+        Receive credit comes only from here: what a transport advertises to its peer (QUIC
+        MAX_STREAM_DATA and MAX_DATA, SCTP a_rwnd) counts data delivered to the mailbox and not yet
+        consumed, so a slow behaviour holds its peer back and a peer that never stops sending is held
+        to the window. Called once per delivered ``StreamData`` with data, after its callback returned
+        (or raised); ``nbytes`` is ``len(event.data)``.
+        """
         ...
 
     def reset_stream(self, stream_id: int, error_code: int) -> None: ...

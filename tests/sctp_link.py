@@ -72,6 +72,8 @@ class Node:
     addr: Addr
     endpoint: Endpoint
     auto_remove: bool = True
+    #: the application reads each message as it arrives (``Association.consumed``); False models one that never does
+    consume: bool = True
     events: dict[Association, list[ev.Event]] = field(default_factory=dict)
     #: (time, association, event) in the order the core reported them
     log: list[tuple[float, Association, ev.Event]] = field(default_factory=list)
@@ -207,7 +209,8 @@ class Network:
         for node in list(self.nodes.values()):
             endpoint = node.endpoint
             while (new := endpoint.next_event()) is not None:
-                node.new_associations.append(new.association)
+                if isinstance(new, ev.NewAssociation):
+                    node.new_associations.append(new.association)
                 node.track(new.association)
             for data, dst in endpoint.datagrams_to_send(now):
                 self._emit(node.addr, (dst[0], dst[1]), data)
@@ -218,6 +221,8 @@ class Network:
                 while (e := assoc.next_event()) is not None:
                     evs.append(e)
                     node.log.append((now, assoc, e))
+                    if node.consume and isinstance(e, ev.DataReceived):
+                        assoc.consumed(len(e.data))
                     if isinstance(e, ev.AssociationClosed) and node.auto_remove:
                         endpoint.remove(assoc)
 
@@ -420,10 +425,13 @@ def raw_accept(
     return assoc, peer
 
 
-def drain(assoc: Association) -> list[ev.Event]:
+def drain(assoc: Association, *, consume: bool = True) -> list[ev.Event]:
+    """The association's events so far; with ``consume`` the application reads each message it was given."""
     out: list[ev.Event] = []
     while (e := assoc.next_event()) is not None:
         out.append(e)
+        if consume and isinstance(e, ev.DataReceived):
+            assoc.consumed(len(e.data))
     return out
 
 

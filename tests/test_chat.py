@@ -35,3 +35,35 @@ async def test_room_broadcast_and_leave(make_server: ServerFactory, transport: s
     conn_a.close()
     assert "* alice left lobby" in await read_until(bob, stream_b.id, b"left lobby")
     conn_b.close()
+
+
+async def test_a_member_who_does_not_read_misses_lines_instead_of_piling_them_up() -> None:
+    """Bob's mailbox holds at most MAX_BACKLOG lines from the room, however much alice says while he is stuck."""
+    from behaviours import chat
+    from mux import transport as t
+    from mux.connection import Connection
+    from tests.test_connection_inbox import FakeTransport
+
+    alice, bob = chat.Chat(), chat.Chat()
+    conn_a, conn_b = Connection(FakeTransport(), alice, {"room": "r"}), Connection(FakeTransport(), bob, {"room": "r"})
+    for c in (conn_a, conn_b):
+        c.deliver(t.Connected({}))
+    await asyncio.sleep(0.01)
+    stuck = asyncio.Event()
+
+    written: list[bytes] = []
+
+    async def reply(payload: bytes) -> None:  # bob's peer does not read: his writes wait for ever
+        written.append(payload)
+        await stuck.wait()
+
+    bob._reply = reply  # type: ignore[method-assign]
+    bob._join("r")
+    alice._join("r")
+    for i in range(5 * chat.MAX_BACKLOG):
+        alice._broadcast(f"line {i}")
+    await asyncio.sleep(0.01)
+    # 5001 lines (alice joining, then hers): the first is being written, the backlog waits, the rest are missed
+    assert written == [f"* {4 * chat.MAX_BACKLOG + 1} lines missed (you were not reading)\n".encode()]
+    assert bob.backlog == chat.MAX_BACKLOG - 1 and len(conn_b._mailbox) == chat.MAX_BACKLOG - 1
+    chat.ROOMS.clear()

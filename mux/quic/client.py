@@ -64,7 +64,10 @@ async def connect(
     demux = _OneConnection()
     driver = Driver(sock, demux, loop, busy_poll_us=options.busy_poll_us)
     quic = MuxQuicConnection(
-        configuration=config, session_ticket_handler=_save_ticket(ticket_file) if ticket_file else None
+        configuration=config,
+        session_ticket_handler=_save_ticket(ticket_file) if ticket_file else None,
+        peer_bidi_stream_count=options.peer_bidi_stream_count,
+        peer_unidi_stream_count=options.peer_unidi_stream_count,
     )
     conn = QuicTransportConnection(
         quic,

@@ -12,6 +12,7 @@ from aioquic.quic.packet import QuicErrorCode
 from aioquic.tls import AlertBadCertificate, verify_certificate
 
 from mux import transport as t
+from mux.logs import peer_log
 from mux.quic.core import MaxStreamsRaised, MuxQuicConnection, PeerClosed, StreamsBlocked
 from mux.udp import Address, Driver, Pumped
 
@@ -21,6 +22,7 @@ CRYPTO_ERROR = 0x100
 ALERT_BAD_CERTIFICATE = 42
 ALERT_CERTIFICATE_REQUIRED = 116
 TRANSPORT_CLOSE = 0x0  # any frame_type value makes aioquic send a transport CONNECTION_CLOSE
+HANDSHAKE_IDLE = "handshake idle timeout"
 
 
 class QuicTransportConnection(Pumped):
@@ -40,6 +42,7 @@ class QuicTransportConnection(Pumped):
         on_cid_issued: Callable[[bytes, QuicTransportConnection], None] | None = None,
         on_cid_retired: Callable[[bytes], None] | None = None,
         on_finished: Callable[[QuicTransportConnection], None] | None = None,
+        counters: dict[str, int] | None = None,
     ) -> None:
         self.core = quic
         self.quic = quic
@@ -63,6 +66,11 @@ class QuicTransportConnection(Pumped):
         self.finished = False
         #: server side: datagrams held until the behaviour's new_conn accepts the peer
         self._held: list[tuple[bytes, Address]] | None = None
+        #: the listener's counters, for what peers cause (their log lines are debug only)
+        self._counters = counters
+        self._handshake_idle_handle: asyncio.TimerHandle | None = None
+        self._proof_timeout: float | None = None
+        quic.app_idle = self._app_idle
 
     # -- TransportConnection --------------------------------------------------------------------
 
@@ -101,6 +109,11 @@ class QuicTransportConnection(Pumped):
     def send_buffered(self, stream_id: int) -> int:
         return self.quic.stream_send_buffered(stream_id)
 
+    def consumed(self, stream_id: int, nbytes: int) -> None:
+        # the core only moves its limits; a pump sends them, and is needed only when one became due
+        if self.quic.consumed(stream_id, nbytes) and not self.finished:
+            self.driver.touch(self)
+
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         self.quic.reset_stream(stream_id, error_code)
         self.driver.touch(self)
@@ -116,14 +129,49 @@ class QuicTransportConnection(Pumped):
         self.driver.touch(self)
 
     def flush(self) -> None:
+        # the mailbox is empty (the sink's ``idle`` is set just after): the peer may open more streams
+        if self.quic.caught_up():
+            self.driver.touch(self)
         self.driver.flush_one(self)
+
+    def _app_idle(self) -> bool:
+        sink = self.sink
+        return sink is None or bool(sink.idle)
 
     def hold(self) -> None:
         """Do not answer the peer until ``proceed``: quicer's new_conn runs before the handshake."""
         self._held = []
 
+    def expect_proof(self, timeout: float) -> None:
+        """Server side: drop the connection silently unless the peer proves its address in ``timeout``.
+
+        quicer's ``handshake_idle_timeout_ms``: a peer that sent only Initials (spoofed, or gone)
+        gives its acceptor slot back this soon. The clock starts when we first answer (after
+        ``new_conn``, which the pool's ``handshake_timeout_ms`` bounds) and is never pushed back, so a
+        peer that keeps repeating its Initial does not extend it.
+        """
+        self._proof_timeout = timeout
+        if self._held is None:
+            self._start_proof_clock()
+
+    def _start_proof_clock(self) -> None:
+        timeout, self._proof_timeout = self._proof_timeout, None
+        if timeout is not None and not self.finished:
+            self._handshake_idle_handle = self.driver.loop.call_later(timeout, self._handshake_idle)
+
+    def _handshake_idle(self) -> None:
+        self._handshake_idle_handle = None
+        if self.finished or self._connected or self.quic.address_validated:
+            return
+        if self._counters is not None:
+            self._counters["handshake_idle_timeout"] += 1
+        self.quic.abandon(HANDSHAKE_IDLE)
+        self.driver.touch(self)
+
     def proceed(self) -> None:
         held, self._held = self._held, None
+        if self._proof_timeout is not None:
+            self._start_proof_clock()
         if held:
             now = self.driver.loop.time()
             for data, addr in held:
@@ -158,6 +206,7 @@ class QuicTransportConnection(Pumped):
             "cwnd": loss.congestion_window,
             "bytes_in_flight": loss.bytes_in_flight,
             "streams": len(quic._streams),
+            "recv_unconsumed": quic.unconsumed,
             "peer": self.peer_address,
         }
 
@@ -227,6 +276,9 @@ class QuicTransportConnection(Pumped):
             "early_data_accepted": event.early_data_accepted,
             "peer": self._peer_addr,
         }
+        if self._handshake_idle_handle is not None:
+            self._handshake_idle_handle.cancel()
+            self._handshake_idle_handle = None
         if self.quic.request_client_certificate and not self._check_client_certificate(props):
             return
         self._connected = True
@@ -252,7 +304,9 @@ class QuicTransportConnection(Pumped):
         return True
 
     def _close_crypto(self, alert: int, reason: str) -> None:
-        log.info("refusing client: %s", reason)
+        peer_log(log, "quic.client_cert", "refusing client %s: %s", self.quic.get_peer_address(), reason)
+        if self._counters is not None:
+            self._counters["client_cert_refused"] += 1
         self._closing_by_us = True
         self.quic.close(error_code=CRYPTO_ERROR + alert, frame_type=TRANSPORT_CLOSE, reason_phrase=reason)
 
@@ -279,6 +333,9 @@ class QuicTransportConnection(Pumped):
         self.finished = True
         if self._keep_alive_handle is not None:
             self._keep_alive_handle.cancel()
+        if self._handshake_idle_handle is not None:
+            self._handshake_idle_handle.cancel()
+            self._handshake_idle_handle = None
         props: dict[str, Any] = {
             "error_code": event.error_code,
             "reason": event.reason_phrase,
@@ -289,12 +346,14 @@ class QuicTransportConnection(Pumped):
             props["by"] = "peer"
         else:
             props["by"] = "transport"
-            props["error"] = (
-                "idle_timeout" if event.reason_phrase == "Idle timeout" else f"quic_error_{event.error_code:#x}"
-            )
+            props["error"] = _TERMINATION_ERRORS.get(event.reason_phrase) or f"quic_error_{event.error_code:#x}"
             sink.deliver(t.TransportShutdown(dict(props)))
         sink.deliver(t.Closed(props))
 
     def on_finished(self) -> None:
         if self._on_finished is not None:
             self._on_finished(self)
+
+
+#: how aioquic's (and our core's) termination reasons read in ``closed``/``transport_shutdown`` props
+_TERMINATION_ERRORS = {"Idle timeout": "idle_timeout", HANDSHAKE_IDLE: "handshake_idle_timeout"}

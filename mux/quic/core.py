@@ -1,19 +1,62 @@
-"""aioquic's QuicConnection with the few events it does not emit itself.
+"""aioquic's QuicConnection with the events it does not emit and receive credit that follows the app.
 
 aioquic handles CONNECTION_CLOSE, STREAMS_BLOCKED and MAX_STREAMS silently. We hook its frame
 handlers (bound at construction, so overriding them works) to queue events of our own alongside
 aioquic's, so the adapter can call ``shutdown`` as soon as the peer closes (not after the
 draining period), ``peer_needs_streams`` and ``streams_available`` honestly.
+
+Receive credit: aioquic doubles MAX_DATA and MAX_STREAM_DATA as data *arrives*, so a peer that
+outruns a slow behaviour is never held back. Here credit moves only with ``consumed``: MAX_DATA is
+what the behaviour has consumed plus ``conn_flow_control_window``, MAX_STREAM_DATA what it consumed
+of the stream plus ``stream_recv_window_default``, so the data received and not yet consumed
+(aioquic's reassembly buffers plus the mailbox) never exceeds the connection window. Bytes that will
+never reach the behaviour (the rest of a stream the peer reset) are written off at once, so they do
+not eat the connection's credit. aioquic's FLOW_CONTROL_ERROR checks compare against the same
+limit values, so they keep working. Stream slots likewise: MAX_STREAMS rises as aioquic discards a
+finished peer stream, but only once the behaviour has handled every event delivered so far.
+
 This depends on aioquic internals, pinned in pyproject.toml and covered by tests.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import QuicEvent
+from aioquic.quic.connection import (
+    CONNECTION_LIMIT_FRAME_CAPACITY,
+    END_STATES,
+    MAX_STREAM_DATA_FRAME_CAPACITY,
+    Limit,
+    QuicConnection,
+    QuicConnectionAdapter,
+)
+from aioquic.quic.events import ConnectionTerminated, QuicEvent
+from aioquic.quic.packet import QuicErrorCode, QuicFrameType
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.stream import QuicStream
+
+from mux.logs import peer_log
+
+log = logging.getLogger("mux.quic")
+
+#: aioquic's initial MAX_STREAMS, which quicer's ``peer_*_stream_count`` options replace
+DEFAULT_PEER_STREAMS = 128
+
+
+class _PeerCausedLog(QuicConnectionAdapter):
+    """aioquic's per-connection logger. What it says above debug (a protocol violation that closes
+    the connection, a reset, a close) is the peer's doing, one line per crafted packet if left at
+    warning: it goes to mux's rate-limited debug log instead. Debug lines stay aioquic's."""
+
+    def info(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            text = str(msg) % args if args else str(msg)  # a bare exception may carry the peer's '%'
+            peer_log(log, "quic.protocol", "connection %s: %s", (self.extra or {}).get("id"), text)
+
+    warning = error = info
 
 
 @dataclass
@@ -33,11 +76,79 @@ class MaxStreamsRaised(QuicEvent):
     pass
 
 
+def _always() -> bool:
+    return True
+
+
+class _PeerStreams(Limit):
+    """MAX_STREAMS for one direction of peer streams.
+
+    aioquic raises it as it discards a finished peer stream, which can be long before the behaviour
+    has handled that stream's events: a peer opening streams of one empty FIN each (free of flow
+    control) would queue an event per stream behind a busy behaviour, without end. So a rise waits
+    while the behaviour has events to handle, and is released once it has none (``app_idle``).
+    """
+
+    def __init__(self, owner: MuxQuicConnection, frame_type: int, name: str, value: int) -> None:
+        self._owner = owner
+        self._value = value
+        self.held = 0
+        super().__init__(frame_type=frame_type, name=name, value=value)
+
+    @property
+    def value(self) -> int:
+        return self._value
+
+    @value.setter
+    def value(self, value: int) -> None:
+        if value > self._value and not self._owner.app_idle():
+            self.held += value - self._value
+            self._owner.streams_held = True
+        else:
+            self._value = value
+
+    def release(self) -> None:
+        self._value += self.held
+        self.held = 0
+
+
 class MuxQuicConnection(QuicConnection):
     #: server side: send a CertificateRequest (verify: optional/required)
     request_client_certificate = False
     #: server side: False keeps resumption but issues tickets that do not allow 0-RTT
     allow_early_data = True
+
+    def __init__(
+        self,
+        *,
+        peer_bidi_stream_count: int = DEFAULT_PEER_STREAMS,
+        peer_unidi_stream_count: int = DEFAULT_PEER_STREAMS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._logger = _PeerCausedLog(self._logger.logger, self._logger.extra)
+        #: whether the behaviour has handled every event delivered so far (the adapter asks its sink)
+        self.app_idle: Callable[[], bool] = _always
+        #: some MAX_STREAMS rise waits for ``app_idle``: the adapter has us pumped when it turns true
+        self.streams_held = False
+        # how many streams of each kind the peer may have open at once (MAX_STREAMS rises only as
+        # aioquic discards finished ones, and the behaviour has caught up); set before the transport
+        # parameters are written
+        bidi, uni = self._local_max_streams_bidi, self._local_max_streams_uni
+        self._peer_bidi = _PeerStreams(self, bidi.frame_type, bidi.name, peer_bidi_stream_count)
+        self._peer_uni = _PeerStreams(self, uni.frame_type, uni.name, peer_unidi_stream_count)
+        self._local_max_streams_bidi, self._local_max_streams_uni = self._peer_bidi, self._peer_uni
+        config = self._configuration
+        self._conn_window: int = config.max_data
+        self._stream_window: int = config.max_stream_data
+        #: bytes the behaviour consumed, plus bytes written off (never to be delivered)
+        self._conn_consumed = 0
+        #: raise MAX_DATA once consumption passes this: less than half a window of credit is left
+        self._conn_update_at = self._conn_window - self._conn_window // 2
+        self._stream_half = self._stream_window // 2
+        #: per stream still receiving: bytes the behaviour consumed (pruned as streams end)
+        self._stream_consumed: dict[int, int] = {}
+        self._prune_at = 64
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
@@ -45,6 +156,152 @@ class MuxQuicConnection(QuicConnection):
             self.tls._request_client_certificate = True
         if not self.allow_early_data and not self._is_client:
             self.tls._max_early_data = None
+
+    # -- receive credit -------------------------------------------------------------------------
+
+    def consumed(self, stream_id: int, nbytes: int) -> bool:
+        """The behaviour is done with ``nbytes`` of ``stream_id``; True when new credit is due.
+
+        Called once per delivered event: O(1), and the limits only move (no frame is built here);
+        the caller has the connection pumped when this returns True.
+        """
+        due = False
+        consumed = self._conn_consumed + nbytes
+        self._conn_consumed = consumed
+        if consumed > self._conn_update_at:
+            self._raise_max_data()
+            due = True
+        stream = self._streams.get(stream_id)
+        if stream is not None and not stream.receiver.is_finished:
+            by_stream = self._stream_consumed
+            done = by_stream.get(stream_id)
+            if done is None:
+                done = 0
+                if len(by_stream) >= self._prune_at:
+                    self._prune()
+            done += nbytes
+            by_stream[stream_id] = done
+            if done > stream.max_stream_data_local - self._stream_half:
+                stream.max_stream_data_local = done + self._stream_window
+                due = True
+        return due
+
+    def caught_up(self) -> bool:
+        """The behaviour has handled every event delivered so far: the held MAX_STREAMS rises go
+        out with the next packet. True when there were some (the caller has us pumped)."""
+        if not self.streams_held:
+            return False
+        self.streams_held = False
+        self._peer_bidi.release()
+        self._peer_uni.release()
+        return True
+
+    @property
+    def unconsumed(self) -> int:
+        """Stream bytes the peer has used credit for that are not consumed (nor written off) yet:
+        what sits in the reassembly buffers and the mailbox, at most ``conn_flow_control_window``."""
+        return self._local_max_data.used - self._conn_consumed
+
+    def _raise_max_data(self) -> None:
+        limit = self._local_max_data
+        limit.value = self._conn_consumed + self._conn_window
+        self._conn_update_at = limit.value - self._conn_window // 2
+
+    def _write_off(self, nbytes: int) -> None:
+        """Connection credit for bytes the peer sent that will never be consumed."""
+        self._conn_consumed += nbytes
+        if self._conn_consumed > self._conn_update_at:
+            self._raise_max_data()
+
+    def _prune(self) -> None:
+        """Forget streams that stopped receiving: amortised O(1) per stream over its life."""
+        streams, by_stream = self._streams, self._stream_consumed
+        for sid in [sid for sid in by_stream if sid not in streams or streams[sid].receiver.is_finished]:
+            del by_stream[sid]  # in place: ``consumed`` holds the dict across this call
+        self._prune_at = 2 * len(by_stream) + 64
+
+    def _handle_reset_stream_frame(self, context: Any, frame_type: int, buf: Any) -> None:
+        start = buf.tell()
+        stream_id = buf.pull_uint_var()
+        buf.seek(start)
+        stream = self._streams.get(stream_id)
+        was_finished = stream is not None and stream.receiver.is_finished
+        super()._handle_reset_stream_frame(context, frame_type, buf)
+        stream = self._streams.get(stream_id)
+        if stream is None or was_finished or not stream.receiver.is_finished:
+            return
+        # The reset ended the stream: what was not delivered never will be. Its final size counts
+        # against the peer's credit, so write it off, and drop what waited behind a gap.
+        receiver = stream.receiver
+        self._write_off(receiver.highest_offset - receiver.starting_offset())
+        receiver._buffer = bytearray()
+        self._stream_consumed.pop(stream_id, None)
+
+    def _write_connection_limits(self, builder: QuicPacketBuilder, space: Any) -> None:
+        """MAX_DATA as ``consumed`` set it (never raised on arrival), and MAX_STREAMS in batches once
+        the behaviour has caught up."""
+        limit = self._local_max_data
+        if limit.sent != limit.value:
+            self._write_limit(builder, limit)
+        if self.streams_held and self.app_idle():
+            self.caught_up()
+        for limit in (self._peer_bidi, self._peer_uni):
+            # announce more streams only once the peer has fewer left than the raise would give
+            if limit.sent != limit.value and limit.sent - limit.used < limit.value - limit.sent:
+                self._write_limit(builder, limit)
+
+    def _write_limit(self, builder: QuicPacketBuilder, limit: Limit) -> None:
+        buf = builder.start_frame(
+            limit.frame_type,
+            capacity=CONNECTION_LIMIT_FRAME_CAPACITY,
+            handler=self._on_connection_limit_delivery,  # a lost frame resets ``sent``: resent
+            handler_args=(limit,),
+        )
+        buf.push_uint_var(limit.value)
+        limit.sent = limit.value
+        frames = builder.quic_logger_frames
+        if self._quic_logger is not None and frames is not None:
+            frame = self._quic_logger.encode_connection_limit_frame(frame_type=limit.frame_type, maximum=limit.value)
+            frames.append(frame)
+
+    def _write_stream_limits(self, builder: QuicPacketBuilder, space: Any, stream: QuicStream) -> None:
+        """MAX_STREAM_DATA as ``consumed`` set it; none once the stream has stopped receiving."""
+        value = stream.max_stream_data_local
+        if stream.max_stream_data_local_sent == value or stream.receiver.is_finished:
+            return
+        stream_id = stream.stream_id
+        assert stream_id is not None
+        buf = builder.start_frame(
+            QuicFrameType.MAX_STREAM_DATA,
+            capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
+            handler=self._on_max_stream_data_delivery,
+            handler_args=(stream,),
+        )
+        buf.push_uint_var(stream_id)
+        buf.push_uint_var(value)
+        stream.max_stream_data_local_sent = value
+        frames = builder.quic_logger_frames
+        if self._quic_logger is not None and frames is not None:
+            frames.append(self._quic_logger.encode_max_stream_data_frame(maximum=value, stream_id=stream_id))
+
+    # -- admission -------------------------------------------------------------------------------
+
+    @property
+    def address_validated(self) -> bool:
+        """The peer has proven its address (a Handshake packet from it, RFC 9000 §8.1)."""
+        return any(path.is_validated for path in self._network_paths)
+
+    def abandon(self, reason: str) -> None:
+        """End now without a word to the peer: one that never proved its address gets no reply."""
+        if self._state in END_STATES:
+            return
+        if self._close_event is None:
+            self._close_event = ConnectionTerminated(
+                error_code=QuicErrorCode.NO_ERROR, frame_type=None, reason_phrase=reason
+            )
+        self._close_end()
+
+    # -- events aioquic does not emit ----------------------------------------------------------
 
     def _handle_connection_close_frame(self, context: Any, frame_type: int, buf: Any) -> None:
         first = self._close_event is None

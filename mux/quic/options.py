@@ -25,8 +25,13 @@ class QuicOptions(DriverOptions):
     keep_alive_interval_ms: int = Field(default=0, ge=0)
     #: RFC 9221 DATAGRAM frames
     datagrams: bool = True
+    #: receive credit: stream data received and not yet consumed by the behaviour, per connection and
+    #: per stream; credit returns to the peer only as the behaviour consumes (``mux.quic.core``)
     conn_flow_control_window: int = Field(default=4 * 1024 * 1024, gt=0)
     stream_recv_window_default: int = Field(default=1024 * 1024, gt=0)
+    #: streams of each kind the peer may have open at once (MAX_STREAMS; more as they finish)
+    peer_bidi_stream_count: int = Field(default=128, ge=0, le=2**60)
+    peer_unidi_stream_count: int = Field(default=128, ge=0, le=2**60)
     congestion_control_algorithm: Literal["reno", "cubic"] = "reno"
     max_datagram_size: int = Field(default=1200, ge=1200, le=65527)
     #: bytes queued on a stream above which ``await stream.send`` waits (quicer's stream option)
@@ -38,8 +43,13 @@ class QuicOptions(DriverOptions):
 class QuicListenerOptions(ListenerBase, QuicOptions):
     transport: Literal["quic"] = "quic"
     port: int = Field(default=4433, ge=0, le=65535)
-    #: answer a first Initial with a stateless Retry (address validation, RFC 9000 §8.1.2)
-    retry: bool = False
+    #: answer a token-less Initial with a stateless Retry (address validation, RFC 9000 §8.1.2):
+    #: always (true), never (false), or ``auto``: once the pool's handshakes in flight reach half of
+    #: ``num_acceptors`` (msquic's retry_memory_limit), so spoofed Initials cannot take the rest
+    retry: bool | Literal["auto"] = "auto"
+    #: a handshaking peer that has not proven its address by then (no Handshake packet, no Retry
+    #: token) is dropped silently and its acceptor slot freed (quicer's option of that name)
+    handshake_idle_timeout_ms: int = Field(default=3_000, gt=0)
     #: quicer's server_resumption_level: 0 off, 1 session resumption, 2 resumption and 0-RTT
     server_resumption_level: Literal[0, 1, 2] = 2
     #: at max_connections: CONNECTION_CLOSE with CONNECTION_REFUSED, or keep answering with Retry

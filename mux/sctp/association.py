@@ -64,6 +64,8 @@ from mux.sctp.params import (
     unrecognized_params_cause,
     user_abort_cause,
 )
+from mux.sctp.rx.reassembly import CHUNK_COST, MESSAGE_COST, BadFragments, Reassembly
+from mux.sctp.rx.tracker import DUPLICATE, NEXT, NO_ROOM, TOO_FAR, DataTracker
 
 Addr = tuple[Any, ...]
 
@@ -81,12 +83,11 @@ SHUTDOWN_ACK_SENT = "shutdown_ack_sent"
 
 _CAN_SEND = (ESTABLISHED, COOKIE_WAIT, COOKIE_ECHOED)
 _DATA_FLOWS = (ESTABLISHED, SHUTDOWN_PENDING, SHUTDOWN_RECEIVED, SHUTDOWN_SENT)
+#: bytes charged per queued or unacknowledged chunk on top of its payload: the ``_Out`` record and its cached
+#: encoding's header (measured with tracemalloc, tests/test_sctp_rx.py)
+OUT_COST = 256
 _HB_INFO = struct.Struct("!Qd")
 #: bookkeeping charged per held chunk on top of its payload, so tiny chunks cannot bloat memory for free
-_HELD_OVERHEAD = 32
-#: a DATA chunk further than this past our cumulative TSN is dropped: SACK gap offsets are 16 bits
-_MAX_TSN_AHEAD = 0xFFFF
-_MAX_DUPS = 32
 #: received HEARTBEAT infos longer than this are not echoed back (an amplification guard)
 _MAX_HB_INFO = 1024
 
@@ -230,17 +231,14 @@ class Association:
         self._cookie_echo_sent_at: float | None = None
         self._cookie_preservative_ms = 0
 
-        # receive side
-        self._rx_cum = 0
-        self._rx_above: set[int] = set()
-        self._rx_max_above = max(1024, config.recbuf // 64)
-        self._dups: list[int] = []
-        self._held = 0
-        self._frags: dict[int, DataChunk] = {}
-        self._frag_bytes = 0  # user bytes in _frags (the reassembly limit is about message size)
-        self._ssn_in = [0] * max(config.max_instreams, 1)
-        self._ordered_wait: dict[int, dict[int, tuple[bytes, int]]] = {}
+        # receive side: which TSNs came (``_rx``) and the messages they make (``_reasm``, built below)
+        self._rx = DataTracker(0)
         self._need_sack = False
+        self._recbuf = config.recbuf
+        self._rwnd_sent = config.recbuf  # the window our last SACK advertised
+        #: below this advertised window the peer may be stalled: a window update (``consumed``) is worth a SACK
+        self._stalled_below = min(2 * self._mtu, config.recbuf // 4)
+        self._update_step = min(self._mtu, config.recbuf // 4)
         self._sack_now = True  # §5.1: the first DATA chunk is acknowledged at once
         self._data_packets = 0
 
@@ -259,6 +257,7 @@ class Association:
             "messages_sent": 0,
             "messages_received": 0,
         }
+        self._reasm = Reassembly(config.max_instreams, self._events, self.stats)
 
     # -- construction ---------------------------------------------------------------------------------------
 
@@ -304,7 +303,7 @@ class Association:
         self.peer_vtag = cookie.peer_tag
         self._initial_tsn = self._next_tsn = cookie.local_tsn
         self._cum_acked = (cookie.local_tsn - 1) & MASK
-        self._rx_cum = (cookie.peer_tsn - 1) & MASK
+        self._rx = DataTracker(cookie.peer_tsn - 1)
         self._peer_arwnd = cookie.peer_rwnd
         self.outbound_streams = min(config.num_ostreams, cookie.peer_mis)
         self.inbound_streams = min(config.max_instreams, cookie.peer_os)
@@ -339,7 +338,7 @@ class Association:
             raise SctpError(f"stream {stream_id} is not open: {self.outbound_streams} outbound streams")
         if not data:
             raise SctpError("SCTP cannot send an empty message")
-        if self._pending_bytes + self._outstanding_bytes > self.config.sndbuf:
+        if self.buffered_amount() > self.config.sndbuf:
             raise BufferFull(f"send queue holds {self.buffered_amount()} bytes (sndbuf {self.config.sndbuf})")
         if unordered:
             ssn = 0
@@ -385,8 +384,13 @@ class Association:
         self._finish(None)
 
     def buffered_amount(self) -> int:
-        """User bytes queued or in flight, not yet acknowledged."""
-        return self._pending_bytes + self._outstanding_bytes
+        """What queued or unacknowledged user data costs: its bytes plus ``OUT_COST`` per chunk.
+
+        ``sndbuf`` and the senders' high-water mark count this, so an application echoing a peer's one-byte
+        messages is held back when their memory adds up, not after a million of them.
+        """
+        chunks = len(self._pending) + len(self._sent) - self._head
+        return self._pending_bytes + self._outstanding_bytes + OUT_COST * chunks
 
     @property
     def peer_rwnd(self) -> int:
@@ -394,7 +398,23 @@ class Association:
 
     @property
     def rwnd(self) -> int:
-        return max(0, self.config.recbuf - self._held)
+        return max(0, self._recbuf - self._reasm.held)
+
+    def consumed(self, nbytes: int) -> bool:
+        """The application is done with one delivered message of ``nbytes``: its window space comes back.
+
+        Returns True when that reopened a window the peer may be waiting on, so a SACK (a window update)
+        is now due; the caller then pumps the association.
+        """
+        reasm = self._reasm
+        reasm.held -= nbytes + MESSAGE_COST  # Reassembly.consumed, inlined: this runs per message
+        # RFC 9260 §6.2: tell the sender when the window opens by a packet or more while it may be stalled on it
+        if self._rwnd_sent >= self._stalled_below or self._need_sack or self.state not in _DATA_FLOWS:
+            return False
+        if self._recbuf - reasm.held - self._rwnd_sent >= self._update_step:
+            self._need_sack = True
+            return True
+        return False
 
     def status(self) -> dict[str, object]:
         """gen_sctp's #sctp_status{} plus counters."""
@@ -407,7 +427,9 @@ class Association:
             "instrms": self.inbound_streams,
             "outstrms": self.outbound_streams,
             "fragmentation_point": self.fragmentation_point,
-            "held_bytes": self._held,
+            "held_bytes": self._reasm.held,
+            "held_fragments": self._reasm.fragments,
+            "gap_ranges": self._rx.ranges,
             "buffered": self.buffered_amount(),
             "primary": {
                 "cwnd": self._cwnd,
@@ -705,7 +727,7 @@ class Association:
             return
         config = self.config
         self.peer_vtag = chunk.initiate_tag
-        self._rx_cum = (chunk.initial_tsn - 1) & MASK
+        self._rx = DataTracker(chunk.initial_tsn - 1)
         self._peer_arwnd = chunk.a_rwnd
         self.outbound_streams = min(config.num_ostreams, chunk.max_instreams)
         self.inbound_streams = min(config.max_instreams, chunk.num_ostreams)
@@ -740,7 +762,7 @@ class Association:
         # messages queued in COOKIE-WAIT/ECHOED already hold SSNs: keep counting from there
         n_out = max(self.outbound_streams, 1)
         self._ssn_out = (self._ssn_out + [0] * n_out)[:n_out]
-        self._ssn_in = [0] * max(self.inbound_streams, 1)
+        self._reasm.set_streams(self.inbound_streams)
         self._events.append(ev.AssociationUp(self.outbound_streams, self.inbound_streams, self._peer_arwnd))
 
     def _on_t1(self, now: float) -> None:
@@ -779,7 +801,7 @@ class Association:
             return "discard"
         if local_match and not peer_match:  # B: INIT collision
             self.peer_vtag = cookie.peer_tag
-            self._rx_cum = (cookie.peer_tsn - 1) & MASK
+            self._rx = DataTracker(cookie.peer_tsn - 1)
             self._peer_arwnd = cookie.peer_rwnd
             self.outbound_streams = min(self.config.num_ostreams, cookie.peer_mis)
             self.inbound_streams = min(self.config.max_instreams, cookie.peer_os)
@@ -807,12 +829,7 @@ class Association:
         self._rtx.clear()
         self._flight = 0
         self._outstanding_bytes = 0
-        self._rx_above.clear()
-        self._frags.clear()
-        self._frag_bytes = 0
-        self._ordered_wait.clear()
-        self._held = 0
-        self._dups.clear()
+        self._reasm.reset(self.inbound_streams)
         self._cwnd = min(4 * self._mtu, max(2 * self._mtu, 4380))
         self._ssthresh = 1 << 30
         self._pba = 0
@@ -825,7 +842,7 @@ class Association:
         self.stats["restart_lost_bytes"] = self.stats.get("restart_lost_bytes", 0) + lost
         self.state = ESTABLISHED
         self._ssn_out = [0] * max(self.outbound_streams, 1)
-        self._ssn_in = [0] * max(self.inbound_streams, 1)
+        self._reasm.set_streams(self.inbound_streams)
         self._events.append(ev.AssociationRestarted(self.outbound_streams, self.inbound_streams))
         if self.config.hbinterval:
             self._t_hb = self._hb_due(now)
@@ -851,153 +868,73 @@ class Association:
     def _on_data(self, c: DataChunk, now: float) -> None:
         stats = self.stats
         stats["rx_data_chunks"] += 1
+        rx = self._rx
         tsn = c.tsn
-        diff = (tsn - self._rx_cum) & MASK
-        if diff == 0 or diff >= HALF or tsn in self._rx_above:
-            stats["duplicate_tsns"] += 1
-            if len(self._dups) < _MAX_DUPS:
-                self._dups.append(tsn)
-            self._sack_now = True
-            return
-        if diff > _MAX_TSN_AHEAD:
-            # no honest sender gets this far past our cumulative point (a gap block could not even say it)
-            stats["rwnd_drops"] += 1
-            return
-        self._last_data = now
+        cum = rx.cum
+        if (tsn - cum) & MASK == 1 and not rx.starts:
+            u = cum + 1  # the common case: the next in sequence, with nothing missing
+            verdict = NEXT
+        else:
+            u = rx.unwrap(tsn)
+            verdict = rx.classify(u)
+            if verdict == DUPLICATE:
+                stats["duplicate_tsns"] += 1
+                rx.duplicate(tsn)
+                self._sack_now = True
+                return
+            if verdict in (TOO_FAR, NO_ROOM):
+                # no honest sender gets this far past our cumulative point, nor leaves this many holes
+                stats["rwnd_drops"] += 1
+                return
         data = c.data
         if not data:
             self._abort_with(no_user_data_cause(tsn), "peer sent DATA without user data")
             return
-        cost = len(data) + _HELD_OVERHEAD
-        recbuf = self.config.recbuf
-        # Over our window only the chunk at the cumulative point may still come in, so a full buffer of
-        # out-of-order data can always be completed; beyond twice the window we drop even that.
-        if self._held + cost > recbuf and (diff != 1 or self._held + cost > 2 * recbuf):
+        reasm = self._reasm
+        held = reasm.held + len(data) + CHUNK_COST
+        recbuf = self._recbuf
+        # Over our window only the chunk at the cumulative point may still come in, and only while data waits for
+        # it here, so a full buffer of out-of-order data or fragments can always be completed; beyond twice the
+        # window we drop even that. What the application has not read yet is no reason to take more.
+        if held > recbuf and (verdict != NEXT or held > 2 * recbuf or not reasm.assembling):
             stats["rwnd_drops"] += 1
             self._sack_now = True
+            if verdict == NEXT and reasm.held == reasm.assembling and not rx.has_gaps:
+                # nothing is missing and the application holds nothing, yet the next chunk cannot come in: what
+                # waits can never complete (fragments far smaller than what they cost to hold)
+                self._abort_with(out_of_resource_cause(), "peer message larger than the receive window can hold")
             return
-        if diff == 1:
-            cum = tsn
-            above = self._rx_above
-            if above:
-                nxt = (cum + 1) & MASK
-                while nxt in above:
-                    above.discard(nxt)
-                    cum = nxt
-                    nxt = (cum + 1) & MASK
-            self._rx_cum = cum
+        if verdict == NEXT and not rx.starts:
+            rx.cum = u
         else:
-            if len(self._rx_above) >= self._rx_max_above:
-                stats["rwnd_drops"] += 1
-                return
-            self._rx_above.add(tsn)
-            self._sack_now = True  # out of order: report the gap at once (§6.7)
-        if c.immediate:
-            self._sack_now = True
+            rx.record(u)
+        self._last_data = now
+        if verdict != NEXT or c.immediate:
+            self._sack_now = True  # out of order: report the gap at once (§6.7); or the sender asked (RFC 7053)
         sid = c.stream_id
         if sid >= self.inbound_streams:
             self._ctrl.append(ErrorChunk([invalid_stream_cause(sid)]).serialize())
             return  # acknowledged, not delivered (§6.5)
         if c.beginning and c.ending:
             if c.unordered:
-                stats["messages_received"] += 1
-                self._events.append(ev.DataReceived(sid, data, c.ppid, True))
+                reasm.deliver(sid, data, c.ppid, True)
             else:
-                self._ordered(sid, c.ssn, data, c.ppid, len(data) + _HELD_OVERHEAD, False)
+                reasm.ordered(sid, c.ssn, data, c.ppid)
             return
-        self._frags[tsn] = c
-        self._frag_bytes += len(data)
-        self._held += cost
-        self._assemble(tsn)
-
-    def _ordered(self, sid: int, ssn: int, data: bytes, ppid: int, cost: int, held: bool) -> None:
-        """Deliver a complete ordered message in SSN order; ``held`` says its bytes are already counted."""
-        expected = self._ssn_in[sid]
-        if ssn == expected:
-            if held:
-                self._held -= cost
-            events = self._events
-            self.stats["messages_received"] += 1
-            events.append(ev.DataReceived(sid, data, ppid, False))
-            expected = (expected + 1) & 0xFFFF
-            waiting = self._ordered_wait.get(sid)
-            if waiting:
-                while expected in waiting:
-                    wdata, wppid = waiting.pop(expected)
-                    self._held -= len(wdata) + _HELD_OVERHEAD
-                    self.stats["messages_received"] += 1
-                    events.append(ev.DataReceived(sid, wdata, wppid, False))
-                    expected = (expected + 1) & 0xFFFF
-                if not waiting:
-                    del self._ordered_wait[sid]
-            self._ssn_in[sid] = expected
-            return
-        if ((ssn - expected) & 0xFFFF) >= 0x8000:
-            if held:
-                self._held -= cost
-            return  # an SSN already delivered: the peer repeated a message; drop it
-        if not held:
-            self._held += cost
-        self._ordered_wait.setdefault(sid, {})[ssn] = (data, ppid)
-
-    def _assemble(self, tsn: int) -> None:
-        frags = self._frags
-        end = tsn
-        c = frags[end]
-        while not c.ending:
-            end = (end + 1) & MASK
-            nxt = frags.get(end)
-            if nxt is None:
-                self._check_reassembly_limit()
-                return
-            c = nxt
-        start = tsn
-        c = frags[start]
-        while not c.beginning:
-            start = (start - 1) & MASK
-            prev = frags.get(start)
-            if prev is None:
-                self._check_reassembly_limit()
-                return
-            c = prev
-        first = c
-        parts: list[bytes] = []
-        t = start
-        consistent = True
-        while True:
-            piece = frags.pop(t)
-            parts.append(piece.data)
-            if (
-                piece.stream_id != first.stream_id
-                or piece.unordered != first.unordered
-                or (not first.unordered and piece.ssn != first.ssn)
-            ):
-                consistent = False
-            self._held -= len(piece.data) + _HELD_OVERHEAD
-            self._frag_bytes -= len(piece.data)
-            if t == end:
-                break
-            t = (t + 1) & MASK
-        if not consistent:
+        try:
+            reasm.fragment(u, c)
+        except BadFragments:
             self._abort_with(protocol_violation_cause(b"fragments of one message disagree"), "bad fragments")
             return
-        data = b"".join(parts)
-        if first.unordered:
-            self.stats["messages_received"] += 1
-            self._events.append(ev.DataReceived(first.stream_id, data, first.ppid, True))
-        else:
-            self._ordered(first.stream_id, first.ssn, data, first.ppid, len(data) + _HELD_OVERHEAD, False)
-
-    def _check_reassembly_limit(self) -> None:
-        """A message bigger than our whole window can never complete: say so instead of stalling forever."""
-        if self._frag_bytes > self.config.recbuf and not self._rx_above:
-            self._abort_with(out_of_resource_cause(), f"peer message larger than recbuf ({self.config.recbuf} bytes)")
+        if reasm.fragment_bytes > recbuf and not rx.has_gaps:
+            # nothing is missing, yet what waits fills the window: a message bigger than the window never completes
+            self._abort_with(out_of_resource_cause(), f"peer message larger than recbuf ({recbuf} bytes)")
 
     def _after_data(self, now: float) -> None:
         self._data_packets += 1
         if (
             self._sack_now
-            or self._rx_above
+            or self._rx.has_gaps
             or self._data_packets >= self.config.sack_freq
             or not self.config.sackdelay
             or self.state != ESTABLISHED
@@ -1005,7 +942,7 @@ class Association:
             self._need_sack = True
             self._t_sack = None
             if self.state == SHUTDOWN_SENT:
-                self._ctrl.append(ShutdownChunk(self._rx_cum).serialize())
+                self._ctrl.append(ShutdownChunk(self._rx.cum_tsn).serialize())
                 self._t2 = now + self._rto
         elif self._t_sack is None:
             self._t_sack = now + self.config.sackdelay / 1000.0
@@ -1015,26 +952,12 @@ class Association:
         self._need_sack = False
         self._t_sack = None
         self._data_packets = 0
-        gaps: list[tuple[int, int]] = []
-        cum = self._rx_cum
-        if self._rx_above:
-            offsets = sorted(((t - cum) & MASK) for t in self._rx_above)
-            max_gaps = (self._budget - 16) // 4 - len(self._dups)
-            start = prev = offsets[0]
-            for o in offsets[1:]:
-                if o == prev + 1:
-                    prev = o
-                    continue
-                gaps.append((start, prev))
-                if len(gaps) >= max_gaps:
-                    break
-                start = prev = o
-            if len(gaps) < max_gaps:
-                gaps.append((start, prev))
-        dups = self._dups
-        if dups:
-            self._dups = []
-        return SackChunk(cum, self.rwnd, gaps, dups).serialize()
+        rx = self._rx
+        dups = rx.take_dups()
+        gaps = rx.gap_blocks((self._budget - 16) // 4 - len(dups)) if rx.has_gaps else []
+        rwnd = self.rwnd
+        self._rwnd_sent = rwnd
+        return SackChunk(rx.cum_tsn, rwnd, gaps, dups).serialize()
 
     # -- acknowledgements -----------------------------------------------------------------------------------
 
@@ -1083,13 +1006,22 @@ class Association:
         highest_new = -1
         newly: list[int] = []
         if gaps and n_out:
-            for start, end in gaps:
-                lo = head + start - 1
-                hi = head + end - 1
+            # Each outstanding chunk is visited once per SACK, whatever the blocks say: a peer sending hundreds of
+            # overlapping blocks that all cover everything costs what one block would. Honest blocks come sorted.
+            last = len(sent) - 1
+            covered = head - 1
+            for start, end in sorted(gaps) if len(gaps) > 1 else gaps:
                 if start == 0 or start > end:
                     continue
-                if hi >= len(sent):
-                    hi = len(sent) - 1
+                lo = head + start - 1
+                if lo <= covered:
+                    lo = covered + 1
+                hi = head + end - 1
+                if hi > last:
+                    hi = last
+                if lo > hi:
+                    continue
+                covered = hi
                 for i in range(lo, hi + 1):
                     c = sent[i]
                     if not c.acked:
@@ -1271,7 +1203,7 @@ class Association:
             return
         if state == SHUTDOWN_PENDING:
             self.state = SHUTDOWN_SENT
-            self._ctrl.append(ShutdownChunk(self._rx_cum).serialize())
+            self._ctrl.append(ShutdownChunk(self._rx.cum_tsn).serialize())
             self._t2 = now + self._rto
             self._t5 = now + 5 * self.config.rto_max / 1000.0
             self._t3 = None
@@ -1318,7 +1250,7 @@ class Association:
             return
         self._rto = min(self._rto * 2, self.config.rto_max / 1000.0)
         if self.state == SHUTDOWN_SENT:
-            self._ctrl.append(ShutdownChunk(self._rx_cum).serialize())
+            self._ctrl.append(ShutdownChunk(self._rx.cum_tsn).serialize())
         else:
             self._ctrl.append(ShutdownAckChunk().serialize())
         self._t2 = now + self._rto

@@ -7,9 +7,11 @@ import random
 import socket
 from collections.abc import Awaitable, Callable
 
+from mux.sctp import events as se
 from mux.sctp.association import Association
 from mux.sctp.connection import SctpTransportConnection
 from mux.sctp.endpoint import Endpoint
+from mux.sctp.listener import address_changed
 from mux.sctp.options import SctpClientOptions, core_config
 from mux.transport import SinkFactory
 from mux.udp import Address, Driver, resolve
@@ -24,7 +26,14 @@ class _ClientDemux:
         self.endpoint = endpoint
 
     def datagram_received(self, data: bytes, addr: Address, now: float) -> None:
-        assoc = self.endpoint.receive_datagram(data, addr, now)
+        endpoint = self.endpoint
+        assoc = endpoint.receive_datagram(data, addr, now)
+        if endpoint._events:  # only PeerAddressChanged: a client endpoint admits nothing
+            event = endpoint.next_event()
+            while event is not None:
+                if type(event) is se.PeerAddressChanged and event.association is self.conn.assoc:
+                    address_changed(self.conn)
+                event = endpoint.next_event()
         if assoc is not None and assoc is self.conn.assoc:
             self.conn.driver.touch(self.conn)
 
@@ -47,7 +56,7 @@ async def connect(
         sock.close()
         raise
     local_port = options.local_sctp_port or random.randrange(49152, 65536)
-    endpoint = Endpoint(core_config(options), local_port=local_port, admit=lambda _addr: False)
+    endpoint = Endpoint(core_config(options), local_port=local_port, admit=lambda _addr: False, listening=False)
     demux = _ClientDemux(endpoint)
     driver = Driver(sock, demux, loop, busy_poll_us=options.busy_poll_us)
     assoc: Association = endpoint.connect(addr, options.sctp_port, loop.time())
@@ -55,7 +64,9 @@ async def connect(
     def finished(conn: SctpTransportConnection) -> None:
         endpoint.remove(conn.assoc)
 
-    conn = SctpTransportConnection(assoc, driver, high_water=options.sndbuf // 2, on_finished=finished)
+    conn = SctpTransportConnection(
+        assoc, driver, high_water=options.sndbuf // 2, on_finished=finished, counters=endpoint.stats
+    )
     demux.conn = conn
     conn.sink = make_sink(conn)
     driver.touch(conn)

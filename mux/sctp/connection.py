@@ -14,11 +14,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mux import transport as t
+from mux.logs import peer_log
 from mux.sctp import events as se
-from mux.sctp.association import CLOSED, Association, SctpError
+from mux.sctp.association import CLOSED, SHUTDOWN_ACK_SENT, SHUTDOWN_RECEIVED, Association, SctpError
 from mux.udp import Address, Driver, Pumped
 
 log = logging.getLogger("mux.sctp")
+
+_PEER_CLOSING = (SHUTDOWN_RECEIVED, SHUTDOWN_ACK_SENT)
 
 
 class SctpTransportConnection(Pumped):
@@ -34,6 +37,7 @@ class SctpTransportConnection(Pumped):
         *,
         high_water: int,
         on_finished: Callable[[SctpTransportConnection], None] | None = None,
+        counters: dict[str, int] | None = None,
     ) -> None:
         self.core = assoc
         self.assoc = assoc
@@ -41,6 +45,8 @@ class SctpTransportConnection(Pumped):
         self.high_water = high_water
         self.sink: t.ConnectionSink | None = None
         self._on_finished = on_finished
+        #: the listener's (endpoint's) counters, where what peers cause is counted instead of logged
+        self._counters = counters if counters is not None else {}
         self._used_streams: set[int] = set()
         self._next_stream = 0
         self._closing_by_us = False
@@ -86,14 +92,22 @@ class SctpTransportConnection(Pumped):
         try:
             self.assoc.send(stream_id, data, ppid=ppid, unordered=unordered)
         except SctpError as exc:  # the core's own errors: invalid stream, closed, buffer full
-            if self.assoc.state == CLOSED:
+            state = self.assoc.state
+            if state == CLOSED:
                 raise t.ConnectionGone(f"sctp association with {self.peer_address} is closed") from None
+            if state in _PEER_CLOSING:
+                # RFC 9260 §9.2: after the peer's SHUTDOWN we accept no new data from our user
+                raise t.ConnectionGone(f"sctp association with {self.peer_address} is shutting down") from None
             raise t.TransportError(f"sctp send on stream {stream_id}: {exc}") from None
         self.driver.touch(self)
         return self.assoc.buffered_amount()
 
     def send_buffered(self, stream_id: int) -> int:
         return self.assoc.buffered_amount()
+
+    def consumed(self, stream_id: int, nbytes: int) -> None:
+        if self.assoc.consumed(nbytes):
+            self.driver.touch(self)  # the window reopened: the update leaves now
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         raise t.TransportError("SCTP stream reset needs RFC 6525 (RE-CONFIG), not supported yet")
@@ -178,9 +192,11 @@ class SctpTransportConnection(Pumped):
                 props["error"] = "aborted"
             sink.deliver(t.Closed(props))
         elif kind is se.PeerError:
-            log.info("association %s: peer reported %s", self.peer_address, event.causes)
+            # peer-caused: counted, and logged at debug only, briefly and at a bounded rate
+            self._counters["peer_errors"] = self._counters.get("peer_errors", 0) + 1
+            peer_log(log, "sctp.peer_error", "association %s: peer reported %s", self.peer_address, event.causes)
         elif kind is se.AssociationRestarted:
-            log.info("association %s: peer restarted", self.peer_address)
+            peer_log(log, "sctp.restart", "association %s: peer restarted", self.peer_address)
 
     def on_finished(self) -> None:
         if self._on_finished is not None:

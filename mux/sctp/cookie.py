@@ -1,8 +1,10 @@
 """The stateless State Cookie (RFC 9260 §5.1.3): everything needed to build the association, MAC'd.
 
 The server keeps nothing between INIT and COOKIE-ECHO; the cookie carries the negotiated parameters and is
-authenticated with HMAC-SHA256 under the endpoint's secret, bound to the peer's address, so it can neither be
-forged nor replayed from elsewhere. ``created`` is the endpoint's clock (the driver's monotonic time).
+authenticated with HMAC-SHA256 under the endpoint's secret and bound to the peer's whole UDP address (host and
+port), so it can neither be forged nor replayed from elsewhere: not even from another UDP port of the same host,
+which would otherwise turn one cookie into a second association (RFC 6951 makes the UDP port part of where an
+association lives). ``created`` is the endpoint's clock (the driver's monotonic time).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import hashlib
 import hmac
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 _BODY = struct.Struct("!BdIIIIIIHHHHII")
+_PORT = struct.Struct("!H")
 _MAC_LEN = 32
 COOKIE_LEN = _BODY.size + _MAC_LEN
 _VERSION = 1
@@ -37,11 +41,14 @@ class Cookie:
     tie_peer: int
 
 
-def _mac(secret: bytes, body: bytes, peer_host: str) -> bytes:
-    return hmac.new(secret, body + peer_host.encode(), hashlib.sha256).digest()
+def _mac(secret: bytes, body: bytes, peer: tuple[Any, ...]) -> bytes:
+    # the port as two fixed bytes after the host: no (host, port) pair can spell another's MAC input
+    bound = str(peer[0]).encode() + _PORT.pack(int(peer[1]) & 0xFFFF)
+    return hmac.new(secret, body + bound, hashlib.sha256).digest()
 
 
-def encode(cookie: Cookie, secret: bytes, peer_host: str) -> bytes:
+def encode(cookie: Cookie, secret: bytes, peer: tuple[Any, ...]) -> bytes:
+    """The cookie for the peer at UDP address ``peer`` (host, port, ...)."""
     body = _BODY.pack(
         _VERSION,
         cookie.created,
@@ -58,15 +65,15 @@ def encode(cookie: Cookie, secret: bytes, peer_host: str) -> bytes:
         cookie.tie_local,
         cookie.tie_peer,
     )
-    return body + _mac(secret, body, peer_host)
+    return body + _mac(secret, body, peer)
 
 
-def decode(data: bytes, secret: bytes, peer_host: str) -> Cookie | None:
+def decode(data: bytes, secret: bytes, peer: tuple[Any, ...]) -> Cookie | None:
     """The cookie if it is ours and untampered, else None. Staleness is the caller's check."""
     if len(data) != COOKIE_LEN:
         return None
     body = data[: _BODY.size]
-    if not hmac.compare_digest(data[_BODY.size :], _mac(secret, body, peer_host)):
+    if not hmac.compare_digest(data[_BODY.size :], _mac(secret, body, peer)):
         return None
     version, *fields = _BODY.unpack(body)
     if version != _VERSION:

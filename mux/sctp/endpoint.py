@@ -5,6 +5,12 @@ verification tag, and answers what has no association without keeping state: INI
 carrying an HMAC'd cookie, a valid COOKIE-ECHO is offered to ``admit`` (the server's pool) before any
 state exists, and other out-of-the-blue packets are handled per RFC 9260 §8.4. Nothing a peer sends
 raises out of ``receive_datagram``; what is dropped is counted in ``stats``.
+
+A packet from a new UDP port of a known peer that carries an association's own tag moves the
+association there (RFC 6951 §5.4, a NAT rebinding); an index by local tag finds it, so local tags are
+unique per endpoint. What a spoofable packet can make us send or keep is bounded: stateless replies
+queue at most ``_MAX_STATELESS`` datagrams, and an INIT-ACK reports at most
+``MAX_UNRECOGNIZED_REPORT`` bytes of unrecognized parameters.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from mux.logs import limited_log
 from mux.sctp import cookie as ck
 from mux.sctp import events as ev
 from mux.sctp.association import CLOSED, COOKIE_ECHOED, COOKIE_WAIT, SHUTDOWN_ACK_SENT, Addr, Association
@@ -51,6 +58,18 @@ log = logging.getLogger("mux.sctp")
 Admit = Callable[[Addr], "bool | None"]
 _MAX_COOKIE_EXTENSION_MS = 60_000
 _HANDSHAKING = (COOKIE_WAIT, COOKIE_ECHOED)
+#: stateless replies (INIT-ACK, §8.4 answers) held until the driver drains them: a flood cannot queue more
+_MAX_STATELESS = 1024
+#: Unrecognized Parameters an INIT-ACK reports, in bytes as sent (each wrapped in its Unrecognized Parameter
+#: TLV), whole parameters only. An INIT costs nothing to spoof, so the answer must not grow with it: with this
+#: cap an INIT-ACK is at most 376 bytes (12 common header + 20 INIT-ACK + 88 state cookie + 256), one small
+#: datagram whatever the INIT, and never more than 3.75 times the INIT (a bare 32-byte INIT's own ratio).
+#: An honest peer's reportable extensions take a few dozen bytes, so nothing it needs to learn is lost.
+MAX_UNRECOGNIZED_REPORT = 256
+#: after following a peer to a new UDP port, packets from its other ports are processed but do not move it
+#: again for this long: a packet reordered across the rebinding does not flap the association back, and a
+#: peer alternating ports makes at most one ``PeerAddressChanged`` per association per second
+PORT_HOLD_DOWN = 1.0
 
 
 def _key(addr: Addr, port: int) -> tuple[Any, ...]:
@@ -67,17 +86,26 @@ class Endpoint:
         admit: Admit | None = None,
         rng: random.Random | None = None,
         hold: bool = False,
+        listening: bool = True,
     ) -> None:
         self.config = config
         #: new server associations wait for ``Association.proceed`` (the application's new_conn)
         self.hold = hold
+        #: False for a client's endpoint: an INIT that starts nothing we know of is refused with a small
+        #: ABORT (RFC 9260 §8.4 3) instead of drawing an INIT-ACK and a cookie nobody can ever use
+        self.listening = listening
         self.local_port = local_port
         self._secret = secret or os.urandom(32)
         self._admit = admit
         self._rng = rng or random.SystemRandom()
         self._assocs: dict[tuple[Any, ...], Association] = {}
+        #: live associations by their local verification tag (unique per endpoint; see ``_new_tag``)
+        self._by_tag: dict[int, Association] = {}
+        self._tag_of: dict[Association, int] = {}
+        #: when an association last followed its peer to a new UDP port (``PORT_HOLD_DOWN``)
+        self._moved_at: dict[Association, float] = {}
         self._out: list[tuple[bytes, Addr]] = []
-        self._events: deque[ev.NewAssociation] = deque()
+        self._events: deque[ev.EndpointEvent] = deque()
         self.stats: dict[str, int] = {
             "rx": 0,
             "malformed": 0,
@@ -94,13 +122,17 @@ class Endpoint:
             "accepted": 0,
             "restarts": 0,
             "collisions": 0,
+            "port_changes": 0,
+            "port_changes_held": 0,
+            "init_report_capped": 0,
+            "stateless_dropped": 0,
         }
 
     @property
     def associations(self) -> Iterable[Association]:
         return self._assocs.values()
 
-    def next_event(self) -> ev.NewAssociation | None:
+    def next_event(self) -> ev.EndpointEvent | None:
         return self._events.popleft() if self._events else None
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
@@ -116,7 +148,10 @@ class Endpoint:
         assoc = Association(
             self.config, local_port=self.local_port, remote_port=remote_port, peer_addr=addr, rng=self._rng
         )
+        if assoc.local_vtag in self._by_tag:
+            assoc.local_vtag = self._new_tag()  # before connect: the INIT carries it
         self._assocs[key] = assoc
+        self._index(assoc)
         assoc.connect(now)
         return assoc
 
@@ -124,6 +159,28 @@ class Endpoint:
         key = _key(assoc.peer_addr, assoc.remote_port)
         if self._assocs.get(key) is assoc:
             del self._assocs[key]
+        self._unindex(assoc)
+        self._moved_at.pop(assoc, None)
+
+    def _new_tag(self) -> int:
+        """A local verification tag no live association of ours uses (the key of ``_by_tag``)."""
+        tag = self._rng.randrange(1, 1 << 32)
+        while tag in self._by_tag:
+            tag = self._rng.randrange(1, 1 << 32)
+        return tag
+
+    def _index(self, assoc: Association) -> None:
+        tag = assoc.local_vtag
+        # Two cookies in flight may carry the same tag (each was unique when its INIT-ACK left); the later
+        # association then goes unindexed: it works, it only cannot follow a port change.
+        if tag not in self._by_tag:
+            self._by_tag[tag] = assoc
+            self._tag_of[assoc] = tag
+
+    def _unindex(self, assoc: Association) -> None:
+        tag = self._tag_of.pop(assoc, None)
+        if tag is not None and self._by_tag.get(tag) is assoc:
+            del self._by_tag[tag]
 
     # -- receive --------------------------------------------------------------------------------------------
 
@@ -138,9 +195,11 @@ class Endpoint:
             return None
         try:
             return self._dispatch(packet, addr, now)
-        except Exception:  # a bug of ours must not take the endpoint down with one packet
+        except Exception as exc:  # a bug of ours must not take the endpoint down with one packet
             stats["malformed"] += 1
-            log.exception("sctp packet from %s dropped", addr)
+            stats["internal_errors"] = stats.get("internal_errors", 0) + 1
+            # the traceback is ours to fix, but a peer repeating the packet must not fill the log with it
+            limited_log(log, logging.ERROR, "sctp.internal", "sctp packet from %s dropped", addr, exc_info=exc)
             return None
 
     def _dispatch(self, packet: Packet, addr: Addr, now: float) -> Association | None:
@@ -164,7 +223,9 @@ class Endpoint:
             return None
         if kind is CookieEchoChunk:
             return self._on_cookie_echo(packet, first, addr, assoc, now)  # type: ignore[arg-type]
-        if assoc is None or assoc.state == CLOSED or (kind is ShutdownAckChunk and assoc.state in _HANDSHAKING):
+        if assoc is None or assoc.state == CLOSED:
+            assoc = self._follow(packet, first, addr, now)
+        if assoc is None or (kind is ShutdownAckChunk and assoc.state in _HANDSHAKING):
             # §8.5.1 E: a SHUTDOWN-ACK while we handshake is out of the blue whatever its tag; the
             # SHUTDOWN-COMPLETE it draws frees a peer still closing our previous association
             self._ootb(packet, addr)
@@ -172,9 +233,44 @@ class Endpoint:
         assoc.receive_packet(packet, addr, now)
         return assoc
 
+    def _follow(self, packet: Packet, first: Any, addr: Addr, now: float) -> Association | None:
+        """The association a packet from an unknown UDP port belongs to, moved there (RFC 6951 §5.4), or None.
+
+        Only a packet that proves itself moves one: the association's own local tag (found by the tag
+        index), from the same host and SCTP port. INIT and COOKIE-ECHO never get here, and a T-bit ABORT or
+        SHUTDOWN-COMPLETE carries a reflected tag that proves nothing; a SHUTDOWN-ACK while we handshake is
+        out of the blue whatever its tag (§8.5.1 E).
+        """
+        assoc = self._by_tag.get(packet.vtag)
+        if assoc is None or assoc.local_vtag != packet.vtag or assoc.state == CLOSED:
+            return None
+        previous = assoc.peer_addr
+        if previous[0] != addr[0] or assoc.remote_port != packet.src_port:
+            return None
+        kind = type(first)
+        if (kind is AbortChunk or kind is ShutdownCompleteChunk) and first.t_bit:
+            return None
+        if kind is ShutdownAckChunk and assoc.state in _HANDSHAKING:
+            return None
+        moved = self._moved_at.get(assoc)
+        if moved is not None and now - moved < PORT_HOLD_DOWN:
+            self.stats["port_changes_held"] += 1  # processed where it came from; replies still go to the new port
+            return assoc
+        old_key = _key(previous, assoc.remote_port)
+        if self._assocs.get(old_key) is assoc:
+            del self._assocs[old_key]
+        assoc.peer_addr = addr
+        self._assocs[_key(addr, packet.src_port)] = assoc
+        self._moved_at[assoc] = now
+        self.stats["port_changes"] += 1
+        self._events.append(ev.PeerAddressChanged(assoc, tuple(previous)))
+        return assoc
+
     def _reply(self, addr: Addr, src_port: int, vtag: int, chunks: list[Any]) -> None:
-        if len(self._out) < 1024:  # stateless replies are bounded: a flood cannot queue without limit
+        if len(self._out) < _MAX_STATELESS:
             self._out.append((serialize_packet(self.local_port, src_port, vtag, chunks), addr))
+        else:
+            self.stats["stateless_dropped"] += 1
 
     def _ootb(self, packet: Packet, addr: Addr) -> None:
         """§8.4: out-of-the-blue packets."""
@@ -198,20 +294,34 @@ class Endpoint:
         if init.initiate_tag == 0 or init.num_ostreams == 0 or init.max_instreams == 0:
             stats["bad_init"] += 1  # RFC 9260 §3.3.2: silently discard
             return
+        live = assoc is not None and assoc.state != CLOSED
+        if not live and not self.listening:
+            stats["refused"] += 1  # §8.4 3: the ABORT carries the INIT's tag, T bit clear
+            self._reply(addr, packet.src_port, init.initiate_tag, [AbortChunk()])
+            return
         unrecognized: list[Param] = []
+        room = MAX_UNRECOGNIZED_REPORT
+        capped = False
         extension_ms = 0
         for param in init.params:
             if type(param) is UnknownParam:
                 stop, report = param_action(param.type)
-                if report:
-                    unrecognized.append(UnrecognizedParam(param.serialize()))
+                if report and not capped:
+                    # wrapped size: our TLV header around the padded parameter, as it goes on the wire
+                    size = 4 + ((4 + len(param.value) + 3) & ~3)
+                    if size <= room:
+                        unrecognized.append(UnrecognizedParam(param.serialize()))
+                        room -= size
+                    else:
+                        capped = True  # whole parameters, in order: the report is a prefix of what was there
+                        stats["init_report_capped"] += 1
                 if stop:
                     break
             elif type(param) is CookiePreservativeParam:
                 extension_ms = min(param.increment_ms, _MAX_COOKIE_EXTENSION_MS)
         config = self.config
         tie_local = tie_peer = 0
-        if assoc is not None and assoc.state != CLOSED:
+        if assoc is not None and live:
             if assoc.state == SHUTDOWN_ACK_SENT:
                 # §9.2: an INIT while we finish closing gets our SHUTDOWN-ACK again
                 self._reply(addr, packet.src_port, assoc.peer_vtag, [ShutdownAckChunk()])
@@ -222,11 +332,11 @@ class Endpoint:
                 tie_local = assoc.local_vtag
             else:
                 # §5.2.2: a peer restarting (or colliding late): new tags, the current ones as tie-tags
-                local_tag = self._rng.randrange(1, 1 << 32)
+                local_tag = self._new_tag()
                 local_tsn = self._rng.randrange(0, 1 << 32)
                 tie_local, tie_peer = assoc.local_vtag, assoc.peer_vtag
         else:
-            local_tag = self._rng.randrange(1, 1 << 32)
+            local_tag = self._new_tag()
             local_tsn = self._rng.randrange(0, 1 << 32)
         cookie = ck.Cookie(
             created=now,
@@ -243,7 +353,7 @@ class Endpoint:
             tie_local=tie_local,
             tie_peer=tie_peer,
         )
-        params: list[Param] = [StateCookieParam(ck.encode(cookie, self._secret, str(addr[0])))]
+        params: list[Param] = [StateCookieParam(ck.encode(cookie, self._secret, addr))]
         params.extend(unrecognized)
         ack = InitAckChunk(local_tag, config.recbuf, config.num_ostreams, config.max_instreams, local_tsn, params)
         self._reply(addr, packet.src_port, init.initiate_tag, [ack])
@@ -252,7 +362,7 @@ class Endpoint:
         self, packet: Packet, echo: CookieEchoChunk, addr: Addr, assoc: Association | None, now: float
     ) -> Association | None:
         stats = self.stats
-        cookie = ck.decode(echo.cookie, self._secret, str(addr[0]))
+        cookie = ck.decode(echo.cookie, self._secret, addr)
         if cookie is None or cookie.local_port != self.local_port or cookie.peer_port != packet.src_port:
             stats["bad_cookie"] += 1  # §5.1.5: silently discard
             return None
@@ -270,7 +380,9 @@ class Endpoint:
             action = assoc.handle_cookie_echo(cookie, now)
             if action == "restart":
                 stats["restarts"] += 1
+                self._unindex(assoc)
                 assoc.restart(cookie, now)
+                self._index(assoc)
             elif action == "collision":
                 stats["collisions"] += 1
             elif action == "discard":
@@ -290,6 +402,7 @@ class Endpoint:
             self.remove(assoc)
         assoc = Association.from_cookie(self.config, cookie, peer_addr=addr, now=now, rng=self._rng, hold=self.hold)
         self._assocs[_key(addr, packet.src_port)] = assoc
+        self._index(assoc)
         stats["accepted"] += 1
         self._events.append(ev.NewAssociation(assoc))
         if rest:

@@ -76,6 +76,18 @@ class NewAssociation:
     association: Association
 
 
+@dataclass(slots=True)
+class PeerAddressChanged:
+    """Endpoint event: a packet carrying this association's own tag came from a new UDP port of the peer's host,
+    and the association now sends there (RFC 6951 §5.4: a NAT rebinding). ``previous`` is where it sent before."""
+
+    association: Association
+    previous: tuple[object, ...]
+
+
+#: what ``Endpoint.next_event()`` reports
+EndpointEvent = NewAssociation | PeerAddressChanged
+
 Event = (
     AssociationUp
     | AssociationRestarted

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mux import transport as t
 from mux.pool import AcceptorPool, Admission
+from mux.sctp import events as se
 from mux.sctp.association import Association
 from mux.sctp.connection import SctpTransportConnection
 from mux.sctp.endpoint import Endpoint
@@ -61,7 +63,12 @@ class SctpListener:
         if endpoint._events:
             event = endpoint.next_event()
             while event is not None:
-                self._new_association(event.association)
+                if type(event) is se.NewAssociation:
+                    self._new_association(event.association)
+                else:
+                    conn = self._conns.get(event.association)
+                    if conn is not None:
+                        address_changed(conn)
                 event = endpoint.next_event()
         if assoc is not None:
             conn = self._conns.get(assoc)
@@ -72,7 +79,11 @@ class SctpListener:
     def _new_association(self, assoc: Association) -> None:
         assert self.driver is not None
         conn = SctpTransportConnection(
-            assoc, self.driver, high_water=self.options.sndbuf // 2, on_finished=self._finished
+            assoc,
+            self.driver,
+            high_water=self.options.sndbuf // 2,
+            on_finished=self._finished,
+            counters=self.endpoint.stats,
         )
         self._conns[assoc] = conn
         props: dict[str, Any] = {"transport": "sctp", "peer": assoc.peer_addr, "listener": self.name}
@@ -86,3 +97,14 @@ class SctpListener:
     def _finished(self, conn: SctpTransportConnection) -> None:
         self._conns.pop(conn.assoc, None)
         self.endpoint.remove(conn.assoc)
+
+
+def address_changed(conn: SctpTransportConnection) -> None:
+    """The peer moved to a new UDP port (``se.PeerAddressChanged``): tell the behaviour, once it has the connection.
+
+    A held association (``new_conn`` not yet returned) says nothing: its ``connected`` props will carry the
+    new address anyway, and ``peer_address_changed`` before ``connected`` would be out of order.
+    """
+    sink = conn.sink
+    if sink is not None and not conn.finished and not conn.assoc.on_hold:
+        sink.deliver(t.AddressChanged(conn.peer_address))

@@ -1,0 +1,215 @@
+"""Whole user messages out of received DATA chunks, in SSN order per stream where ordered, and what they cost.
+
+**Fragments** (RFC 9260 §6.9) carry consecutive TSNs from their message's B chunk to its E chunk. Held fragments
+form *runs*: maximal stretches of consecutive TSNs. Each run knows its first E and its last B. Because a message is
+taken out the moment it is complete, every E in a run comes before every B in it, so a fragment arriving at TSN t
+can complete one message at most: from the last B of the run ending at t - 1 (or t itself) to the first E of the
+run starting at t + 1 (or t). Both are found in O(1) from the two neighbouring runs, never by walking fragments,
+and taking a message out costs one step per fragment, once. Whatever order a peer sends fragments in, each costs
+O(1) amortised. (A run's first E matters only for a fragment arriving just before it, its last B only for one just
+after it; next to a TSN that is gone, neither can happen, so neither needs updating there.)
+
+**Accounting.** ``held`` charges everything received and not yet consumed by the application (``consumed``) at what
+it costs in memory: its bytes plus ``CHUNK_COST`` per held fragment, or ``MESSAGE_COST`` per message waiting for an
+earlier SSN or delivered and not yet consumed (the chunk, event and mailbox objects around the bytes). The
+association advertises ``recbuf - held`` as its window, so tiny fragments or messages exhaust a peer's window when
+they exhaust the memory set aside for it, instead of costing eight times what they are charged.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from mux.sctp import events as ev
+from mux.sctp.chunks import DataChunk
+
+#: bytes charged per held fragment on top of its payload: the parsed DataChunk, its bytes object, its entries in
+#: the fragment and run maps and, at worst, a run of its own (measured with tracemalloc, tests/test_sctp_rx.py)
+CHUNK_COST = 448
+#: bytes charged per complete message on top of its payload, while it waits for an earlier SSN or for the
+#: application: its bytes object, the DataReceived event, the mailbox's StreamData and props dict (measured too)
+MESSAGE_COST = 384
+
+
+class _Run:
+    """Held fragments with consecutive TSNs ``start``..``end``; ``first_e``/``last_b`` are TSNs or None."""
+
+    __slots__ = ("end", "first_e", "last_b", "start")
+
+    def __init__(self, start: int, end: int, first_e: int | None, last_b: int | None) -> None:
+        self.start = start
+        self.end = end
+        self.first_e = first_e
+        self.last_b = last_b
+
+
+class BadFragments(Exception):
+    """The fragments of one message disagree on stream, ordering or SSN: a protocol violation."""
+
+
+class Reassembly:
+    def __init__(self, inbound_streams: int, events: deque[Any], stats: dict[str, int]) -> None:
+        #: bytes charged for everything received and not yet consumed (the window's complement)
+        self.held = 0
+        #: the part of ``held`` still here: fragments and ordered messages waiting for an earlier SSN
+        self.assembling = 0
+        #: user bytes in held fragments (a message bigger than the window can never complete)
+        self.fragment_bytes = 0
+        self._frags: dict[int, DataChunk] = {}  # by unwrapped TSN
+        self._by_start: dict[int, _Run] = {}
+        self._by_end: dict[int, _Run] = {}
+        self._ssn = [0] * max(inbound_streams, 1)
+        self._waiting: dict[int, dict[int, tuple[bytes, int]]] = {}
+        self._events = events
+        self._stats = stats
+
+    @property
+    def fragments(self) -> int:
+        return len(self._frags)
+
+    def reset(self, inbound_streams: int) -> None:
+        """The peer restarted: drop what is held here; what the application holds stays charged until consumed."""
+        self.held -= self.assembling
+        self.assembling = 0
+        self.fragment_bytes = 0
+        self._frags.clear()
+        self._by_start.clear()
+        self._by_end.clear()
+        self._waiting.clear()
+        self._ssn = [0] * max(inbound_streams, 1)
+
+    def set_streams(self, inbound_streams: int) -> None:
+        self._ssn = [0] * max(inbound_streams, 1)
+
+    def consumed(self, nbytes: int) -> None:
+        """The application is done with one delivered message of ``nbytes``."""
+        self.held -= nbytes + MESSAGE_COST
+
+    # -- input ------------------------------------------------------------------------------------------------
+
+    def message(self, c: DataChunk) -> None:
+        """A whole message in one chunk (B and E set)."""
+        if c.unordered:
+            self.deliver(c.stream_id, c.data, c.ppid, True)
+        else:
+            self.ordered(c.stream_id, c.ssn, c.data, c.ppid)
+
+    def fragment(self, t: int, c: DataChunk) -> None:
+        """Hold fragment ``c`` at unwrapped TSN ``t`` and take out the message it completes, if any.
+
+        Raises ``BadFragments`` when that message's fragments disagree.
+        """
+        data = c.data
+        cost = len(data) + CHUNK_COST
+        self.held += cost
+        self.assembling += cost
+        self.fragment_bytes += len(data)
+        self._frags[t] = c
+        left = self._by_end.pop(t - 1, None)
+        right = self._by_start.pop(t + 1, None)
+        if left is not None:
+            del self._by_start[left.start]
+        if right is not None:
+            del self._by_end[right.end]
+        b = t if c.beginning else (left.last_b if left is not None else None)
+        e = t if c.ending else (right.first_e if right is not None else None)
+        start = left.start if left is not None else t
+        end = right.end if right is not None else t
+        if b is None or e is None:
+            first_e: int | None
+            last_b: int | None
+            if left is not None and left.first_e is not None:
+                first_e = left.first_e
+            elif c.ending:
+                first_e = t
+            else:
+                first_e = right.first_e if right is not None else None
+            if right is not None and right.last_b is not None:
+                last_b = right.last_b
+            elif c.beginning:
+                last_b = t
+            else:
+                last_b = left.last_b if left is not None else None
+            self._add_run(_Run(start, end, first_e, last_b))
+            return
+        # the message b..e is complete; what remains on either side cannot grow across it
+        if b > start:
+            assert left is not None
+            self._add_run(_Run(start, b - 1, left.first_e, None))
+        if e < end:
+            assert right is not None
+            self._add_run(_Run(e + 1, end, None, right.last_b))
+        self._take(b, e)
+
+    def _add_run(self, run: _Run) -> None:
+        self._by_start[run.start] = run
+        self._by_end[run.end] = run
+
+    def _take(self, b: int, e: int) -> None:
+        frags = self._frags
+        first = frags.pop(b)
+        parts = [first.data]
+        released = len(first.data) + CHUNK_COST
+        sid, unordered, ssn = first.stream_id, first.unordered, first.ssn
+        consistent = True
+        for t in range(b + 1, e + 1):
+            piece = frags.pop(t)
+            parts.append(piece.data)
+            released += len(piece.data) + CHUNK_COST
+            if piece.stream_id != sid or piece.unordered != unordered or (not unordered and piece.ssn != ssn):
+                consistent = False
+        self.held -= released
+        self.assembling -= released
+        self.fragment_bytes -= sum(len(p) for p in parts)
+        if not consistent:
+            raise BadFragments("fragments of one message disagree")
+        data = b"".join(parts)
+        if unordered:
+            self.deliver(sid, data, first.ppid, True)
+        else:
+            self.ordered(sid, ssn, data, first.ppid)
+
+    # -- output -----------------------------------------------------------------------------------------------
+
+    def deliver(self, sid: int, data: bytes, ppid: int, unordered: bool) -> None:
+        self.held += len(data) + MESSAGE_COST
+        self._stats["messages_received"] += 1
+        self._events.append(ev.DataReceived(sid, data, ppid, unordered))
+
+    def ordered(self, sid: int, ssn: int, data: bytes, ppid: int) -> None:
+        """Deliver a complete ordered message in SSN order, or keep it until the ones before it have come."""
+        expected = self._ssn[sid]
+        if ssn == expected and not self._waiting:  # the common case, inlined
+            self._ssn[sid] = (expected + 1) & 0xFFFF
+            self.held += len(data) + MESSAGE_COST
+            self._stats["messages_received"] += 1
+            self._events.append(ev.DataReceived(sid, data, ppid, False))
+            return
+        if ssn == expected:
+            self.deliver(sid, data, ppid, False)
+            expected = (expected + 1) & 0xFFFF
+            waiting = self._waiting.get(sid)
+            if waiting:
+                events, stats = self._events, self._stats
+                while expected in waiting:
+                    wdata, wppid = waiting.pop(expected)
+                    self.assembling -= len(wdata) + MESSAGE_COST  # still held: now by the application
+                    stats["messages_received"] += 1
+                    events.append(ev.DataReceived(sid, wdata, wppid, False))
+                    expected = (expected + 1) & 0xFFFF
+                if not waiting:
+                    del self._waiting[sid]
+            self._ssn[sid] = expected
+            return
+        waiting = self._waiting.setdefault(sid, {})
+        if ((ssn - expected) & 0xFFFF) >= 0x8000 or ssn in waiting:
+            # an SSN already delivered or already waiting: a broken peer repeated a message under a new TSN
+            self._stats["duplicate_ssns"] = self._stats.get("duplicate_ssns", 0) + 1
+            if not waiting:
+                del self._waiting[sid]
+            return
+        cost = len(data) + MESSAGE_COST
+        self.held += cost
+        self.assembling += cost
+        waiting[ssn] = (data, ppid)
