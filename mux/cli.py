@@ -7,7 +7,7 @@ import logging
 import sys
 
 from mux import config as cfg
-from mux import logs
+from mux import logs, preflight
 from mux.loop import run as run_loop
 
 log = logging.getLogger("mux.cli")
@@ -15,31 +15,35 @@ log = logging.getLogger("mux.cli")
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        config = cfg.load(args.config)
+        config = preflight.load(args.config)
     except cfg.ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    names = ", ".join(f"{cfg.listener_name(lst)} ({lst.transport} {lst.host}:{lst.port})" for lst in config.listeners)
+    names = ", ".join(
+        f"{cfg.listener_name(lst)} ({lst.transport} {preflight.host_port(lst.host, lst.port)})"
+        for lst in config.listeners
+    )
     print(f"{args.config}: ok: behaviour {config.behaviour}; listeners: {names}")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        config = cfg.load(args.config)
+        config = preflight.load(args.config)  # everything that can fail before a socket is bound
     except cfg.ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
     logs.setup(args.log_level or config.logging.level, args.log_format or config.logging.format)
 
     async def main() -> int:
-        from mux.server import Server
+        from mux.server import Server, StartError
 
         server = Server(config)
         try:
             await server.serve_forever()
-        except OSError as exc:
+        except StartError as exc:
             log.error("cannot start: %s", exc)
+            log.debug("cannot start", exc_info=exc.__cause__)
             return 1
         return 0
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
+from mux import preflight
 from mux.behaviour import ConnectionBehaviour
 from mux.client import connect
 from mux.connection import Connection
@@ -47,6 +50,37 @@ class LineClient(ConnectionBehaviour):
         self.peer_done.set()
 
 
+def file_problems(url: str, options: dict[str, Any]) -> list[str]:
+    """The QUIC files a client reads, checked before connecting.
+
+    aioquic opens the CA file only when the server's certificate arrives, and a bad one then raises
+    out of the datagram callback mid-handshake: say what is wrong with it up front instead.
+    """
+    if url.split(":", 1)[0] != "quic":
+        return []
+    query = dict(parse_qsl(urlsplit(url).query))
+
+    def named(key: str) -> tuple[Path | None, str]:
+        if key in options:
+            return Path(options[key]), f"--{key}"
+        return (Path(query[key]), key) if key in query else (None, key)
+
+    problems = preflight.Problems()
+    cafile, ca_where = named("cacertfile")
+    if cafile is not None:
+        preflight.check_ca_file(cafile, ca_where, problems)
+    certfile, cert_where = named("certfile")
+    keyfile, key_where = named("keyfile")
+    if certfile is not None:
+        preflight.check_certificate_chain(certfile, keyfile, problems, cert_where, key_where)
+    elif keyfile is not None:
+        problems.add(key_where, "set without certfile; expected both")
+    ticket, ticket_where = named("session_ticket_file")
+    if ticket is not None:
+        preflight.check_writable(ticket, ticket_where, False, problems)
+    return [f"{key}: {message}" for key, message in problems.items]
+
+
 async def run_client(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     scheme = args.url.split(":", 1)[0]
@@ -59,6 +93,10 @@ async def run_client(args: argparse.Namespace) -> int:
             options["cacertfile"] = args.cacertfile
     if scheme == "sctp" and args.sctp_port is not None:
         options["sctp_port"] = args.sctp_port
+    problems = file_problems(args.url, options)
+    if problems:
+        print("\n".join(f"mux client: {problem}" for problem in problems), file=sys.stderr)
+        return 2
     behaviour = LineClient()
     try:
         conn = await connect(behaviour, args.url, options=options)

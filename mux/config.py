@@ -6,8 +6,11 @@ Every error names the file, the key path and what was expected, in one message, 
 from __future__ import annotations
 
 import importlib
+import os
+import sysconfig
 from functools import cache
 from pathlib import Path
+from types import TracebackType
 from typing import Annotated, Any, Literal, Union
 
 import yaml
@@ -58,23 +61,86 @@ def _server_model() -> type[StrictModel]:
 ServerConfig = _server_model()
 
 
+class BehaviourError(ValueError):
+    """The behaviour named in a config cannot be used; ``str()`` is the message after ``behaviour:``."""
+
+
 def import_behaviour(path: str) -> type[ConnectionBehaviour]:
-    """Import ``package.module:Class`` (or ``package.module.Class``)."""
+    """Import ``package.module:Class`` (or ``package.module.Class``); raises BehaviourError."""
     module_name, sep, attr = path.partition(":")
     if not sep:
         module_name, _, attr = path.rpartition(".")
     if not module_name or not attr:
-        raise ValueError(f"expected 'package.module:Class', got {path!r}")
+        raise BehaviourError(f"expected 'package.module:Class', got {path!r}")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import module {module_name!r}: {exc}") from None
+    except (Exception, SystemExit) as exc:
+        # the user's module ran and failed: point at its line; else the module itself is not there
+        raise BehaviourError(_import_failure(module_name, exc)) from None
     cls = getattr(module, attr, None)
     if cls is None:
-        raise ValueError(f"module {module_name!r} has no attribute {attr!r}")
+        raise BehaviourError(f"module {module_name!r} has no attribute {attr!r}")
     if not (isinstance(cls, type) and issubclass(cls, ConnectionBehaviour)):
-        raise ValueError(f"{path!r} is not a subclass of mux.ConnectionBehaviour")
+        raise BehaviourError(f"{path!r} is not a subclass of mux.ConnectionBehaviour")
     return cls
+
+
+def _shown_path(filename: str) -> str:
+    """Relative to the working directory when under it (as a user would type it), else as is."""
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:
+        return filename
+    return filename if relative.startswith("..") else relative
+
+
+def _import_failure(module_name: str, exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        return f"{_shown_path(exc.filename)}:{exc.lineno}: {type(exc).__name__}: {_capped(str(exc.msg))}"
+    summary = f"{type(exc).__name__}: {_capped(str(exc))}"
+    frames = [
+        (tb.tb_frame.f_globals.get("__name__"), tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        for tb in _tracebacks(exc.__traceback__)[1:]  # the first is import_behaviour's own frame
+    ]
+    user = [
+        (name, filename, line)
+        for name, filename, line in frames
+        if not filename.startswith("<frozen ") and name != "importlib" and not str(name).startswith("importlib.")
+    ]
+    if not user:
+        # nothing of the user's ran: the module (or a parent package) was not found
+        return f"cannot import module {module_name!r}: {_capped(str(exc))}"
+    # the module's own deepest frame, else its parent package's, else the deepest that ran
+    owners = [module_name] + [module_name.rsplit(".", n)[0] for n in range(1, module_name.count(".") + 1)]
+    for owner in owners:
+        mine = [(filename, line) for name, filename, line in user if name == owner]
+        if mine:
+            filename, line = mine[-1]
+            break
+    else:
+        _, filename, line = user[-1]
+    # and where it was raised, when that is in the user's code too (a helper module it imports)
+    theirs = [(f, n) for _, f, n in user if not f.startswith(_LIBRARY_PATHS)]
+    if theirs and theirs[-1] != (filename, line):
+        summary += f" (raised at {_shown_path(theirs[-1][0])}:{theirs[-1][1]})"
+    return f"{_shown_path(filename)}:{line}: {summary}"
+
+
+_LIBRARY_PATHS = tuple({sysconfig.get_paths()[key] + os.sep for key in ("stdlib", "platstdlib", "purelib", "platlib")})
+
+
+def _tracebacks(tb: TracebackType | None) -> list[TracebackType]:
+    found = []
+    while tb is not None:
+        found.append(tb)
+        tb = tb.tb_next
+    return found
+
+
+def _capped(message: str, limit: int = 200) -> str:
+    """An exception's text can be anything a module chose; one line of sane length."""
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:
@@ -117,9 +183,11 @@ def parse(data: Any, source: str = "<config>") -> Any:
     except ValidationError as exc:
         lines = [f"{source}: {_key_path(tuple(e['loc']))}: {_expected(e)}" for e in exc.errors()]
         raise ConfigError("\n".join(lines)) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply") from None
     try:
         import_behaviour(config.behaviour)  # type: ignore[attr-defined]
-    except ValueError as exc:
+    except BehaviourError as exc:
         raise ConfigError(f"{source}: behaviour: {exc}") from None
     names = [listener_name(lst) for lst in config.listeners]  # type: ignore[attr-defined]
     for i, name in enumerate(names):
@@ -132,20 +200,72 @@ def listener_name(listener: Any) -> str:
     return str(listener.name or f"{listener.transport}:{listener.port}")
 
 
+#: config, certificate and key files are small; /dev/zero given by mistake must not eat the memory
+MAX_FILE_BYTES = 4 << 20
+
+
+class FileTooLarge(Exception):
+    pass
+
+
+def read_bounded(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The whole file, or FileTooLarge past ``limit`` bytes (a device or a wrong path reads forever)."""
+    with path.open("rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(path)
+    return data
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys; a key given twice is a mistake to report, like a typo."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: str | Path) -> Any:
     """Read and validate a YAML server file; raises ConfigError with one clear message."""
     source = str(path)
     try:
-        text = Path(path).read_text()
+        raw = read_bounded(Path(path))
+    except FileTooLarge:
+        raise ConfigError(f"{source}: larger than {MAX_FILE_BYTES >> 20} MiB; expected a server config") from None
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. an embedded NUL in the path
+        raise ConfigError(f"{source}: cannot read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{source}: expected a YAML text file (UTF-8), got byte {raw[exc.start]:#04x} at offset {exc.start}"
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader: no arbitrary objects
+    except yaml.reader.ReaderError as exc:
+        character = f"{exc.character:#06x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise ConfigError(
+            f"{source}: invalid YAML: character {character} at offset {exc.position} is not allowed"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{source}{where}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
+    if data is None:
+        raise ConfigError(f"{source}: the file is empty; expected a mapping with 'behaviour' and 'listeners'")
     return parse(data, source)
 
 

@@ -5,14 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from mux import registry
 from mux.config import import_behaviour, listener_name
 from mux.pool import AcceptorPool, PoolOptions
+from mux.preflight import describe_bind_error, udp_address
 from mux.transport import Listener
 
 log = logging.getLogger("mux.server")
+
+
+class StartError(Exception):
+    """A listener could not start; ``str()`` names it, its address and why, in one line."""
 
 
 class Server:
@@ -21,17 +27,24 @@ class Server:
         behaviour = import_behaviour(config.behaviour)
         self.pool = AcceptorPool(behaviour, dict(config.options), PoolOptions(**config.pool.model_dump()))
         self.listeners: list[Listener] = []
+        self._where: list[str] = []
         for options in config.listeners:
             if options.name is None:
                 options = options.model_copy(update={"name": listener_name(options)})
             plugin = registry.get(options.transport)
             self.listeners.append(plugin.listener(options, self.pool))
+            self._where.append(f"listener {options.name} ({udp_address(options.host, options.port)})")
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
+        """Start every listener, or none: a failure closes those already started and raises StartError."""
         try:
-            for listener in self.listeners:
-                await listener.start()
+            for listener, where in zip(self.listeners, self._where, strict=True):
+                try:
+                    await listener.start()
+                except Exception as exc:  # a bind error, a file gone since the check: one line, no traceback
+                    raise StartError(f"{where}: {describe_bind_error(exc)}") from exc
+                self.pool.add_counters(listener.name, _counters_of(listener))
         except BaseException:
             await self._close_listeners()
             raise
@@ -94,3 +107,16 @@ class Server:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                 loop.remove_signal_handler(signum)
         log.info("stopped: %s", self.pool.info()["total"])
+
+
+def _counters_of(listener: Listener) -> Callable[[], dict[str, int]]:
+    """A listener's counters and its socket driver's, for ``pool.info()``."""
+
+    def counters() -> dict[str, int]:
+        merged = dict(getattr(listener, "counters", None) or {})
+        driver = getattr(listener, "driver", None)
+        if driver is not None:
+            merged.update(driver.counters)
+        return merged
+
+    return counters

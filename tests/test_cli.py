@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -15,6 +16,10 @@ import pytest
 from aioquic.asyncio import connect as aioquic_connect
 from aioquic.quic.configuration import QuicConfiguration
 
+from mux import config as cfg
+from mux.server import Server, StartError
+from tests.conftest import ServerFactory, client_target, listener
+from tests.test_config import SERVER, broken_behaviour, run_mux
 from tests.test_quic import RawEchoClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,3 +102,85 @@ def test_serve_bad_config_exits_with_message(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert f"{bad}: listeners[0].alpn:" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- issue 9: `mux serve` and `mux client` never answer bad input with a traceback ------------------------------
+
+
+@pytest.mark.parametrize("kind", ["binary", "garbage-cert", "syntax", "raising"])
+def test_serve_bad_config_never_prints_a_traceback(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "server.yaml"
+    if kind == "binary":
+        path.write_bytes(bytes(range(256)))
+        expected = f"{path}: expected a YAML text file (UTF-8), got byte 0x80 at offset 128"
+    elif kind == "garbage-cert":
+        garbage = tmp_path / "garbage.pem"
+        garbage.write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+        path.write_text(SERVER + f"  - {{transport: quic, port: 0, alpn: [echo], certfile: {garbage}}}\n")
+        expected = f"{path}: listeners[0].certfile: expected a PEM certificate chain in {garbage}: "
+    else:
+        module_path, text, line, error = broken_behaviour(tmp_path, kind)
+        path.write_text(text)
+        expected = f"{path}: behaviour: {module_path.name}:{line}: {error}"
+    result = run_mux("serve", str(path), cwd=tmp_path, path=tmp_path)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(expected) and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_serve_address_in_use_names_listener_and_address(tmp_path: Path) -> None:
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        path = tmp_path / "server.yaml"
+        path.write_text(
+            SERVER
+            + "  - {name: first, transport: quic, port: 0, alpn: [echo]}\n"
+            + f"  - {{name: taken, transport: sctp, host: 127.0.0.1, port: {port}}}\n"
+        )
+        result = run_mux("serve", str(path), cwd=tmp_path)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1, result.stderr
+    assert f"cannot start: listener taken (udp 127.0.0.1:{port}): address already in use" in result.stderr
+
+
+async def test_server_start_error_closes_what_it_opened() -> None:
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        config = cfg.parse(
+            {
+                "behaviour": "behaviours.echo:Echo",
+                "listeners": [listener("sctp", "open"), listener("quic", "taken", port=port)],
+            }
+        )
+        server = Server(config)
+        with pytest.raises(StartError, match=rf"^listener taken \(udp 127\.0\.0\.1:{port}\): address already in use$"):
+            await server.start()
+    # the listener that did start gave its socket back
+    driver = server.listener("open").driver  # type: ignore[attr-defined]
+    assert driver is not None and driver.sock.fileno() == -1
+
+
+@pytest.mark.parametrize("cafile", ["/nonexistent.pem", "garbage"])
+async def test_client_bad_cacertfile_is_one_message(make_server: ServerFactory, tmp_path: Path, cafile: str) -> None:
+    """aioquic opens the CA file only when the server's certificate arrives: a bad one raised out of the driver."""
+    if cafile == "garbage":
+        cafile = str(tmp_path / "garbage.pem")
+        Path(cafile).write_text("garbage\n")
+    server = await make_server("behaviours.echo:Echo", [listener("quic")])
+    url, _ = client_target(server, "quic")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *["-m", "mux.cli", "client", url, "--alpn", "test", "--cacertfile", cafile, "--wait", "0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    text = stderr.decode()
+    assert "Traceback" not in text, text
+    assert proc.returncode == 2, text
+    assert text.startswith("mux client: --cacertfile: ") and cafile in text and len(text.splitlines()) == 1, text
