@@ -52,6 +52,7 @@ from mux.sctp.chunks import (
 )
 from mux.sctp.packet import Packet, ParseError, parse_packet, serialize_packet
 from mux.sctp.params import ErrorCause, Param, StateCookieParam, UnknownParam
+from tests.sctp_link import DataBuilder
 
 Addr = tuple[str, int]
 MASK = 0xFFFFFFFF
@@ -111,7 +112,7 @@ class SctpReply:
 
 
 @dataclass
-class RawSctpPeer:
+class RawSctpPeer(DataBuilder):
     """One SCTP-over-UDP (RFC 6951) association driven by hand.
 
     ``tag`` is our verification tag (on the server's packets), ``peer_tag`` the server's (on ours).
@@ -320,32 +321,6 @@ class RawSctpPeer:
                 return
 
     # -- chunk builders -----------------------------------------------------------------------------------------
-
-    def data(
-        self,
-        payload: bytes,
-        *,
-        stream_id: int = 0,
-        ppid: int = 0,
-        tsn: int | None = None,
-        ssn: int | None = None,
-        unordered: bool = False,
-        beginning: bool = True,
-        ending: bool = True,
-        immediate: bool = False,
-    ) -> DataChunk:
-        """One DATA chunk; without an explicit ``tsn``/``ssn`` the next ones in sequence are taken."""
-        if tsn is None:
-            tsn = self.next_tsn
-            self.next_tsn = (tsn + 1) & MASK
-        if ssn is None:
-            if unordered:
-                ssn = 0
-            else:
-                ssn = self.ssn.get(stream_id, 0)
-                if ending:
-                    self.ssn[stream_id] = (ssn + 1) & 0xFFFF
-        return DataChunk(tsn, stream_id, ssn, ppid, payload, unordered, beginning, ending, immediate)
 
     def fragments(self, count: int, *, size: int = 1, stream_id: int = 0, begin: bool = True) -> list[DataChunk]:
         """``count`` consecutive fragments of one message that never ends (no E bit on any)."""

@@ -318,26 +318,11 @@ def handshake(net: Network, client: Node, server: Node, max_time: float = 30.0) 
 # -- a hand-driven peer ------------------------------------------------------------------------------------------
 
 
-@dataclass
-class RawPeer:
-    """The far side of one association, speaking raw packets built with the codec.
+class DataBuilder:
+    """DATA chunks in sequence for a hand-driven peer: it keeps ``next_tsn`` and the SSN of each stream."""
 
-    ``tag`` is this peer's own verification tag (what the association must put on its packets) and
-    ``peer_tag`` the association's (what we must put on ours).
-    """
-
-    addr: Addr
-    port: int
-    peer_port: int
-    tag: int
-    peer_tag: int
     next_tsn: int
-    #: the first TSN the association under test will use
-    peer_initial_tsn: int
-    ssn: dict[int, int] = field(default_factory=dict)
-
-    def packet(self, *chunks: Chunk | bytes, vtag: int | None = None) -> bytes:
-        return serialize_packet(self.port, self.peer_port, self.peer_tag if vtag is None else vtag, chunks)
+    ssn: dict[int, int]
 
     def data(
         self,
@@ -364,6 +349,28 @@ class RawPeer:
                 if ending:
                     self.ssn[stream_id] = (ssn + 1) & 0xFFFF
         return DataChunk(tsn, stream_id, ssn, ppid, payload, unordered, beginning, ending, immediate)
+
+
+@dataclass
+class RawPeer(DataBuilder):
+    """The far side of one association, speaking raw packets built with the codec.
+
+    ``tag`` is this peer's own verification tag (what the association must put on its packets) and
+    ``peer_tag`` the association's (what we must put on ours).
+    """
+
+    addr: Addr
+    port: int
+    peer_port: int
+    tag: int
+    peer_tag: int
+    next_tsn: int
+    #: the first TSN the association under test will use
+    peer_initial_tsn: int
+    ssn: dict[int, int] = field(default_factory=dict)
+
+    def packet(self, *chunks: Chunk | bytes, vtag: int | None = None) -> bytes:
+        return serialize_packet(self.port, self.peer_port, self.peer_tag if vtag is None else vtag, chunks)
 
 
 def raw_connect(
@@ -441,3 +448,17 @@ def chunks_of(datagrams: Iterable[bytes | tuple[bytes, Any]]) -> list[Chunk]:
         raw = d[0] if isinstance(d, tuple) else d
         out.extend(parse_packet(raw).chunks)
     return out
+
+
+def init_ack_for(server: Endpoint, addr: Addr, now: float, *, port: int = 6000, tag: int = 0x55) -> InitAckChunk:
+    """The INIT-ACK ``server`` answers a bare INIT from ``addr`` with (nothing else is kept or sent)."""
+    init = InitChunk(tag, 65536, 4, 4, 1, [])
+    server.receive_datagram(serialize_packet(port, server.local_port, 0, [init]), addr, now)
+    ((data, _addr),) = server.datagrams_to_send(now)
+    ack = parse_packet(data).chunks[0]
+    assert isinstance(ack, InitAckChunk)
+    return ack
+
+
+def cookie_of(ack: InitAckChunk) -> bytes:
+    return next(p.cookie for p in ack.params if isinstance(p, StateCookieParam))

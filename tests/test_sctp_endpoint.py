@@ -42,7 +42,19 @@ from mux.sctp.params import (
     UnrecognizedParam,
     stale_cookie_cause,
 )
-from tests.sctp_link import Network, Node, RawPeer, Sent, Verdict, chunks_of, drain, handshake, raw_connect
+from tests.sctp_link import (
+    Network,
+    Node,
+    RawPeer,
+    Sent,
+    Verdict,
+    chunks_of,
+    cookie_of,
+    drain,
+    handshake,
+    init_ack_for,
+    raw_connect,
+)
 
 A = ("10.0.0.1", 40001)
 B = ("10.0.0.2", 40002)
@@ -202,23 +214,10 @@ def test_invalid_init_is_discarded_without_state(chunks: list[Any], vtag: int) -
 # -- cookies -----------------------------------------------------------------------------------------------------
 
 
-def _init_ack_for(server: Endpoint, tag: int = 0x55, now: float = NOW, addr: tuple[str, int] = A) -> InitAckChunk:
-    init = InitChunk(tag, 65536, 4, 4, 1, [])
-    server.receive_datagram(serialize_packet(6000, 5000, 0, [init]), addr, now)
-    ((data, _addr),) = server.datagrams_to_send(now)
-    ack = parse_packet(data).chunks[0]
-    assert isinstance(ack, InitAckChunk)
-    return ack
-
-
-def _cookie(ack: InitAckChunk) -> bytes:
-    return next(p.cookie for p in ack.params if isinstance(p, StateCookieParam))
-
-
 def test_stale_cookie_is_answered_with_its_staleness() -> None:
     server = server_endpoint(SctpConfig(cookie_life=2000))
-    ack = _init_ack_for(server)
-    echo = serialize_packet(6000, 5000, ack.initiate_tag, [CookieEchoChunk(_cookie(ack))])
+    ack = init_ack_for(server, A, NOW)
+    echo = serialize_packet(6000, 5000, ack.initiate_tag, [CookieEchoChunk(cookie_of(ack))])
     late = NOW + 2.0 + 1.5
     assert server.receive_datagram(echo, A, late) is None
     ((data, addr),) = server.datagrams_to_send(late)
@@ -279,8 +278,8 @@ def test_stale_cookie_error_gives_up_after_max_attempts() -> None:
 @pytest.mark.parametrize("where", [0, 9, 20, 40, -1])
 def test_tampered_cookie_is_dropped_silently(where: int) -> None:
     server = server_endpoint()
-    ack = _init_ack_for(server)
-    cookie = bytearray(_cookie(ack))
+    ack = init_ack_for(server, A, NOW)
+    cookie = bytearray(cookie_of(ack))
     cookie[where] ^= 0x40
     echo = serialize_packet(6000, 5000, ack.initiate_tag, [CookieEchoChunk(bytes(cookie))])
     assert server.receive_datagram(echo, A, NOW) is None
@@ -291,8 +290,8 @@ def test_tampered_cookie_is_dropped_silently(where: int) -> None:
 
 def test_cookie_is_bound_to_the_peer_address_and_ports() -> None:
     server = server_endpoint()
-    ack = _init_ack_for(server)
-    cookie = _cookie(ack)
+    ack = init_ack_for(server, A, NOW)
+    cookie = cookie_of(ack)
     other_host = serialize_packet(6000, 5000, ack.initiate_tag, [CookieEchoChunk(cookie)])
     assert server.receive_datagram(other_host, ("10.9.9.9", A[1]), NOW) is None
     other_port = serialize_packet(6001, 5000, ack.initiate_tag, [CookieEchoChunk(cookie)])
@@ -306,8 +305,8 @@ def test_cookie_is_bound_to_the_peer_address_and_ports() -> None:
 
 def test_duplicate_cookie_echo_gets_cookie_ack_and_no_second_association() -> None:
     server = server_endpoint()
-    ack = _init_ack_for(server)
-    echo = serialize_packet(6000, 5000, ack.initiate_tag, [CookieEchoChunk(_cookie(ack))])
+    ack = init_ack_for(server, A, NOW)
+    echo = serialize_packet(6000, 5000, ack.initiate_tag, [CookieEchoChunk(cookie_of(ack))])
     first = server.receive_datagram(echo, A, NOW)
     assert first is not None
     assert any(isinstance(c, CookieAckChunk) for c in chunks_of(first.datagrams_to_send(NOW)))

@@ -28,9 +28,9 @@ from mux.sctp.config import SctpConfig
 from mux.sctp.endpoint import MAX_UNRECOGNIZED_REPORT, PORT_HOLD_DOWN, Endpoint
 from mux.sctp.listener import SctpListener
 from mux.sctp.packet import parse_packet, serialize_packet
-from mux.sctp.params import Param, StateCookieParam, UnknownParam, UnrecognizedParam, param_action
+from mux.sctp.params import Param, UnknownParam, UnrecognizedParam, param_action
 from tests.conftest import ServerFactory
-from tests.sctp_link import Network, Node, RawPeer, drain, handshake, raw_connect
+from tests.sctp_link import Network, Node, RawPeer, cookie_of, drain, handshake, init_ack_for, raw_connect
 
 pytestmark = pytest.mark.skipif("sctp" not in registry.plugins(), reason="mux has no sctp transport registered")
 
@@ -52,18 +52,6 @@ def established_raw() -> tuple[Endpoint, Association, RawPeer]:
     return server, assoc, peer
 
 
-def init_ack(server: Endpoint, addr: tuple[str, int] = A, port: int = 6000, tag: int = 0x55) -> InitAckChunk:
-    server.receive_datagram(serialize_packet(port, 5000, 0, [InitChunk(tag, 65536, 4, 4, 1, [])]), addr, NOW)
-    ((data, _addr),) = server.datagrams_to_send(NOW)
-    ack = parse_packet(data).chunks[0]
-    assert isinstance(ack, InitAckChunk)
-    return ack
-
-
-def cookie_of(ack: InitAckChunk) -> bytes:
-    return next(p.cookie for p in ack.params if isinstance(p, StateCookieParam))
-
-
 def rebind(net: Network, node: Node, new_addr: tuple[str, int]) -> None:
     """``node``'s NAT maps it to a new UDP port: what is on its way to the old one is lost."""
     del net.nodes[node.addr]
@@ -76,7 +64,7 @@ def rebind(net: Network, node: Node, new_addr: tuple[str, int]) -> None:
 
 def test_cookie_replayed_from_another_udp_port_is_a_bad_cookie() -> None:
     server = server_endpoint()
-    ack = init_ack(server)
+    ack = init_ack_for(server, A, NOW)
     echo = serialize_packet(6000, 5000, ack.initiate_tag, [CookieEchoChunk(cookie_of(ack))])
     # the same host, the same SCTP port, another UDP port: not where the INIT came from
     assert server.receive_datagram(echo, A_NEW, NOW) is None
