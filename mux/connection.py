@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from mux import transport as t
 from mux.behaviour import ConnectionBehaviour, Reject, Stop
-from mux.logs import limited_log
+from mux.logs import limited_log, peer_log
 from mux.stream import Stream
 
 log = logging.getLogger("mux.connection")
@@ -590,7 +590,8 @@ class Connection:
         ):
             # the connection ended while the callback ran (its Closed is queued behind this item); a
             # ConnectionGone about some other connection is the behaviour's own error: a crash, below
-            log.debug("connection %d ended while %s handled %s: %s", self.id, type(b).__name__, kind.__name__, exc)
+            what = f"{type(b).__name__}.{kind.__name__.lstrip('_')}"
+            peer_log(log, "connection.gone", "connection %d ended while %s ran: %s", self.id, what, exc)
         else:
             self._dead = True
             # a peer may be able to make a buggy behaviour crash on every connection: the traceback matters, but

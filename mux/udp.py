@@ -27,6 +27,8 @@ from termios import FIONREAD
 from time import monotonic
 from typing import Any, Protocol
 
+from mux.logs import peer_log
+
 log = logging.getLogger("mux.udp")
 ioctl = fcntl.ioctl
 NOTHING = bytearray(4)
@@ -138,7 +140,7 @@ class Driver:
                 break
             except OSError as exc:  # e.g. ICMP-reported errors; nothing to do with one datagram
                 self.counters["rx_errors"] += 1
-                log.debug("recvfrom: %s", exc)
+                peer_log(log, "udp.recvfrom", "recvfrom: %s", exc)
                 break
             count += 1
             received(data, addr, now)
@@ -284,7 +286,7 @@ class Driver:
             # A datagram is best-effort; the protocol's own recovery deals with a lost one.
             self.counters["tx_dropped"] += 1
             if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                log.debug("sendto %s: %s", addr, exc)
+                peer_log(log, "udp.sendto", "sendto %s: %s", addr, exc)
 
     def _queue(self, data: bytes, addr: Address) -> None:
         if len(self._out) >= 4096:  # the protocol will retransmit; don't hold unbounded memory

@@ -18,6 +18,11 @@ from mux.udp import Address, Driver, Pumped
 
 log = logging.getLogger("mux.quic")
 
+#: datagrams queued for sending at most (each at most a packet): beyond it new ones are dropped and counted
+MAX_PENDING_DATAGRAMS = 256
+#: a 1-RTT packet's bytes around a DATAGRAM frame's data: short header with a 20-byte CID and 4-byte packet
+#: number, the AEAD tag, the frame type and a 2-byte length
+DGRAM_PACKET_OVERHEAD = 1 + 20 + 4 + 16 + 1 + 2
 CRYPTO_ERROR = 0x100
 ALERT_BAD_CERTIFICATE = 42
 ALERT_CERTIFICATE_REQUIRED = 116
@@ -68,6 +73,8 @@ class QuicTransportConnection(Pumped):
         self._held: list[tuple[bytes, Address]] | None = None
         #: the listener's counters, for what peers cause (their log lines are debug only)
         self._counters = counters
+        #: datagrams we dropped because the queue to the peer was full (``MAX_PENDING_DATAGRAMS``)
+        self.dgram_send_dropped = 0
         self._handshake_idle_handle: asyncio.TimerHandle | None = None
         self._proof_timeout: float | None = None
         quic.app_idle = self._app_idle
@@ -123,9 +130,24 @@ class QuicTransportConnection(Pumped):
         self.driver.touch(self)
 
     def send_datagram(self, data: bytes) -> None:
-        if self.quic._remote_max_datagram_frame_size is None:
+        quic = self.quic
+        limit = quic._remote_max_datagram_frame_size
+        if limit is None:
             raise t.TransportError("the peer does not accept datagrams (RFC 9221 not negotiated)")
-        self.quic.send_datagram_frame(data)
+        # what fits in one packet: our datagram size less the short header (<= 25), AEAD tag and frame header
+        room = min(quic._max_datagram_size - DGRAM_PACKET_OVERHEAD, limit - 3)
+        if len(data) > room:
+            # aioquic would keep it at the head of its queue for ever, and every later datagram behind it
+            raise t.TransportError(f"datagram of {len(data)} bytes does not fit in a packet (at most {room})")
+        pending = quic._datagrams_pending
+        if len(pending) >= MAX_PENDING_DATAGRAMS:
+            # unreliable by definition: while the path cannot carry them (a peer that never acknowledges
+            # holds our congestion window shut), new ones are dropped rather than queued without bound
+            self.dgram_send_dropped += 1
+            if self._counters is not None:
+                self._counters["dgram_send_dropped"] = self._counters.get("dgram_send_dropped", 0) + 1
+            return
+        pending.append(data)
         self.driver.touch(self)
 
     def flush(self) -> None:
@@ -207,6 +229,8 @@ class QuicTransportConnection(Pumped):
             "bytes_in_flight": loss.bytes_in_flight,
             "streams": len(quic._streams),
             "recv_unconsumed": quic.unconsumed,
+            "dgram_send_queued": len(quic._datagrams_pending),
+            "dgram_send_dropped": self.dgram_send_dropped,
             "peer": self.peer_address,
         }
 
