@@ -4,29 +4,26 @@ The pump methods carry aioquic's ``QuicConnection`` names so one UDP driver serv
 The server side is built by the endpoint from a valid COOKIE-ECHO (``from_cookie``); the client side is
 created by ``Endpoint.connect`` and starts with ``connect(now)``.
 
-Sending: ``send`` fragments a message into chunks queued in ``_pending``; TSNs are assigned when a chunk
-first leaves, so fragments of one message stay consecutive. Sent chunks live in ``_sent`` (a list with a head
-index, contiguous in TSN from the cumulative ack point), which makes gap-block processing plain index
-arithmetic. Receiving: in-sequence single-chunk messages are delivered at once; everything else waits in
-bounded buffers whose total is our advertised window, so a hostile peer cannot make us hold more than
-``recbuf`` (plus one window while it fills the hole at the cumulative ack point).
+This module is the state machine (handshake, shutdown, abort, timers) and the dispatcher: it hands each
+chunk to the part whose job it is and assembles outgoing packets from what the parts have ready.
+
+* ``rx.tracker``: which TSNs came, and the SACK that says so; ``rx.reassembly``: the messages they make,
+  delivered in order per stream, and what holding them costs (our advertised window is what is left).
+* ``tx.send_queue``: what the application queued, per stream, and the scheduler that picks the next chunk;
+  ``tx.outstanding``: what is in flight and what SACKs say of it; ``tx.congestion``: how much may be in
+  flight; ``tx.rtt``: the retransmission timeout.
+* ``heartbeat``: probes of an idle path.
 """
 
 from __future__ import annotations
 
 import random
-import struct
 from collections import deque
 from typing import Any
 
 from mux.sctp import cookie as ck
 from mux.sctp import events as ev
 from mux.sctp.chunks import (
-    DATA_HEADER,
-    FLAG_B,
-    FLAG_E,
-    FLAG_I,
-    FLAG_U,
     AbortChunk,
     CookieAckChunk,
     CookieEchoChunk,
@@ -45,6 +42,7 @@ from mux.sctp.chunks import (
     UnknownChunk,
 )
 from mux.sctp.config import SctpConfig
+from mux.sctp.heartbeat import Heartbeat
 from mux.sctp.packet import Packet, ParseError, chunk_action, parse_packet, serialize_packet
 from mux.sctp.params import (
     STALE_COOKIE,
@@ -66,6 +64,10 @@ from mux.sctp.params import (
 )
 from mux.sctp.rx.reassembly import CHUNK_COST, MESSAGE_COST, BadFragments, Reassembly
 from mux.sctp.rx.tracker import DUPLICATE, NEXT, NO_ROOM, TOO_FAR, DataTracker
+from mux.sctp.tx.congestion import Congestion
+from mux.sctp.tx.outstanding import BEYOND, Outstanding
+from mux.sctp.tx.rtt import RttEstimator
+from mux.sctp.tx.send_queue import OutChunk, SendQueue
 
 Addr = tuple[Any, ...]
 
@@ -83,10 +85,9 @@ SHUTDOWN_ACK_SENT = "shutdown_ack_sent"
 
 _CAN_SEND = (ESTABLISHED, COOKIE_WAIT, COOKIE_ECHOED)
 _DATA_FLOWS = (ESTABLISHED, SHUTDOWN_PENDING, SHUTDOWN_RECEIVED, SHUTDOWN_SENT)
-#: bytes charged per queued or unacknowledged chunk on top of its payload: the ``_Out`` record and its cached
+#: bytes charged per queued or unacknowledged chunk on top of its payload: the ``OutChunk`` record and its cached
 #: encoding's header (measured with tracemalloc, tests/test_sctp_rx.py)
 OUT_COST = 256
-_HB_INFO = struct.Struct("!Qd")
 #: bookkeeping charged per held chunk on top of its payload, so tiny chunks cannot bloat memory for free
 #: received HEARTBEAT infos longer than this are not echoed back (an amplification guard)
 _MAX_HB_INFO = 1024
@@ -103,54 +104,6 @@ class BufferFull(SctpError):
 def tsn_lt(a: int, b: int) -> bool:
     """Serial-number ``a < b`` on 32 bits (RFC 1982)."""
     return a != b and ((b - a) & MASK) < HALF
-
-
-class _Out:
-    """One outbound DATA chunk; ``wire`` caches its encoding without the I bit for retransmission."""
-
-    __slots__ = (
-        "acked",
-        "data",
-        "fast_rtx",
-        "flags",
-        "marked",
-        "missing",
-        "ppid",
-        "sent",
-        "sent_at",
-        "size",
-        "ssn",
-        "stream_id",
-        "tsn",
-        "wire",
-    )
-
-    def __init__(self, stream_id: int, ssn: int, ppid: int, data: bytes, flags: int) -> None:
-        self.stream_id = stream_id
-        self.ssn = ssn
-        self.ppid = ppid
-        self.data = data
-        self.flags = flags
-        self.size = len(data)
-        self.tsn = 0
-        self.sent = 0
-        self.sent_at = 0.0
-        self.acked = False
-        self.marked = False
-        self.fast_rtx = False
-        self.missing = 0
-        self.wire = b""
-
-    def encode(self, immediate: bool = False) -> bytes:
-        data = self.data
-        n = 16 + len(data)
-        flags = self.flags | FLAG_I if immediate else self.flags
-        return b"".join(
-            (DATA_HEADER.pack(0, flags, n, self.tsn, self.stream_id, self.ssn, self.ppid), data, _PAD[n & 3])
-        )
-
-
-_PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 
 
 class Association:
@@ -187,31 +140,17 @@ class Association:
         self._ctrl: list[bytes] = []  # control chunks for the next packet (peer's tag)
         self._raw: list[bytes] = []  # whole packets with their own tag (INIT, T-bit replies, ABORT)
 
-        # send side
+        # send side: what waits (``_queue``), what is in flight (``_out``), how much may be (``_cc``)
         self._initial_tsn = self._rng.randrange(0, 1 << 32)
-        self._next_tsn = self._initial_tsn
-        self._cum_acked = (self._initial_tsn - 1) & MASK
-        self._pending: deque[_Out] = deque()
-        self._pending_bytes = 0
-        self._sent: list[_Out] = []
-        self._head = 0
-        self._rtx: deque[_Out] = deque()
-        self._flight = 0
-        self._outstanding_bytes = 0  # sent and not yet cumulatively acked
-        self._ssn_out = [0] * max(config.num_ostreams, 1)
+        self._queue = SendQueue(config.num_ostreams, self.fragmentation_point)
+        self._out = Outstanding(self._initial_tsn)
+        self._cc = Congestion(self._mtu)
         self._peer_arwnd = 0
-        self._cwnd = min(4 * self._mtu, max(2 * self._mtu, 4380))
-        self._ssthresh = 1 << 30
-        self._pba = 0
-        self._fast_recovery_exit: int | None = None
-        self._acked_since_send = 0  # bytes newly acknowledged since we last sent: the ack clock
         self._blocked = False
-        self._rtt_chunk: _Out | None = None
 
         # timers and error counting
-        self._srtt: float | None = None
-        self._rttvar = 0.0
-        self._rto = config.rto_initial / 1000.0
+        self._rtt = RttEstimator(config.rto_initial / 1000.0, config.rto_min / 1000.0, config.rto_max / 1000.0)
+        self._heartbeat = Heartbeat(config.hbinterval, self._rng)
         self._error_count = 0
         self._t1: float | None = None
         self._t1_rto = config.rto_initial / 1000.0
@@ -224,7 +163,6 @@ class Association:
         self._t_hb: float | None = None
         self._t_autoclose: float | None = None
         self._last_data = 0.0  # when user data last left or arrived (autoclose counts from here)
-        self._hb_nonce: int | None = None
         self._last_activity = 0.0
         self._init_packet = b""
         self._cookie_echo = b""
@@ -295,14 +233,14 @@ class Association:
         if self._on_hold:
             self._on_hold = False
             if self.config.hbinterval and self.state in _DATA_FLOWS:
-                self._t_hb = self._hb_due(now)
+                self._t_hb = self._heartbeat.due(now, self._rtt.rto)
 
     def _load_cookie(self, cookie: ck.Cookie) -> None:
         config = self.config
         self.local_vtag = cookie.local_tag
         self.peer_vtag = cookie.peer_tag
-        self._initial_tsn = self._next_tsn = cookie.local_tsn
-        self._cum_acked = (cookie.local_tsn - 1) & MASK
+        self._initial_tsn = cookie.local_tsn
+        self._out = Outstanding(cookie.local_tsn)
         self._rx = DataTracker(cookie.peer_tsn - 1)
         self._peer_arwnd = cookie.peer_rwnd
         self.outbound_streams = min(config.num_ostreams, cookie.peer_mis)
@@ -330,38 +268,25 @@ class Association:
 
     # -- user commands --------------------------------------------------------------------------------------
 
-    def send(self, stream_id: int, data: bytes, *, ppid: int = 0, unordered: bool = False) -> None:
-        """Queue one user message; it leaves as one or more DATA chunks."""
+    def send(self, stream_id: int, data: bytes, *, ppid: int = 0, unordered: bool = False) -> int:
+        """Queue one user message; it leaves as one or more DATA chunks. Returns ``buffered_amount()``."""
         if self.state not in _CAN_SEND:
             raise SctpError(f"cannot send in state {self.state}")
         if not 0 <= stream_id < self.outbound_streams:
             raise SctpError(f"stream {stream_id} is not open: {self.outbound_streams} outbound streams")
         if not data:
             raise SctpError("SCTP cannot send an empty message")
-        if self.buffered_amount() > self.config.sndbuf:
-            raise BufferFull(f"send queue holds {self.buffered_amount()} bytes (sndbuf {self.config.sndbuf})")
-        if unordered:
-            ssn = 0
-            base = FLAG_U
-        else:
-            ssn = self._ssn_out[stream_id]
-            self._ssn_out[stream_id] = (ssn + 1) & 0xFFFF
-            base = 0
-        ppid &= MASK
-        n = len(data)
-        frag = self.fragmentation_point
-        pending = self._pending
-        if n <= frag:
-            pending.append(_Out(stream_id, ssn, ppid, data, base | FLAG_B | FLAG_E))
-        else:
-            view = memoryview(data)
-            for off in range(0, n, frag):
-                flags = base | (FLAG_B if off == 0 else 0) | (FLAG_E if off + frag >= n else 0)
-                pending.append(_Out(stream_id, ssn, ppid, bytes(view[off : off + frag]), flags))
-        self._pending_bytes += n
+        sndbuf = self.config.sndbuf
+        queue, out = self._queue, self._out
+        sent = out.bytes + OUT_COST * (len(out.sent) - out.head)
+        if queue.bytes + OUT_COST * queue.chunks + sent > sndbuf:
+            raise BufferFull(f"send queue holds {self.buffered_amount()} bytes (sndbuf {sndbuf})")
+        queue.push(stream_id, data, ppid, unordered)
         self.stats["messages_sent"] += 1
-        if self.buffered_amount() > self.config.sndbuf // 2:
+        buffered = queue.bytes + OUT_COST * queue.chunks + sent
+        if buffered > sndbuf // 2:
             self._blocked = True
+        return buffered
 
     def shutdown(self, now: float) -> None:
         """Graceful close: outstanding data is delivered first, then SHUTDOWN."""
@@ -389,12 +314,12 @@ class Association:
         ``sndbuf`` and the senders' high-water mark count this, so an application echoing a peer's one-byte
         messages is held back when their memory adds up, not after a million of them.
         """
-        chunks = len(self._pending) + len(self._sent) - self._head
-        return self._pending_bytes + self._outstanding_bytes + OUT_COST * chunks
+        queue, out = self._queue, self._out
+        return queue.bytes + out.bytes + OUT_COST * (queue.chunks + len(out.sent) - out.head)
 
     @property
     def peer_rwnd(self) -> int:
-        return max(0, self._peer_arwnd - self._flight)
+        return max(0, self._peer_arwnd - self._out.flight)
 
     @property
     def rwnd(self) -> int:
@@ -422,8 +347,8 @@ class Association:
             "state": self.state,
             "rwnd": self.rwnd,
             "peer_rwnd": self.peer_rwnd,
-            "unackdata": len(self._sent) - self._head,
-            "penddata": len(self._pending),
+            "unackdata": len(self._out),
+            "penddata": self._queue.chunks,
             "instrms": self.inbound_streams,
             "outstrms": self.outbound_streams,
             "fragmentation_point": self.fragmentation_point,
@@ -432,11 +357,11 @@ class Association:
             "gap_ranges": self._rx.ranges,
             "buffered": self.buffered_amount(),
             "primary": {
-                "cwnd": self._cwnd,
-                "ssthresh": self._ssthresh,
-                "flight": self._flight,
-                "srtt": round(self._srtt * 1000, 3) if self._srtt is not None else None,
-                "rto": round(self._rto * 1000, 3),
+                "cwnd": self._cc.cwnd,
+                "ssthresh": self._cc.ssthresh,
+                "flight": self._out.flight,
+                "srtt": round(self._rtt.srtt * 1000, 3) if self._rtt.srtt is not None else None,
+                "rto": round(self._rtt.rto * 1000, 3),
                 "mtu": self._mtu,
             },
             **self.stats,
@@ -560,69 +485,59 @@ class Association:
             packet.append(enc)
             size += len(enc)
         state = self.state
-        last: tuple[list[bytes], int, _Out] | None = None
-        if state in _DATA_FLOWS and (self._rtx or self._pending):
+        last: tuple[list[bytes], int, OutChunk] | None = None
+        inflight = self._out
+        queue = self._queue
+        if state in _DATA_FLOWS and (inflight.rtx or queue):
             sent_any = False
-            cwnd = self._cwnd
+            cc = self._cc
+            cwnd = cc.cwnd
+            stats = self.stats
             # retransmissions first (§6.1, §7.2.4); at least one packet's worth goes whatever cwnd says
-            rtx = self._rtx
+            rtx = inflight.rtx
             rtx_packets = 0
             while rtx:
                 c = rtx[0]
                 if not c.marked or c.acked:
                     rtx.popleft()
                     continue
-                if self._flight + c.size > cwnd and rtx_packets > 0:
+                if inflight.flight + c.size > cwnd and rtx_packets > 0:
                     break
                 n = 16 + ((c.size + 3) & ~3)
                 if size + n > budget and packet:
                     packets.append(packet)
                     packet, size = [], 0
                     rtx_packets += 1
-                    if self._flight >= cwnd:
+                    if inflight.flight >= cwnd:
                         break
                 rtx.popleft()
-                c.marked = False
-                c.sent += 1
-                c.sent_at = now
-                self._flight += c.size
-                if c is self._rtt_chunk:
-                    self._rtt_chunk = None  # Karn: no RTT from a retransmitted chunk
+                inflight.resend(c, now)
                 packet.append(c.wire)
                 size += n
                 sent_any = True
-                self.stats["retransmitted_chunks"] += 1
+                stats["retransmitted_chunks"] += 1
                 last = (packet, len(packet) - 1, c)
             # new data, within cwnd and the peer's window, bursts limited (§7.2.4 Max.Burst)
-            pending = self._pending
-            if pending and state != SHUTDOWN_SENT:
+            if queue and state != SHUTDOWN_SENT:
                 nagle = (
                     not self.config.nodelay
-                    and self._flight > 0
-                    and self._pending_bytes < self.fragmentation_point
+                    and inflight.flight > 0
+                    and queue.bytes < self.fragmentation_point
                     and not (packet and size < budget)  # it can still ride in a packet we are sending anyway
                 )
                 if not nagle:
-                    # Max.Burst (§7.2.4) on top of the ack clock: every packet acked releases one (two in slow
-                    # start, which doubles the flight per round trip), plus max_burst more; a stretch SACK (the
-                    # peer read a batch) must neither shrink the flight nor stall its growth
-                    max_burst = self.config.max_burst
-                    if max_burst:
-                        clock = -(-self._acked_since_send // self._mtu)
-                        burst = max_burst + (2 * clock if cwnd <= self._ssthresh else clock)
-                    else:
-                        burst = 1 << 30
+                    burst = cc.burst(self.config.max_burst)
                     full_packets = 0
-                    sent_list = self._sent
-                    stats = self.stats
-                    while pending:
-                        c = pending[0]
-                        flight = self._flight
+                    new_chunks = 0
+                    take, add, active = queue.take, inflight.add, queue.active
+                    while active:
+                        c = active[0].chunks[0]  # queue.peek(), inlined
+                        flight = inflight.flight
                         avail = self._peer_arwnd - flight
                         if flight:
                             if flight >= cwnd or c.size > avail:
                                 break
-                        elif c.size > avail and self._outstanding_bytes:
+                        elif c.size > avail and inflight.bytes:
                             break  # zero-window probe only when nothing at all is outstanding (§6.1 rule A)
                         n = 16 + ((c.size + 3) & ~3)
                         if size + n > budget and packet:
@@ -631,37 +546,26 @@ class Association:
                             full_packets += 1
                             if full_packets >= burst:
                                 break
-                        pending.popleft()
-                        tsn = self._next_tsn
-                        self._next_tsn = (tsn + 1) & MASK
-                        c.tsn = tsn
-                        c.sent = 1
-                        c.sent_at = now
-                        wire = c.encode()
-                        c.wire = wire
-                        self._pending_bytes -= c.size
-                        self._outstanding_bytes += c.size
-                        self._flight = flight + c.size
-                        sent_list.append(c)
-                        if self._rtt_chunk is None:
-                            self._rtt_chunk = c
-                        packet.append(wire)
+                        take()
+                        packet.append(add(c, now))
                         size += n
-                        sent_any = True
-                        stats["tx_data_chunks"] += 1
+                        new_chunks += 1
                         last = (packet, len(packet) - 1, c)
-                        if self._peer_arwnd - self._flight <= 0 and not flight:
+                        if self._peer_arwnd - inflight.flight <= 0 and not flight:
                             break  # that was the zero-window probe
+                    if new_chunks:
+                        sent_any = True
+                        stats["tx_data_chunks"] += new_chunks
             if sent_any:
                 self._last_data = now
-                self._acked_since_send = 0
+                cc.acked_since_send = 0
                 if self._t3 is None:
-                    self._t3 = now + self._rto
+                    self._t3 = now + self._rtt.rto
                 if self._t_hb is not None:
-                    self._t_hb = self._hb_due(now)
+                    self._t_hb = self._heartbeat.due(now, self._rtt.rto)
         if packet:
             packets.append(packet)
-        if last is not None and not self._pending:
+        if last is not None and not queue:
             # RFC 7053: our queue just drained, ask for the SACK now instead of after the peer's delay
             pkt, index, c = last
             pkt[index] = c.encode(immediate=True)
@@ -698,7 +602,7 @@ class Association:
         if self.state != ESTABLISHED:
             return
         due = self._last_data + self.config.autoclose
-        if now >= due and not self._pending and not self._outstanding_bytes:
+        if now >= due and not self._queue and not len(self._out):
             self.shutdown(now)
         else:
             self._t_autoclose = max(due, now + 0.001)
@@ -737,7 +641,7 @@ class Association:
             self._ctrl.append(ErrorChunk([unrecognized_params_cause(b"".join(unrecognized))]).serialize())
         self.state = COOKIE_ECHOED
         self._echo_attempts = 1
-        self._t1_rto = self._rto
+        self._t1_rto = self._rtt.rto
         self._t1 = now + self._t1_rto
         self._cookie_echo_sent_at = now
 
@@ -745,7 +649,7 @@ class Association:
         if self.state != COOKIE_ECHOED:
             return
         if self._cookie_echo_sent_at is not None and self._echo_attempts == 1:
-            self._rtt_sample(now - self._cookie_echo_sent_at)
+            self._rtt.sample(now - self._cookie_echo_sent_at)
         self._t1 = None
         self._establish(now)
 
@@ -755,13 +659,12 @@ class Association:
         self._error_count = 0
         self._last_activity = now
         if self.config.hbinterval:
-            self._t_hb = self._hb_due(now)
+            self._t_hb = self._heartbeat.due(now, self._rtt.rto)
         if self.config.autoclose:
             self._last_data = now
             self._t_autoclose = now + self.config.autoclose
         # messages queued in COOKIE-WAIT/ECHOED already hold SSNs: keep counting from there
-        n_out = max(self.outbound_streams, 1)
-        self._ssn_out = (self._ssn_out + [0] * n_out)[:n_out]
+        self._queue.set_streams(self.outbound_streams)
         self._reasm.set_streams(self.inbound_streams)
         self._events.append(ev.AssociationUp(self.outbound_streams, self.inbound_streams, self._peer_arwnd))
 
@@ -822,30 +725,19 @@ class Association:
     def restart(self, cookie: ck.Cookie, now: float) -> None:
         """The peer restarted (§5.2.4 A): rebuild the TCB under new tags, keep this association object."""
         lost = self.buffered_amount()
-        self._pending.clear()
-        self._pending_bytes = 0
-        self._sent = []
-        self._head = 0
-        self._rtx.clear()
-        self._flight = 0
-        self._outstanding_bytes = 0
         self._reasm.reset(self.inbound_streams)
-        self._cwnd = min(4 * self._mtu, max(2 * self._mtu, 4380))
-        self._ssthresh = 1 << 30
-        self._pba = 0
-        self._fast_recovery_exit = None
-        self._rtt_chunk = None
+        self._cc = Congestion(self._mtu)
         self._t3 = self._t2 = self._t5 = self._t_sack = None
-        self._load_cookie(cookie)
+        self._load_cookie(cookie)  # a new Outstanding under the new initial TSN
         self._ctrl.append(CookieAckChunk().serialize())
         self.stats["restarts"] = self.stats.get("restarts", 0) + 1
         self.stats["restart_lost_bytes"] = self.stats.get("restart_lost_bytes", 0) + lost
         self.state = ESTABLISHED
-        self._ssn_out = [0] * max(self.outbound_streams, 1)
+        self._queue.clear(self.outbound_streams)
         self._reasm.set_streams(self.inbound_streams)
         self._events.append(ev.AssociationRestarted(self.outbound_streams, self.inbound_streams))
         if self.config.hbinterval:
-            self._t_hb = self._hb_due(now)
+            self._t_hb = self._heartbeat.due(now, self._rtt.rto)
 
     def _on_error(self, causes: list[ErrorCause], now: float) -> None:
         if self.state == COOKIE_ECHOED and any(c.code == STALE_COOKIE for c in causes):
@@ -943,7 +835,7 @@ class Association:
             self._t_sack = None
             if self.state == SHUTDOWN_SENT:
                 self._ctrl.append(ShutdownChunk(self._rx.cum_tsn).serialize())
-                self._t2 = now + self._rto
+                self._t2 = now + self._rtt.rto
         elif self._t_sack is None:
             self._t_sack = now + self.config.sackdelay / 1000.0
         self._sack_now = False
@@ -967,250 +859,101 @@ class Association:
         self._process_ack(s.cum_tsn, s.a_rwnd, s.gaps, now)
 
     def _process_ack(self, cum: int, a_rwnd: int | None, gaps: list[tuple[int, int]], now: float) -> None:
-        d = (cum - self._cum_acked) & MASK
-        if d >= HALF:
-            return  # an old, reordered SACK (§6.2.1 D i)
-        sent = self._sent
-        head = self._head
-        n_out = len(sent) - head
-        if d > n_out:
+        out = self._out
+        flight_before = out.flight
+        d, acked_bytes, newly = out.ack(cum, gaps, now, self._rtt)
+        if d == BEYOND:
             self._abort_with(
                 protocol_violation_cause(b"cumulative TSN ack beyond the highest TSN sent"), "peer acked unsent data"
             )
             return
-        flight_before = self._flight
-        acked_bytes = 0
-        rtt_chunk = self._rtt_chunk
-        if d:
-            stop = head + d
-            for i in range(head, stop):
-                c = sent[i]
-                if not c.acked:
-                    acked_bytes += c.size
-                    if c.marked:
-                        c.marked = False
-                    else:
-                        self._flight -= c.size
-                    if c is rtt_chunk:
-                        if c.sent == 1:
-                            self._rtt_sample(now - c.sent_at)
-                        self._rtt_chunk = rtt_chunk = None
-                self._outstanding_bytes -= c.size
-            head = stop
-            self._cum_acked = cum
-            if head > 4096 and head * 2 > len(sent):
-                del sent[:head]
-                head = 0
-            self._head = head
-            n_out = len(sent) - head
-        highest_new = -1
-        newly: list[int] = []
-        if gaps and n_out:
-            # Each outstanding chunk is visited once per SACK, whatever the blocks say: a peer sending hundreds of
-            # overlapping blocks that all cover everything costs what one block would. Honest blocks come sorted.
-            last = len(sent) - 1
-            covered = head - 1
-            for start, end in sorted(gaps) if len(gaps) > 1 else gaps:
-                if start == 0 or start > end:
-                    continue
-                lo = head + start - 1
-                if lo <= covered:
-                    lo = covered + 1
-                hi = head + end - 1
-                if hi > last:
-                    hi = last
-                if lo > hi:
-                    continue
-                covered = hi
-                for i in range(lo, hi + 1):
-                    c = sent[i]
-                    if not c.acked:
-                        c.acked = True
-                        acked_bytes += c.size
-                        if c.marked:
-                            c.marked = False
-                        else:
-                            self._flight -= c.size
-                        if c is rtt_chunk:
-                            if c.sent == 1:
-                                self._rtt_sample(now - c.sent_at)
-                            self._rtt_chunk = rtt_chunk = None
-                        highest_new = i
-                        newly.append(i)
         if a_rwnd is not None:
             self._peer_arwnd = a_rwnd
+        cc = self._cc
         if acked_bytes:
             self._error_count = 0
-        fr_exit = self._fast_recovery_exit
-        if fr_exit is not None and d and not tsn_lt(cum, fr_exit):
-            self._fast_recovery_exit = fr_exit = None
-        if highest_new > head:
-            self._miss_indications(head, newly, now)
-        mtu = self._mtu
-        if d and acked_bytes and self._fast_recovery_exit is None:
-            cwnd = self._cwnd
-            if cwnd <= self._ssthresh:
-                if flight_before + mtu > cwnd:  # the window was in use
-                    # Byte counting without RFC 9260's one-PMTU-per-SACK cap (as Linux does for stretch ACKs):
-                    # peers that batch reads (usrsctp, our own driver) ack many packets per SACK, and a per-SACK
-                    # cap would then make slow start crawl. Bursts stay bounded by the ack-clocked Max.Burst.
-                    self._cwnd = cwnd + acked_bytes
-            else:
-                self._pba += acked_bytes
-                if self._pba >= cwnd and flight_before + mtu > cwnd:
-                    self._pba -= cwnd
-                    self._cwnd = cwnd + mtu
-        if self._flight <= 0:
-            self._flight = 0
-            self._pba = 0
+        if d:
+            cc.on_cum_ack(cum)
+        if newly and newly[-1] > out.head:
+            marked = out.mark_misses(newly)
+            if marked:
+                self.stats["fast_retransmits"] += marked
+                if cc.recovery_exit is None:
+                    cc.on_fast_retransmit((out.next_tsn - 1) & MASK)
+                    self._t3 = now + self._rtt.rto
+        if d and acked_bytes and cc.recovery_exit is None:
+            cc.on_acked(acked_bytes, flight_before)
+        if out.flight <= 0:
+            out.flight = 0
+            cc.pba = 0
         # T3 (§6.3.2): restart when the earliest outstanding TSN is acked, stop when nothing is outstanding
-        if len(sent) == self._head:
+        if len(out.sent) == out.head:
             self._t3 = None
         elif d:
-            self._t3 = now + self._rto
-        self._acked_since_send += acked_bytes
+            self._t3 = now + self._rtt.rto
+        cc.acked_since_send += acked_bytes
         if self._blocked and self.buffered_amount() <= self.config.sndbuf // 2:
             self._blocked = False
             self._events.append(ev.SendQueueDrained())
         if self.state != ESTABLISHED:
             self._check_shutdown(now)
 
-    def _miss_indications(self, head: int, newly: list[int], now: float) -> None:
-        """HTNA (§7.2.4): TSNs below the highest newly acked one count misses; at three, fast retransmit.
-
-        A SACK counts one miss per TSN it newly acks above the hole, as if the peer had SACKed each
-        packet (§6.7 asks it to while there are gaps): a receiver that reads a batch of datagrams
-        and answers with one SACK would otherwise starve fast retransmit into RTO timeouts.
-        """
-        sent = self._sent
-        newly_marked = False
-        threshold = 3
-        if len(sent) - head < 8:
-            # Early Retransmit (RFC 5827): with fewer than four chunks outstanding three misses can never
-            # come; retransmit after outstanding - 1 of them instead of waiting for the RTO
-            outstanding = sum(1 for i in range(head, len(sent)) if not sent[i].acked)
-            if outstanding < 4:
-                threshold = max(outstanding - 1, 1)
-        newly.sort()
-        k = len(newly) - 1  # newly[k] is the lowest newly acked index above i; len(newly) - k of them
-        for i in range(newly[-1] - 1, head - 1, -1):
-            while k > 0 and newly[k - 1] > i:
-                k -= 1
-            c = sent[i]
-            if c.acked or c.marked or c.fast_rtx:
-                continue
-            above = len(newly) - k
-            c.missing += above
-            if c.missing >= threshold:
-                c.missing = 0
-                c.fast_rtx = True
-                c.marked = True
-                self._flight -= c.size
-                self._rtx.append(c)
-                newly_marked = True
-                self.stats["fast_retransmits"] += 1
-        if newly_marked and self._fast_recovery_exit is None:
-            mtu = self._mtu
-            self._ssthresh = max(self._cwnd // 2, 4 * mtu)
-            self._cwnd = self._ssthresh
-            self._pba = 0
-            self._fast_recovery_exit = (self._next_tsn - 1) & MASK
-            self._t3 = now + self._rto
-
     def _on_t3(self, now: float) -> None:
         if self.state not in _DATA_FLOWS and self.state != SHUTDOWN_ACK_SENT:
             return
-        if len(self._sent) - self._head == 0:
+        if not len(self._out):
             return
         self.stats["t3_expiries"] += 1
         self._error_count += 1
         if self._error_count > self.config.asocmaxrxt:
             self._lost()
             return
-        mtu = self._mtu
-        self._ssthresh = max(self._cwnd // 2, 4 * mtu)
-        self._cwnd = mtu
-        self._pba = 0
-        self._rto = min(self._rto * 2, self.config.rto_max / 1000.0)
-        self._fast_recovery_exit = None
-        self._rtt_chunk = None
-        rtx: deque[_Out] = deque()
-        sent = self._sent
-        for i in range(self._head, len(sent)):
-            c = sent[i]
-            if not c.acked:
-                if not c.marked:
-                    c.marked = True
-                    self._flight -= c.size
-                c.missing = 0
-                rtx.append(c)
-        self._rtx = rtx
-        if self._flight < 0:
-            self._flight = 0
-        self._t3 = now + self._rto
-
-    def _rtt_sample(self, r: float) -> None:
-        """§6.3.1."""
-        if r < 0:
-            return
-        if self._srtt is None:
-            self._srtt = r
-            self._rttvar = r / 2
-        else:
-            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - r)
-            self._srtt = 0.875 * self._srtt + 0.125 * r
-        config = self.config
-        rto = self._srtt + max(4 * self._rttvar, 0.001)
-        self._rto = min(max(rto, config.rto_min / 1000.0), config.rto_max / 1000.0)
+        self._cc.on_t3()
+        self._rtt.backoff()
+        self._out.mark_all()
+        self._t3 = now + self._rtt.rto
 
     # -- heartbeats -----------------------------------------------------------------------------------------
-
-    def _hb_due(self, now: float) -> float:
-        return now + self.config.hbinterval / 1000.0 + self._rto * (0.5 + self._rng.random())
 
     def _on_hb_timer(self, now: float) -> None:
         if self.state not in _DATA_FLOWS:
             self._t_hb = None
             return
-        if self._hb_nonce is not None:
+        heartbeat, rtt = self._heartbeat, self._rtt
+        if heartbeat.nonce is not None:  # the last probe went unanswered (§8.3)
             self._error_count += 1
-            self._rto = min(self._rto * 2, self.config.rto_max / 1000.0)
+            rtt.backoff()
             if self._error_count > self.config.asocmaxrxt:
                 self._lost()
                 return
-        nonce = self._rng.getrandbits(64)
-        self._hb_nonce = nonce
-        self._ctrl.append(HeartbeatChunk(_HB_INFO.pack(nonce, now)).serialize())
-        self._t_hb = now + self._rto
+        self._ctrl.append(heartbeat.probe(now))
+        self._t_hb = now + rtt.rto
 
     def _on_heartbeat_ack(self, info: bytes, now: float) -> None:
-        if len(info) != _HB_INFO.size or self._hb_nonce is None:
+        sample = self._heartbeat.acked(info, now)
+        if sample is None:
             return
-        nonce, sent_at = _HB_INFO.unpack(info)
-        if nonce != self._hb_nonce:
-            return
-        self._hb_nonce = None
         self._error_count = 0
-        self._rtt_sample(now - sent_at)
+        self._rtt.sample(sample)
         if self.config.hbinterval and self.state in _DATA_FLOWS:
-            self._t_hb = self._hb_due(now)
+            self._t_hb = self._heartbeat.due(now, self._rtt.rto)
 
     # -- closing --------------------------------------------------------------------------------------------
 
     def _check_shutdown(self, now: float) -> None:
         state = self.state
-        if self._pending or len(self._sent) > self._head:
+        if self._queue or len(self._out):
             return
         if state == SHUTDOWN_PENDING:
             self.state = SHUTDOWN_SENT
             self._ctrl.append(ShutdownChunk(self._rx.cum_tsn).serialize())
-            self._t2 = now + self._rto
+            self._t2 = now + self._rtt.rto
             self._t5 = now + 5 * self.config.rto_max / 1000.0
             self._t3 = None
         elif state == SHUTDOWN_RECEIVED:
             self.state = SHUTDOWN_ACK_SENT
             self._ctrl.append(ShutdownAckChunk().serialize())
-            self._t2 = now + self._rto
+            self._t2 = now + self._rtt.rto
             self._t3 = None
 
     def _on_shutdown(self, cum: int, now: float) -> None:
@@ -1227,7 +970,7 @@ class Association:
         elif state == SHUTDOWN_SENT:
             self.state = SHUTDOWN_ACK_SENT
             self._ctrl.append(ShutdownAckChunk().serialize())
-            self._t2 = now + self._rto
+            self._t2 = now + self._rtt.rto
 
     def _on_shutdown_ack(self, vtag: int, now: float) -> None:
         if self.state in (SHUTDOWN_SENT, SHUTDOWN_ACK_SENT):
@@ -1248,12 +991,12 @@ class Association:
         if self._error_count > self.config.asocmaxrxt:
             self._lost()
             return
-        self._rto = min(self._rto * 2, self.config.rto_max / 1000.0)
+        self._rtt.backoff()
         if self.state == SHUTDOWN_SENT:
             self._ctrl.append(ShutdownChunk(self._rx.cum_tsn).serialize())
         else:
             self._ctrl.append(ShutdownAckChunk().serialize())
-        self._t2 = now + self._rto
+        self._t2 = now + self._rtt.rto
 
     def _lost(self) -> None:
         self._abort_with(protocol_violation_cause(b"communication lost"), "communication lost", send_cause=False)

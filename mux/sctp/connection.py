@@ -2,14 +2,23 @@
 
 Mapping (see README): ESTABLISHED -> connected; each complete user message -> stream data with its
 ``ppid`` and ``unordered`` flag in props (``fin`` is always False: SCTP streams have no end); peer
-SHUTDOWN -> shutdown(0); ABORT or retransmission failure -> transport_shutdown with the cause;
-CLOSED -> closed. SCTP streams are bidirectional channels: ``open_stream`` hands out the next
-outbound stream id not yet used, and a peer's first message on an id we have not used opens it.
+SHUTDOWN -> shutdown(0); a peer ABORT carrying mux's application close -> shutdown(code); any other
+ABORT, retransmission failure or autoclose -> transport_shutdown; CLOSED -> closed. SCTP streams are
+bidirectional channels: ``open_stream`` hands out the next outbound stream id not yet used, and a
+peer's first message on an id we have not used opens it.
+
+Closing with a code. SCTP's graceful SHUTDOWN carries nothing, so ``close(0, ...)`` (``Stop()``) is a
+SHUTDOWN and any other code an ABORT whose User-Initiated Abort cause (RFC 9260 §3.3.10.12) reads
+``application close <code>: <reason>``: a mux peer turns it back into ``shutdown(code)`` and ``closed``
+props with that code and reason, as QUIC's application CONNECTION_CLOSE gives, and any other stack shows
+it as the abort's text. Like QUIC's CONNECTION_CLOSE it is immediate: data still queued is dropped. A
+refusal reads ``refused: <reason>`` and an abort its bare reason.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,11 +26,33 @@ from mux import transport as t
 from mux.logs import peer_log
 from mux.sctp import events as se
 from mux.sctp.association import CLOSED, SHUTDOWN_ACK_SENT, SHUTDOWN_RECEIVED, Association, SctpError
+from mux.sctp.params import CAUSE_NAMES, USER_INITIATED_ABORT, ErrorCause, describe
 from mux.udp import Address, Driver, Pumped
 
 log = logging.getLogger("mux.sctp")
 
 _PEER_CLOSING = (SHUTDOWN_RECEIVED, SHUTDOWN_ACK_SENT)
+
+#: the Upper Layer Abort Reason mux writes for an application close with a code (see the module docstring)
+APP_CLOSE = "application close {code}: {reason}"
+_APP_CLOSE = re.compile(r"application close (\d{1,19}): (.*)", re.DOTALL)
+#: ... and for a refusal by ``new_conn``
+REFUSED = "refused: "
+#: the largest application code: QUIC's (a varint, RFC 9000 §16), so a code means the same on both
+MAX_APP_CODE = (1 << 62) - 1
+#: association states in ``stats()``'s transport-neutral vocabulary
+_STATES = {
+    "closed": "closed",
+    "cookie_wait": "handshaking",
+    "cookie_echoed": "handshaking",
+    "established": "connected",
+    "shutdown_pending": "closing",
+    "shutdown_sent": "closing",
+    "shutdown_received": "closing",
+    "shutdown_ack_sent": "closing",
+}
+#: association abort reasons that mean the peer stopped answering
+_LOST = ("no answer to ", "communication lost", "shutdown guard timer expired")
 
 
 class SctpTransportConnection(Pumped):
@@ -51,7 +82,10 @@ class SctpTransportConnection(Pumped):
         self._next_stream = 0
         self._closing_by_us = False
         self._peer_shutdown = False
-        self._aborted = False
+        #: how we closed: the application's code and reason, and ``error`` for an abort or a refusal
+        self._local_end: dict[str, Any] = {}
+        #: how the association ended when an ABORT or a failure said so (``closed``'s props)
+        self._end: dict[str, Any] | None = None
         self.finished = False
 
     # -- TransportConnection --------------------------------------------------------------------
@@ -90,7 +124,7 @@ class SctpTransportConnection(Pumped):
         else:
             ppid, unordered = 0, False
         try:
-            self.assoc.send(stream_id, data, ppid=ppid, unordered=unordered)
+            buffered = self.assoc.send(stream_id, data, ppid=ppid, unordered=unordered)
         except SctpError as exc:  # the core's own errors: invalid stream, closed, buffer full
             state = self.assoc.state
             if state == CLOSED:
@@ -100,7 +134,7 @@ class SctpTransportConnection(Pumped):
                 raise t.ConnectionGone(f"sctp association with {self.peer_address} is shutting down") from None
             raise t.TransportError(f"sctp send on stream {stream_id}: {exc}") from None
         self.driver.touch(self)
-        return self.assoc.buffered_amount()
+        return buffered
 
     def send_buffered(self, stream_id: int) -> int:
         return self.assoc.buffered_amount()
@@ -124,31 +158,71 @@ class SctpTransportConnection(Pumped):
         self.driver.touch(self)
 
     def close(self, error_code: int, reason: str) -> None:
-        """Graceful SHUTDOWN: outstanding data is delivered first. SCTP carries no close code."""
-        if self.assoc.on_hold:
-            self.abort(reason)  # never up for the peer: there is nothing to shut down gracefully
-            return
-        self._closing_by_us = True
-        self.assoc.shutdown(self.driver.loop.time())
+        """Code 0: a graceful SHUTDOWN, outstanding data delivered first (the peer sees code 0, no reason).
+        Any other code: an ABORT carrying it (see the module docstring)."""
+        self._local_end = {"error_code": error_code, "reason": reason}
+        self._closing_by_us = self._closing_by_us or not self._peer_shutdown
+        if error_code or self.assoc.on_hold:  # on hold: never up for the peer, nothing to shut down gracefully
+            self.assoc.abort(APP_CLOSE.format(code=error_code, reason=reason))
+        else:
+            self.assoc.shutdown(self.driver.loop.time())
         self.driver.touch(self)
 
     def abort(self, reason: str) -> None:
-        self._closing_by_us = True
-        self._aborted = True  # ``closed`` then says so: an ABORT we sent is not a graceful close
-        self.assoc.abort(reason)
-        self.driver.touch(self)
+        self._abort("aborted", reason, reason)
 
     def refuse(self, reason: str = "refused") -> None:
-        self.abort(reason)
+        self._abort("refused", reason, REFUSED + reason)
+
+    def _abort(self, error: str, reason: str, text: str) -> None:
+        self._local_end = {"error_code": USER_INITIATED_ABORT, "reason": reason, "error": error}
+        self._closing_by_us = self._closing_by_us or not self._peer_shutdown
+        self.assoc.abort(text)
+        self.driver.touch(self)
 
     def flush(self) -> None:
         self.driver.flush_one(self)
 
     def stats(self) -> dict[str, Any]:
-        status = dict(self.assoc.status())
-        status["transport"] = "sctp"
-        status["peer"] = self.peer_address
-        return status
+        """``mux.transport.COMMON_STATS``, from the association's status (gen_sctp's #sctp_status{} and its
+        counters, all under ``sctp``). SCTP retransmits chunks, not packets: ``packets_retransmitted``
+        counts DATA chunks sent again. ``recv_unconsumed`` is what the receive window is charged for data
+        not yet consumed (a small cost per message included)."""
+        status: dict[str, Any] = dict(self.assoc.status())
+        primary: dict[str, Any] = status.get("primary") or {}
+        state = str(status.get("state"))
+        srtt = primary.get("srtt")
+        dgram_queued, dgram_dropped = self.datagram_counts()
+        return {
+            "transport": "sctp",
+            "state": "handshaking" if self.assoc.on_hold and state != "closed" else _STATES.get(state, state),
+            "peer": self.peer_address,
+            "srtt_ms": srtt,
+            "rto_ms": primary.get("rto"),
+            "cwnd": primary.get("cwnd"),
+            "bytes_in_flight": primary.get("flight"),
+            "mtu": primary.get("mtu"),
+            "peer_rwnd": status.get("peer_rwnd"),
+            "packets_sent": status.get("tx_packets", 0),
+            "packets_received": status.get("rx_packets", 0),
+            "packets_retransmitted": status.get("retransmitted_chunks", 0),
+            "recv_unconsumed": status.get("held_bytes", 0),
+            "dgram_send_queued": dgram_queued,
+            "dgram_send_dropped": dgram_dropped,
+            "sctp": status,
+        }
+
+    # -- datagrams: the hooks RFC 3758 datagrams fill in ------------------------------------------
+
+    def datagram_state(self) -> dict[str, Any]:
+        """quicer's ``dgram_state_changed`` props, given before ``connected``. SCTP carries no datagrams
+        yet; once it does (unordered, ``rexmit=0`` messages), say so here and deliver
+        ``t.DatagramStateChanged`` again whenever this changes (e.g. the fragmentation point moves)."""
+        return {"dgram_send_enabled": False, "dgram_max_len": 0}
+
+    def datagram_counts(self) -> tuple[int, int]:
+        """Datagrams queued for sending, and dropped because the queue was full (``stats()``)."""
+        return 0, 0
 
     # -- driver side -----------------------------------------------------------------------------
 
@@ -164,6 +238,7 @@ class SctpTransportConnection(Pumped):
             if sink.blocked:
                 sink.writable()
         elif kind is se.AssociationUp:
+            sink.deliver(t.DatagramStateChanged(self.datagram_state()))
             sink.deliver(
                 t.Connected(
                     {
@@ -181,15 +256,20 @@ class SctpTransportConnection(Pumped):
             if not self._closing_by_us:
                 sink.deliver(t.PeerShutdown(0))
         elif kind is se.AssociationAborted:
-            self._aborted = True
-            if not self._closing_by_us or event.reason:
-                sink.deliver(t.TransportShutdown({"error": event.reason, "causes": [str(c) for c in event.causes]}))
+            self._aborted(sink, event)
         elif kind is se.AssociationClosed:
             self.finished = True
-            by = "local" if self._closing_by_us else "peer" if self._peer_shutdown else "transport"
-            props: dict[str, Any] = {"by": by}
-            if self._aborted:
-                props["error"] = "aborted"
+            props = self._end
+            if props is None:
+                if self._closing_by_us:
+                    props = {"by": "local", "error_code": 0, "reason": "", **self._local_end}
+                elif self._peer_shutdown:
+                    props = {"by": "peer", "error_code": 0, "reason": ""}
+                else:
+                    # nobody asked and nothing failed: the association shut itself down, which is autoclose
+                    # (gen_sctp's idle close), as QUIC's idle timeout ends a connection
+                    props = {"by": "transport", "error_code": 0, "reason": "autoclose", "error": "idle_timeout"}
+                    sink.deliver(t.TransportShutdown(dict(props)))
             sink.deliver(t.Closed(props))
         elif kind is se.PeerError:
             # peer-caused: counted, and logged at debug only, briefly and at a bounded rate
@@ -198,6 +278,70 @@ class SctpTransportConnection(Pumped):
         elif kind is se.AssociationRestarted:
             peer_log(log, "sctp.restart", "association %s: peer restarted", self.peer_address)
 
+    def _aborted(self, sink: t.ConnectionSink, event: se.AssociationAborted) -> None:
+        """The association ended by an ABORT, the peer's or ours, or by giving up on the peer."""
+        causes = event.causes
+        by_peer = _sent_by_peer(event)
+        app = _application_close(causes) if by_peer else None
+        by = "local" if self._closing_by_us else "peer" if by_peer else "transport"
+        if app is not None:
+            if not self._closing_by_us:  # else both closed at once: ours came first, and ``closed`` says so
+                code, reason = app
+                self._end = {"by": by, "error_code": code, "reason": reason}
+                sink.deliver(t.PeerShutdown(code, reason))
+            return
+        end: dict[str, Any] = {"by": by, "error_code": causes[0].code if causes else 0}
+        if by_peer:
+            end["error"], end["reason"] = _peer_abort(causes)
+        else:
+            lost = not causes or event.reason.startswith(_LOST)
+            end["error"] = "communication_lost" if lost else _cause_name(causes[0])
+            end["reason"] = event.reason
+        if causes:
+            end["sctp"] = {"causes": [describe(c) for c in causes]}
+        self._end = end
+        sink.deliver(t.TransportShutdown(dict(end)))
+
     def on_finished(self) -> None:
         if self._on_finished is not None:
             self._on_finished(self)
+
+
+def _sent_by_peer(event: se.AssociationAborted) -> bool:
+    """Whether the peer sent the ABORT, rather than our association giving up or aborting it. The event does
+    not say; the association names a peer's ABORT by its causes, and its own ends otherwise."""
+    return event.reason == ("; ".join(describe(c) for c in event.causes) or "peer sent ABORT")
+
+
+def _user_text(causes: list[ErrorCause]) -> str | None:
+    for cause in causes:
+        if cause.code == USER_INITIATED_ABORT:
+            return cause.info.decode("utf-8", "replace")
+    return None
+
+
+def _application_close(causes: list[ErrorCause]) -> tuple[int, str] | None:
+    """The code and reason of a peer's application close, when its ABORT carries one."""
+    text = _user_text(causes)
+    match = _APP_CLOSE.fullmatch(text) if text is not None else None
+    if match is None:
+        return None
+    code = int(match.group(1))
+    return (code, match.group(2)) if code <= MAX_APP_CODE else None
+
+
+def _peer_abort(causes: list[ErrorCause]) -> tuple[str, str]:
+    """``error`` and ``reason`` of a peer's ABORT: a user abort is ``aborted`` (or ``refused``) with the
+    peer's text as reason, as QUIC gives a peer's abort; any other cause is named after itself."""
+    text = _user_text(causes)
+    if text is not None:
+        if text.startswith(REFUSED):
+            return "refused", text[len(REFUSED) :]
+        return "aborted", text
+    if not causes:
+        return "aborted", ""
+    return _cause_name(causes[0]), "; ".join(describe(c) for c in causes)
+
+
+def _cause_name(cause: ErrorCause) -> str:
+    return CAUSE_NAMES.get(cause.code, f"cause_{cause.code}")

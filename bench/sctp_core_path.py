@@ -1,13 +1,17 @@
-"""Time the SCTP receive path in memory: packets into a server association, SACKs and messages out.
+"""Time the SCTP core in memory: the receive path and the send path, per packet, without sockets or a loop.
 
-No sockets and no event loop: an endpoint accepts one association by hand, then takes pre-built DATA packets
-(in order, or with every tenth packet held back and sent later, so gaps open and close) and answers with its
-SACKs; the application reads every message. It prints microseconds per packet for each workload.
+**Receive** (``rx-*``): an endpoint accepts one association by hand, then takes pre-built DATA packets (in order,
+or with every tenth packet held back and sent later, so gaps open and close) and answers with its SACKs; the
+application reads every message.
 
-To compare two checkouts, give each with ``--mux-path``: they run in their own processes, alternating A B A B,
-and the ratio is reported from the medians of the same run::
+**Send** (``tx-*``): a client association queues messages (up to its ``sndbuf``) and makes packets; a server
+association in the same process takes them and SACKs them back. Only the sender's work is timed: ``send``,
+``datagrams_to_send`` and taking in the SACKs. One stream, or eight streams at once (the scheduler's work).
 
-    python bench/sctp_rx_path.py --mux-path /work/before --mux-path . --reps 5
+It prints microseconds per packet for each workload. To compare two checkouts, give each with ``--mux-path``:
+they run in their own processes, alternating A B A B, and the ratio is reported from the medians of one run::
+
+    python bench/sctp_core_path.py --mux-path /work/before --mux-path . --reps 5
 """
 
 from __future__ import annotations
@@ -21,17 +25,27 @@ import sys
 import time
 from typing import Any
 
-WORKLOADS = {
+RX_WORKLOADS = {
     # name: (messages per packet, message size, reorder)
-    "bulk-1200": (1, 1180, False),
-    "small-20x40": (20, 40, False),
-    "bulk-reordered": (1, 1180, True),
-    "small-reordered": (20, 40, True),
+    "rx-bulk-1200": (1, 1180, False),
+    "rx-small-20x40": (20, 40, False),
+    "rx-bulk-reordered": (1, 1180, True),
+    "rx-small-reordered": (20, 40, True),
 }
+TX_WORKLOADS = {
+    # name: (message size, streams)
+    "tx-bulk-1200": (1180, 1),
+    "tx-small-40": (40, 1),
+    "tx-bulk-8-streams": (1180, 8),
+    "tx-64k-messages": (65000, 1),
+}
+WORKLOADS = [*RX_WORKLOADS, *TX_WORKLOADS]
 
 
 def run_one(workload: str, packets: int) -> float:
     """Seconds per packet for ``workload`` in this process's ``mux``."""
+    if workload in TX_WORKLOADS:
+        return run_tx(workload, packets)
     from mux.sctp import events as ev
     from mux.sctp.chunks import CookieEchoChunk, DataChunk, InitAckChunk, InitChunk
     from mux.sctp.config import SctpConfig
@@ -39,7 +53,7 @@ def run_one(workload: str, packets: int) -> float:
     from mux.sctp.packet import parse_packet, serialize_packet
     from mux.sctp.params import StateCookieParam
 
-    per_packet, size, reorder = WORKLOADS[workload]
+    per_packet, size, reorder = RX_WORKLOADS[workload]
     peer = ("10.0.0.9", 6000)
     server = Endpoint(SctpConfig(recbuf=4 << 20), local_port=5000)
     now = 1000.0
@@ -91,6 +105,68 @@ def run_one(workload: str, packets: int) -> float:
     return elapsed / packets
 
 
+def run_tx(workload: str, packets: int) -> float:
+    """Seconds of the sender's work per DATA packet it sent."""
+    from mux.sctp import events as ev
+    from mux.sctp.config import SctpConfig
+    from mux.sctp.endpoint import Endpoint
+
+    size, streams = TX_WORKLOADS[workload]
+    config = SctpConfig(recbuf=4 << 20, sndbuf=4 << 20, nodelay=True, num_ostreams=16, max_instreams=16)
+    a, b = ("10.0.0.1", 5001), ("10.0.0.2", 5002)
+    client = Endpoint(config, local_port=5001)
+    server = Endpoint(config, local_port=5002)
+    now = 1000.0
+    assoc = client.connect(b, 5002, now)
+    peer = None
+    for _ in range(4):  # INIT, INIT-ACK, COOKIE-ECHO, COOKIE-ACK
+        for data, _addr in assoc.datagrams_to_send(now):
+            server.receive_datagram(data, a, now)
+        for data, _addr in server.datagrams_to_send(now):
+            client.receive_datagram(data, b, now)
+        while (e := server.next_event()) is not None:
+            peer = e.association
+        if peer is not None:
+            for data, _addr in peer.datagrams_to_send(now):
+                client.receive_datagram(data, b, now)
+    assert peer is not None
+    while assoc.next_event() is not None:
+        pass
+    payload = bytes(size)
+    consume = getattr(peer, "consumed", None)
+    sent_packets = 0
+    elapsed = 0.0
+    stream = 0
+    clock = time.perf_counter
+    while sent_packets < packets:
+        t0 = clock()
+        try:
+            for _ in range(64):
+                assoc.send(stream, payload)
+                stream = (stream + 1) % streams
+        except Exception:  # the send queue is full: wait for SACKs
+            pass
+        out = assoc.datagrams_to_send(now)
+        elapsed += clock() - t0
+        sent_packets += len(out)
+        for data, _addr in out:
+            server.receive_datagram(data, a, now)
+        while (e := peer.next_event()) is not None:
+            if type(e) is ev.DataReceived and consume is not None:
+                consume(len(e.data))
+        peer._t_sack = None  # acknowledge now, not after the delayed-SACK timer
+        peer._need_sack = peer._need_sack or bool(out)
+        acks = peer.datagrams_to_send(now)
+        t0 = clock()
+        for data, _addr in acks:
+            client.receive_datagram(data, b, now)
+        while assoc.next_event() is not None:
+            pass
+        elapsed += clock() - t0
+        now += 0.0005
+    return elapsed / sent_packets
+
+
 def child(args: argparse.Namespace) -> None:
     print(json.dumps({w: run_one(w, args.packets) for w in args.workload}))
 
@@ -100,7 +176,7 @@ def main() -> None:
     parser.add_argument("--mux-path", action="append", default=[], help="checkout to measure (repeat for A/B)")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--packets", type=int, default=20_000)
-    parser.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
+    parser.add_argument("--workload", action="append", choices=WORKLOADS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.workload = args.workload or list(WORKLOADS)
@@ -121,7 +197,7 @@ def main() -> None:
     fmt: dict[str, Any] = {}
     print(f"µs per packet, median [min..max] of {args.reps}; {args.packets} packets each")
     for w in args.workload:
-        line = f"  {w:16}"
+        line = f"  {w:18}"
         for path in paths:
             xs = results[path][w]
             fmt[path] = statistics.median(xs)

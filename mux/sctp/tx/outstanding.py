@@ -1,0 +1,196 @@
+"""Data in flight: the chunks sent and not yet cumulatively acknowledged, what SACKs say of them, and which to
+retransmit (RFC 9260 §6.2.1, §6.3.3, §7.2.4).
+
+``sent`` is a list with a head index, contiguous in TSN from the cumulative ack point, so a gap block's TSN
+offsets are plain list indices. Applying a SACK visits each outstanding chunk at most once, however many
+blocks it lists and however they overlap. ``flight`` counts the bytes in flight as congestion control sees
+them: a chunk marked for retransmission leaves it until it is sent again.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from mux.sctp.tx.rtt import RttEstimator
+from mux.sctp.tx.send_queue import OutChunk
+
+MASK = 0xFFFFFFFF
+HALF = 0x80000000
+
+#: ``ack`` found a cumulative TSN ack beyond anything we sent: a protocol violation
+BEYOND = -1
+
+
+class Outstanding:
+    __slots__ = ("bytes", "cum_acked", "flight", "head", "next_tsn", "rtt_chunk", "rtx", "sent")
+
+    def __init__(self, initial_tsn: int) -> None:
+        self.next_tsn = initial_tsn & MASK
+        self.cum_acked = (initial_tsn - 1) & MASK
+        self.sent: list[OutChunk] = []
+        self.head = 0
+        #: chunks marked for retransmission, in TSN order as they were marked
+        self.rtx: deque[OutChunk] = deque()
+        self.flight = 0
+        #: user bytes sent and not yet cumulatively acknowledged
+        self.bytes = 0
+        #: the chunk timing the next RTT sample (one at a time, never a retransmitted one: Karn)
+        self.rtt_chunk: OutChunk | None = None
+
+    def __len__(self) -> int:
+        """Chunks outstanding (hot paths compute ``len(sent) - head`` themselves: a dunder call costs)."""
+        return len(self.sent) - self.head
+
+    def add(self, c: OutChunk, now: float) -> bytes:
+        """``c`` leaves for the first time: give it the next TSN; returns its encoding."""
+        tsn = self.next_tsn
+        self.next_tsn = (tsn + 1) & MASK
+        c.tsn = tsn
+        c.sent = 1
+        c.sent_at = now
+        wire = c.encode()
+        c.wire = wire
+        self.bytes += c.size
+        self.flight += c.size
+        self.sent.append(c)
+        if self.rtt_chunk is None:
+            self.rtt_chunk = c
+        return wire
+
+    def resend(self, c: OutChunk, now: float) -> None:
+        """``c`` (marked) leaves again."""
+        c.marked = False
+        c.sent += 1
+        c.sent_at = now
+        self.flight += c.size
+        if c is self.rtt_chunk:
+            self.rtt_chunk = None  # Karn: no RTT from a retransmitted chunk
+
+    def ack(self, cum: int, gaps: list[tuple[int, int]], now: float, rtt: RttEstimator) -> tuple[int, int, list[int]]:
+        """Apply a SACK's cumulative TSN and gap blocks.
+
+        Returns (TSNs newly acknowledged cumulatively, bytes newly acknowledged, indices newly acknowledged by gap
+        blocks in ascending order); (0, 0, []) for an old, reordered SACK and (BEYOND, 0, []) for one acking
+        what was never sent. RTT samples go to ``rtt``.
+        """
+        d = (cum - self.cum_acked) & MASK
+        if d >= HALF:
+            return 0, 0, []  # an old, reordered SACK (§6.2.1 D i)
+        sent = self.sent
+        head = self.head
+        n_out = len(sent) - head
+        if d > n_out:
+            return BEYOND, 0, []
+        acked_bytes = 0
+        flight = self.flight
+        rtt_chunk = self.rtt_chunk
+        if d:
+            stop = head + d
+            released = 0
+            for i in range(head, stop):
+                c = sent[i]
+                if not c.acked:
+                    acked_bytes += c.size
+                    if c.marked:
+                        c.marked = False
+                    else:
+                        flight -= c.size
+                    if c is rtt_chunk:
+                        if c.sent == 1:
+                            rtt.sample(now - c.sent_at)
+                        self.rtt_chunk = rtt_chunk = None
+                released += c.size
+            self.bytes -= released
+            head = stop
+            self.cum_acked = cum
+            if head > 4096 and head * 2 > len(sent):
+                del sent[:head]
+                head = 0
+            self.head = head
+            n_out = len(sent) - head
+        newly: list[int] = []
+        if gaps and n_out:
+            # Each outstanding chunk is visited once per SACK, whatever the blocks say: a peer sending hundreds of
+            # overlapping blocks that all cover everything costs what one block would. Honest blocks come sorted.
+            last = len(sent) - 1
+            covered = head - 1
+            for start, end in sorted(gaps) if len(gaps) > 1 else gaps:
+                if start == 0 or start > end:
+                    continue
+                lo = head + start - 1
+                if lo <= covered:
+                    lo = covered + 1
+                hi = head + end - 1
+                if hi > last:
+                    hi = last
+                if lo > hi:
+                    continue
+                covered = hi
+                for i in range(lo, hi + 1):
+                    c = sent[i]
+                    if not c.acked:
+                        c.acked = True
+                        acked_bytes += c.size
+                        if c.marked:
+                            c.marked = False
+                        else:
+                            flight -= c.size
+                        if c is rtt_chunk:
+                            if c.sent == 1:
+                                rtt.sample(now - c.sent_at)
+                            self.rtt_chunk = rtt_chunk = None
+                        newly.append(i)
+        self.flight = flight
+        return d, acked_bytes, newly
+
+    def mark_misses(self, newly: list[int]) -> int:
+        """HTNA (§7.2.4): TSNs below the highest newly acked one count misses; at three, fast retransmit.
+
+        A SACK counts one miss per TSN it newly acks above the hole, as if the peer had SACKed each packet (§6.7
+        asks it to while there are gaps): a receiver that reads a batch of datagrams and answers with one SACK
+        would otherwise starve fast retransmit into RTO timeouts. Returns how many chunks were newly marked.
+        """
+        sent = self.sent
+        head = self.head
+        threshold = 3
+        if len(sent) - head < 8:
+            # Early Retransmit (RFC 5827): with fewer than four chunks outstanding three misses can never come;
+            # retransmit after outstanding - 1 of them instead of waiting for the RTO
+            outstanding = sum(1 for i in range(head, len(sent)) if not sent[i].acked)
+            if outstanding < 4:
+                threshold = max(outstanding - 1, 1)
+        marked = 0
+        k = len(newly) - 1  # newly[k] is the lowest newly acked index above i; len(newly) - k of them
+        rtx = self.rtx
+        for i in range(newly[-1] - 1, head - 1, -1):
+            while k > 0 and newly[k - 1] > i:
+                k -= 1
+            c = sent[i]
+            if c.acked or c.marked or c.fast_rtx:
+                continue
+            c.missing += len(newly) - k
+            if c.missing >= threshold:
+                c.missing = 0
+                c.fast_rtx = True
+                c.marked = True
+                self.flight -= c.size
+                rtx.append(c)
+                marked += 1
+        return marked
+
+    def mark_all(self) -> None:
+        """The retransmission timer expired (§6.3.3 E3): everything unacknowledged goes again, in TSN order."""
+        self.rtt_chunk = None
+        rtx: deque[OutChunk] = deque()
+        sent = self.sent
+        flight = self.flight
+        for i in range(self.head, len(sent)):
+            c = sent[i]
+            if not c.acked:
+                if not c.marked:
+                    c.marked = True
+                    flight -= c.size
+                c.missing = 0
+                rtx.append(c)
+        self.rtx = rtx
+        self.flight = max(flight, 0)

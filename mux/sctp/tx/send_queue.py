@@ -1,0 +1,168 @@
+"""What the application queued to send, per stream, and which stream's data goes next (the scheduler).
+
+A message is cut into chunks when it is queued; a chunk gets its TSN when it first leaves (``Outstanding.add``),
+so the fragments of a message stay consecutive. The scheduler picks the stream each next chunk comes from:
+
+* ``fcfs``: messages in the order they were queued, whatever their stream;
+* ``rr`` (the default): the streams with data in turn, one whole message each, so a large message on one
+  stream holds another stream back by one message at most (RFC 8260 §3.2's round robin).
+
+Without I-DATA a message's fragments must go out back to back; the scheduler moves on only at a message's end.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Literal
+
+from mux.sctp.chunks import DATA_HEADER, FLAG_B, FLAG_E, FLAG_I, FLAG_U
+
+_PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+MASK = 0xFFFFFFFF
+
+Scheduler = Literal["fcfs", "rr"]
+
+
+class OutChunk:
+    """One outbound DATA chunk; ``wire`` caches its encoding without the I bit, for retransmission."""
+
+    __slots__ = (
+        "acked",
+        "data",
+        "fast_rtx",
+        "flags",
+        "marked",
+        "missing",
+        "ppid",
+        "sent",
+        "sent_at",
+        "size",
+        "ssn",
+        "stream_id",
+        "tsn",
+        "wire",
+    )
+
+    def __init__(self, stream_id: int, ssn: int, ppid: int, data: bytes, flags: int) -> None:
+        self.stream_id = stream_id
+        self.ssn = ssn
+        self.ppid = ppid
+        self.data = data
+        self.flags = flags
+        self.size = len(data)
+        self.tsn = 0
+        self.sent = 0  # transmissions so far
+        self.sent_at = 0.0
+        self.acked = False  # by a gap block (a cumulative ack removes it)
+        self.marked = False  # for retransmission (not counted in flight)
+        self.fast_rtx = False  # already fast-retransmitted once (§7.2.4)
+        self.missing = 0  # miss indications
+        self.wire = b""
+
+    def encode(self, immediate: bool = False) -> bytes:
+        data = self.data
+        n = 16 + len(data)
+        flags = self.flags | FLAG_I if immediate else self.flags
+        return b"".join(
+            (DATA_HEADER.pack(0, flags, n, self.tsn, self.stream_id, self.ssn, self.ppid), data, _PAD[n & 3])
+        )
+
+
+class _Queue:
+    """One stream's chunks waiting to leave (for ``fcfs``, one queue holds every stream's)."""
+
+    __slots__ = ("chunks", "id")
+
+    def __init__(self, stream_id: int) -> None:
+        self.id = stream_id
+        self.chunks: deque[OutChunk] = deque()
+
+
+def _own(stream_id: int) -> int:
+    return stream_id
+
+
+def _shared(stream_id: int) -> int:
+    return -1
+
+
+class SendQueue:
+    __slots__ = ("_key", "_queues", "_ssn", "active", "bytes", "chunks", "fragmentation_point", "scheduler")
+
+    def __init__(self, streams: int, fragmentation_point: int, scheduler: Scheduler = "rr") -> None:
+        self.fragmentation_point = fragmentation_point
+        self.scheduler: Scheduler = scheduler
+        #: the queue a stream's messages go to: its own, or with ``fcfs`` the one shared queue
+        self._key = _shared if scheduler == "fcfs" else _own
+        self._ssn = [0] * max(streams, 1)
+        self._queues: dict[int, _Queue] = {}
+        #: streams with chunks waiting, the one sending now first; with ``rr`` it moves to the back at a message's
+        #: end. The next chunk is ``active[0].chunks[0]``: the packet loop reads it there (``peek`` costs a call)
+        self.active: deque[_Queue] = deque()
+        #: user bytes and chunks waiting
+        self.bytes = 0
+        self.chunks = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.active)
+
+    def set_streams(self, streams: int) -> None:
+        """The number of outbound streams was negotiated: messages queued before keep their SSNs."""
+        n = max(streams, 1)
+        self._ssn = (self._ssn + [0] * n)[:n]
+
+    def clear(self, streams: int) -> None:
+        """The peer restarted: everything queued is gone, SSNs start over."""
+        self._queues.clear()
+        self.active.clear()
+        self.bytes = self.chunks = 0
+        self._ssn = [0] * max(streams, 1)
+
+    def push(self, stream_id: int, data: bytes, ppid: int, unordered: bool) -> None:
+        """Queue one message on ``stream_id`` (already checked to exist), cut into chunks."""
+        if unordered:
+            ssn = 0
+            base = FLAG_U
+        else:
+            ssn = self._ssn[stream_id]
+            self._ssn[stream_id] = (ssn + 1) & 0xFFFF
+            base = 0
+        key = self._key(stream_id)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _Queue(key)
+        chunks = queue.chunks
+        if not chunks:
+            self.active.append(queue)
+        n = len(data)
+        frag = self.fragmentation_point
+        if n <= frag:
+            chunks.append(OutChunk(stream_id, ssn, ppid & MASK, data, base | FLAG_B | FLAG_E))
+            self.chunks += 1
+        else:
+            view = memoryview(data)
+            ppid &= MASK
+            for off in range(0, n, frag):
+                flags = base | (FLAG_B if off == 0 else 0) | (FLAG_E if off + frag >= n else 0)
+                chunks.append(OutChunk(stream_id, ssn, ppid, bytes(view[off : off + frag]), flags))
+            self.chunks += -(-n // frag)
+        self.bytes += n
+
+    def peek(self) -> OutChunk | None:
+        """The chunk that goes next, left in place."""
+        active = self.active
+        return active[0].chunks[0] if active else None
+
+    def take(self) -> OutChunk:
+        """Remove and return the chunk ``peek`` gave; at a message's end the scheduler moves on."""
+        active = self.active
+        queue = active[0]
+        chunks = queue.chunks
+        c = chunks.popleft()
+        self.bytes -= c.size
+        self.chunks -= 1
+        if not chunks:
+            active.popleft()
+        elif c.flags & FLAG_E and len(active) > 1:
+            active.rotate(-1)  # round robin: the next stream's turn (fcfs has a single queue)
+        return c
