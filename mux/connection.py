@@ -149,6 +149,8 @@ class Connection:
         return self._streams
 
     def stats(self) -> dict[str, Any]:
+        """The transport's figures, same keys on every transport (``mux.transport.COMMON_STATS``) with its
+        own under ``quic`` or ``sctp``, and ``mailbox``: what waits for the behaviour."""
         stats = self._tconn.stats()
         stats["mailbox"] = {
             "queued": len(self._mailbox),
@@ -231,6 +233,11 @@ class Connection:
         return f"<Connection {self.id} {self.transport} {self.state} peer={self.peer_address}>"
 
     # -- sink API for transports --------------------------------------------------------------
+
+    def handles(self, callback: str) -> bool:
+        """Whether the behaviour overrides ``callback`` (``ConnectionSink.handles``)."""
+        mine = getattr(type(self.behaviour), callback, None)
+        return mine is not None and mine is not getattr(ConnectionBehaviour, callback, None)
 
     def deliver(self, event: t.Event) -> None:
         """Queue an event for the behaviour, or, when the mailbox is idle, run its callback now.
@@ -362,6 +369,10 @@ class Connection:
                     note.bidi, note.unidi = item.bidi, item.unidi
                 elif kind is t.AddressChanged:
                     note.address = item.address
+                elif kind is t.TicketReceived:
+                    note.ticket = item.ticket  # the newest ticket is the one worth keeping
+                elif kind is t.DatagramStateChanged:
+                    note.props = item.props
                 return
             self._queued_notes[key] = item
         self._push(item)
@@ -458,6 +469,20 @@ class Connection:
         probe: Callable[[int], bool] | None = getattr(self._tconn, "stream_is_unidirectional", None)
         return probe(stream_id) if probe is not None else False
 
+    async def _event_stream(self, stream_id: int) -> Stream | None:
+        """The stream a reset or stop-sending is about. One the peer opened that the behaviour has not seen
+        yet is announced with ``new_stream`` first; one of ours that is already forgotten (``stream_closed``
+        ran) gives None: there is nothing left to tell about it."""
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            return stream
+        probe: Callable[[int], bool] | None = getattr(self._tconn, "stream_is_local", None)
+        if probe is not None and probe(stream_id):
+            return None
+        stream, _new = self._stream_for(stream_id)
+        await self._invoke(self.behaviour.new_stream, stream, {})
+        return stream
+
     async def _run(self) -> None:
         mailbox = self._mailbox
         loop = asyncio.get_running_loop()
@@ -542,13 +567,15 @@ class Connection:
                 if proceed is not None and self.state == "handshaking":
                     proceed()
             elif kind is t.StreamReset:
-                stream, new = self._stream_for(item.stream_id)
-                stream.recv_done = True
-                await self._invoke(b.peer_send_aborted, stream, item.error_code)
-                self._maybe_stream_closed(stream)
+                reset = await self._event_stream(item.stream_id)
+                if reset is not None:
+                    reset.recv_done = True
+                    await self._invoke(b.peer_send_aborted, reset, item.error_code)
+                    self._maybe_stream_closed(reset)
             elif kind is t.StopSending:
-                stream, new = self._stream_for(item.stream_id)
-                await self._invoke(b.peer_receive_aborted, stream, item.error_code)
+                stopped = await self._event_stream(item.stream_id)
+                if stopped is not None:
+                    await self._invoke(b.peer_receive_aborted, stopped, item.error_code)
             elif kind is _StreamClosed:
                 stream = item.stream
                 try:
@@ -566,6 +593,16 @@ class Connection:
                 await self._invoke(b.peer_needs_streams, self, item.unidirectional)
             elif kind is t.AddressChanged:
                 await self._invoke(b.peer_address_changed, self, item.address)
+            elif kind is t.DatagramStateChanged:
+                await self._invoke(b.dgram_state_changed, self, item.props)
+            elif kind is t.PeerCertificate:
+                await self._invoke(b.peer_cert_received, self, item.certificates)
+            elif kind is t.Resumed:
+                await self._invoke(b.resumed, self, item.data)
+            elif kind is t.TicketReceived:
+                await self._invoke(b.nst_received, self, item.ticket)
+            elif kind is t.LocalAddressChanged:
+                await self._invoke(b.local_address_changed, self, item.address)
         except Exception as exc:
             self._failed(exc, kind)
 
@@ -590,8 +627,8 @@ class Connection:
         ):
             # the connection ended while the callback ran (its Closed is queued behind this item); a
             # ConnectionGone about some other connection is the behaviour's own error: a crash, below
-            what = f"{type(b).__name__}.{kind.__name__.lstrip('_')}"
-            peer_log(log, "connection.gone", "connection %d ended while %s ran: %s", self.id, what, exc)
+            what = f"{type(b).__name__} handled {kind.__name__.lstrip('_')}"
+            peer_log(log, "connection.gone", "connection %d ended while %s: %s", self.id, what, exc)
         else:
             self._dead = True
             # a peer may be able to make a buggy behaviour crash on every connection: the traceback matters, but
@@ -665,8 +702,19 @@ class _StreamClosed:
 
 _INIT = object()
 
-#: notifications a peer can repeat as often as it likes; one of each kind (per stream) waits at a time
-_NOTES = frozenset({t.StreamsAvailable, t.PeerNeedsStreams, t.AddressChanged, t.StopSending, t.StreamReset})
+#: notifications a peer can repeat as often as it likes (and whose latest value is all that matters): one of each
+#: kind (per stream) waits at a time
+_NOTES = frozenset(
+    {
+        t.StreamsAvailable,
+        t.PeerNeedsStreams,
+        t.AddressChanged,
+        t.StopSending,
+        t.StreamReset,
+        t.TicketReceived,
+        t.DatagramStateChanged,
+    }
+)
 #: mailbox items with accounting to undo as they leave it
 _COUNTED = _NOTES | {t.StreamData, t.DatagramReceived}
 

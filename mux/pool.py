@@ -171,7 +171,7 @@ class AcceptorPool:
             counts.active -= 1
         counts.closed += 1
         reason = (conn.close_props or {}).get("error")
-        if reason:
+        if reason and reason != "refused":  # a refusal is counted once, by why (``_refuse``)
             counts.errors[str(reason)] += 1
         if not self._connections:
             self._empty.set()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -101,8 +101,45 @@ class AddressChanged:
 
 
 @dataclass(slots=True)
+class LocalAddressChanged:
+    """Our own address for this connection changed (quicer's ``local_address_changed``)."""
+
+    address: Address
+
+
+@dataclass(slots=True)
+class DatagramStateChanged:
+    """Whether ``send_datagram`` works now, and the largest datagram it takes (quicer's props:
+    ``dgram_send_enabled``, ``dgram_max_len``)."""
+
+    props: dict[str, Any]
+
+
+@dataclass(slots=True)
+class PeerCertificate:
+    """The peer's certificate and the chain it sent, DER, leaf first (TLS transports only)."""
+
+    certificates: list[bytes]
+
+
+@dataclass(slots=True)
+class Resumed:
+    """Server side: the peer resumed an earlier session; ``data`` is what the ticket carried, or False."""
+
+    data: bytes | Literal[False] = False
+
+
+@dataclass(slots=True)
+class TicketReceived:
+    """Client side: the server sent a session ticket (TLS NewSessionTicket); ``ticket`` resumes a session."""
+
+    ticket: bytes
+
+
+@dataclass(slots=True)
 class PeerShutdown:
-    """The peer closed gracefully (QUIC CONNECTION_CLOSE from the peer, SCTP SHUTDOWN)."""
+    """The peer's application closed the connection with ``error_code`` (QUIC application CONNECTION_CLOSE;
+    SCTP SHUTDOWN, code 0, or an ABORT carrying mux's application close)."""
 
     error_code: int
     reason: str = ""
@@ -110,14 +147,20 @@ class PeerShutdown:
 
 @dataclass(slots=True)
 class TransportShutdown:
-    """The transport itself ended the connection (idle timeout, ABORT, retransmission failure...)."""
+    """The connection ended below the application: idle timeout, protocol error, retransmission failure, or an
+    abort, ours or the peer's (QUIC transport CONNECTION_CLOSE, SCTP ABORT). ``props`` as ``Closed``'s."""
 
     props: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class Closed:
-    """The connection is gone; always the last event. ``props`` says how it ended."""
+    """The connection is gone; always the last event. ``props`` says how it ended.
+
+    Every transport gives ``by`` (``local``, ``peer`` or ``transport``: who started the end), ``error_code``
+    and ``reason``, and ``error`` (a short name such as ``aborted``, ``refused``, ``idle_timeout``) when the end
+    was not an application's close; extras go under the transport's own key (``quic``, ``sctp``).
+    """
 
     props: dict[str, Any] = field(default_factory=dict)
 
@@ -131,9 +174,34 @@ Event = (
     | StreamsAvailable
     | PeerNeedsStreams
     | AddressChanged
+    | LocalAddressChanged
+    | DatagramStateChanged
+    | PeerCertificate
+    | Resumed
+    | TicketReceived
     | PeerShutdown
     | TransportShutdown
     | Closed
+)
+
+
+#: what ``TransportConnection.stats()`` gives on every transport (the mailbox adds ``mailbox``)
+COMMON_STATS = (
+    "transport",
+    "state",
+    "peer",
+    "srtt_ms",
+    "rto_ms",
+    "cwnd",
+    "bytes_in_flight",
+    "mtu",
+    "peer_rwnd",
+    "packets_sent",
+    "packets_received",
+    "packets_retransmitted",
+    "recv_unconsumed",
+    "dgram_send_queued",
+    "dgram_send_dropped",
 )
 
 
@@ -150,6 +218,11 @@ class ConnectionSink(Protocol):
     #: No callback is running or queued: whatever the events caused has been given to the transport.
     #: A plain attribute, read by the driver once per connection per batch of datagrams.
     idle: bool
+
+    def handles(self, callback: str) -> bool:
+        """Whether the behaviour overrides ``callback``: a transport may skip work only it would use
+        (asking for session tickets, encoding certificates)."""
+        ...
 
 
 class TransportConnection(Protocol):
@@ -210,7 +283,10 @@ class TransportConnection(Protocol):
         """Close with the transport's internal-error code (a behaviour crashed)."""
         ...
 
-    def stats(self) -> dict[str, Any]: ...
+    def stats(self) -> dict[str, Any]:
+        """Figures with the same keys on every transport (``COMMON_STATS``) and the transport's own under
+        its name. ``state`` is one of ``handshaking``, ``connected``, ``closing``, ``closed``."""
+        ...
 
     # Optional: ``flush()`` is called when the behaviour has worked through its queued callbacks, so
     # a transport can send what they produced at once instead of on the next loop step.

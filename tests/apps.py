@@ -9,6 +9,8 @@ from mux import Connection, ConnectionBehaviour, Reject, Stop, Stream
 
 #: callbacks seen by Recording servers, in order, per connection id
 LOG: dict[int, list[str]] = {}
+#: the props (or argument) of some of those callbacks, by connection id and callback name
+PROPS: dict[int, dict[str, Any]] = {}
 
 
 class Recording(ConnectionBehaviour):
@@ -16,6 +18,9 @@ class Recording(ConnectionBehaviour):
 
     def _log(self, entry: str) -> None:
         LOG.setdefault(self.conn.id, []).append(entry)
+
+    def _keep(self, callback: str, value: Any) -> None:
+        PROPS.setdefault(self.conn.id, {})[callback] = value
 
     def init(self, opts: dict[str, Any]) -> None:
         self._log("init")
@@ -36,6 +41,8 @@ class Recording(ConnectionBehaviour):
             raise RuntimeError("boom, as asked")
         if data == b"stop":
             raise Stop(7, "stopped by behaviour")
+        if data == b"stop0":
+            raise Stop(0, "done")
         if data.startswith(b"pause"):  # suspends on a stream it already knows: later data must wait
             await asyncio.sleep(0.05)
             self._log("pause done")
@@ -50,11 +57,29 @@ class Recording(ConnectionBehaviour):
     def stream_closed(self, stream: Stream, props: dict[str, Any]) -> None:
         self._log(f"stream_closed:{stream.id}")
 
+    def peer_send_aborted(self, stream: Stream, error_code: int) -> None:
+        self._log(f"peer_send_aborted:{stream.id}:{error_code}")
+
+    def peer_receive_aborted(self, stream: Stream, error_code: int) -> None:
+        self._log(f"peer_receive_aborted:{stream.id}:{error_code}")
+
+    def dgram_state_changed(self, conn: Connection, props: dict[str, Any]) -> None:
+        self._log("dgram_state_changed")
+        self._keep("dgram_state_changed", props)
+
+    def peer_cert_received(self, conn: Connection, certificates: list[bytes]) -> None:
+        self._log("peer_cert_received")
+        self._keep("peer_cert_received", certificates)
+
+    def resumed(self, conn: Connection, session_data: Any) -> None:
+        self._log(f"resumed:{session_data}")
+
     def shutdown(self, conn: Connection, error_code: int) -> None:
         self._log(f"shutdown:{error_code}")
 
     def transport_shutdown(self, conn: Connection, props: dict[str, Any]) -> None:
         self._log("transport_shutdown")
+        self._keep("transport_shutdown", props)
 
     def handle_info(self, msg: Any) -> None:
         self._log(f"info:{msg}")
@@ -74,6 +99,7 @@ class Recording(ConnectionBehaviour):
 
     def closed(self, conn: Connection, props: dict[str, Any]) -> None:
         self._log("closed")
+        self._keep("closed", props)
 
 
 class FireAndForget(ConnectionBehaviour):
@@ -129,36 +155,48 @@ class Client(ConnectionBehaviour):
         self.events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self.data: dict[int, bytearray] = {}
         self.fins: dict[int, asyncio.Event] = {}
+        #: every event's kind, in arrival order, including those ``next`` skipped
+        self.seen: list[str] = []
+
+    def _put(self, event: tuple[Any, ...]) -> None:
+        self.seen.append(event[0])
+        self.events.put_nowait(event)
 
     def fin_event(self, stream_id: int) -> asyncio.Event:
         return self.fins.setdefault(stream_id, asyncio.Event())
 
     def connected(self, conn: Connection, props: dict[str, Any]) -> None:
-        self.events.put_nowait(("connected", props))
+        self._put(("connected", props))
 
     def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> None:
         self.data.setdefault(stream.id, bytearray()).extend(data)
-        self.events.put_nowait(("data", stream.id, data, fin, props))
+        self._put(("data", stream.id, data, fin, props))
         if fin:
             self.fin_event(stream.id).set()
 
     def dgram_recv(self, conn: Connection, data: bytes, flags: int) -> None:
-        self.events.put_nowait(("dgram", data))
+        self._put(("dgram", data))
 
     def streams_available(self, conn: Connection, bidi: int, unidi: int) -> None:
-        self.events.put_nowait(("streams_available", bidi, unidi))
+        self._put(("streams_available", bidi, unidi))
+
+    def dgram_state_changed(self, conn: Connection, props: dict[str, Any]) -> None:
+        self._put(("dgram_state_changed", props))
+
+    def peer_cert_received(self, conn: Connection, certificates: list[bytes]) -> None:
+        self._put(("peer_cert_received", certificates))
 
     def peer_needs_streams(self, conn: Connection, unidirectional: bool) -> None:
-        self.events.put_nowait(("peer_needs_streams", unidirectional))
+        self._put(("peer_needs_streams", unidirectional))
 
     def shutdown(self, conn: Connection, error_code: int) -> None:
-        self.events.put_nowait(("shutdown", error_code))
+        self._put(("shutdown", error_code))
 
     def transport_shutdown(self, conn: Connection, props: dict[str, Any]) -> None:
-        self.events.put_nowait(("transport_shutdown", props))
+        self._put(("transport_shutdown", props))
 
     def closed(self, conn: Connection, props: dict[str, Any]) -> None:
-        self.events.put_nowait(("closed", props))
+        self._put(("closed", props))
 
     async def next(self, kind: str, timeout: float = 5.0) -> tuple[Any, ...]:
         """The next event of ``kind``, skipping others."""
@@ -167,3 +205,15 @@ class Client(ConnectionBehaviour):
                 event = await self.events.get()
                 if event[0] == kind:
                     return event
+
+
+class TicketClient(Client):
+    """A client that keeps session tickets itself (quicer's ``nst_received``)."""
+
+    def init(self, opts: dict[str, Any]) -> None:
+        super().init(opts)
+        self.tickets: list[bytes] = []
+
+    def nst_received(self, conn: Connection, ticket: bytes) -> None:
+        self.tickets.append(ticket)
+        self._put(("nst_received", ticket))

@@ -8,8 +8,14 @@ import logging
 import pytest
 
 from mux import ConnectionClosed, connect
+from mux.impair.model import Impairment
+from mux.impair.proxy import ImpairProxy
+from mux.transport import COMMON_STATS, TransportError
 from tests import apps as tb
 from tests.conftest import ServerFactory, client_target, listener
+
+#: what ``closed`` (and ``transport_shutdown``) props carry on every transport
+CLOSE_KEYS = {"by", "error_code", "reason"}
 
 
 async def wait_bytes(client: tb.Client, stream_id: int, count: int, timeout: float = 5.0) -> bytes:
@@ -39,7 +45,7 @@ async def test_echo_and_callback_order(make_server: ServerFactory, transport: st
     await asyncio.wait_for(conn.wait_closed(), 5)
     await asyncio.wait_for(server_conn.wait_closed(), 5)
     log = tb.LOG[server_conn.id]
-    assert log[:4] == ["init", "new_conn", "connected", f"new_stream:{stream.id}"]
+    assert log[:5] == ["init", "new_conn", "dgram_state_changed", "connected", f"new_stream:{stream.id}"]
     data = [entry for entry in log if entry.startswith("data:")]
     assert "".join(entry.split(":")[2] for entry in data) == "alphabetagamma"
     assert log[-2:] == ["shutdown:0", "closed"]
@@ -56,8 +62,9 @@ async def test_crash_closes_only_that_connection(
     conn_bad = await connect(doomed, url, options=options)
     with caplog.at_level(logging.ERROR, logger="mux.connection"):
         await conn_bad.open_stream().send(b"crash")
+        _, ended = await doomed.next("transport_shutdown")  # the server aborted: the same callback on both
         event = await doomed.next("closed")
-    assert event[1].get("by") in ("peer", "transport")
+    assert event[1] == ended and ended["by"] == "peer" and ended["error"] == "aborted", event
     assert any("boom, as asked" in (r.exc_text or "") for r in caplog.records), "traceback not logged"
     # the other connection carries on
     stream = conn_ok.open_stream()
@@ -69,15 +76,34 @@ async def test_crash_closes_only_that_connection(
     conn_ok.close()
 
 
-async def test_stop_closes_gracefully_with_code(make_server: ServerFactory, transport: str) -> None:
+async def test_stop_code_and_reason_reach_the_peer(make_server: ServerFactory, transport: str) -> None:
+    """``Stop(7, reason)``: the peer's behaviour gets ``shutdown(7)`` and ``closed`` with that code and reason
+    over SCTP too (an ABORT's User-Initiated Abort cause carries them), and our own ``closed`` says so."""
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    await asyncio.sleep(0.05)
+    (server_conn,) = server.pool.connections
+    await conn.open_stream().send(b"stop")
+    event = await client.next("shutdown")
+    assert event[1] == 7
+    _, props = await client.next("closed")
+    assert props == {"by": "peer", "error_code": 7, "reason": "stopped by behaviour"}, props
+    assert "transport_shutdown" not in client.seen, client.seen
+    ours = await asyncio.wait_for(server_conn.wait_closed(), 5)
+    assert ours == {"by": "local", "error_code": 7, "reason": "stopped by behaviour"}, ours
+
+
+async def test_stop_with_code_zero(make_server: ServerFactory, transport: str) -> None:
+    """Code 0 is SCTP's graceful SHUTDOWN, which carries no reason: the peer sees code 0 on both, and the
+    reason only over QUIC."""
     _server, url, options = await start(make_server, transport, "tests.apps:Recording")
     client = tb.Client()
     conn = await connect(client, url, options=options)
-    await conn.open_stream().send(b"stop")
-    event = await client.next("shutdown")
-    if transport == "quic":
-        assert event[1] == 7
-    await client.next("closed")
+    await conn.open_stream().send(b"stop0")
+    assert (await client.next("shutdown"))[1] == 0
+    _, props = await client.next("closed")
+    assert props == {"by": "peer", "error_code": 0, "reason": "done" if transport == "quic" else ""}, props
 
 
 async def test_reject_in_new_conn_refuses(make_server: ServerFactory, transport: str) -> None:
@@ -145,11 +171,8 @@ async def test_abort_is_not_a_graceful_close(make_server: ServerFactory, transpo
     (server_conn,) = server.pool.connections
     conn.abort("enough")
     _, props = await asyncio.wait_for(client.next("closed"), 5)
-    assert props["by"] == "local"
-    if transport == "quic":
-        assert props["error_code"] != 0 and props["reason"] == "enough"
-    else:
-        assert props["error"] == "aborted"
+    assert props.keys() >= CLOSE_KEYS and props["by"] == "local", props
+    assert props["error"] == "aborted" and props["reason"] == "enough" and props["error_code"] != 0, props
     await asyncio.wait_for(server_conn.wait_closed(), 5)
     log = tb.LOG[server_conn.id]
     assert log[-1] == "closed" and "shutdown:0" not in log
@@ -244,3 +267,163 @@ async def test_unawaited_backpressure_is_not_an_unhandled_error(
         gc.collect()
         await asyncio.sleep(0)
     assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+async def test_a_peer_abort_is_a_transport_shutdown(make_server: ServerFactory, transport: str) -> None:
+    """The peer's ``conn.abort``: ``transport_shutdown`` on both transports (as msquic reports a transport
+    CONNECTION_CLOSE), never ``shutdown``; its props are ``closed``'s, with the same keys and values on both."""
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    stream = conn.open_stream()
+    await stream.send(b"hello")
+    await wait_bytes(client, stream.id, 5)
+    (server_conn,) = server.pool.connections
+    conn.abort("enough")
+    await asyncio.wait_for(server_conn.wait_closed(), 5)
+    log = tb.LOG[server_conn.id]
+    assert log[-2:] == ["transport_shutdown", "closed"] and not [e for e in log if e.startswith("shutdown")], log
+    props = tb.PROPS[server_conn.id]
+    closed = props["closed"]
+    assert props["transport_shutdown"] == closed
+    assert closed.keys() >= CLOSE_KEYS, closed
+    assert (closed["by"], closed["error"], closed["reason"]) == ("peer", "aborted", "enough"), closed
+
+
+async def test_an_idle_end_is_a_transport_shutdown(make_server: ServerFactory, transport: str) -> None:
+    """QUIC's idle timeout and SCTP's autoclose (gen_sctp's idle close) end a quiet connection alike."""
+    idle = {"idle_timeout_ms": 300} if transport == "quic" else {"autoclose": 1}
+    server = await make_server("tests.apps:Recording", [listener(transport, **idle)])
+    url, options = client_target(server, transport)
+    conn = await connect(tb.Client(), url, options=options)
+    await asyncio.sleep(0.05)
+    (server_conn,) = server.pool.connections
+    props = await asyncio.wait_for(server_conn.wait_closed(), 5)
+    assert tb.LOG[server_conn.id][-2:] == ["transport_shutdown", "closed"], tb.LOG[server_conn.id]
+    assert tb.PROPS[server_conn.id]["transport_shutdown"] == props
+    assert props.keys() >= CLOSE_KEYS and (props["by"], props["error"]) == ("transport", "idle_timeout"), props
+    await asyncio.wait_for(conn.wait_closed(), 5)
+
+
+async def test_stats_share_their_keys(make_server: ServerFactory, transport: str) -> None:
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    stream = conn.open_stream()
+    await stream.send(b"x" * 1000)
+    await wait_bytes(client, stream.id, 1000)
+    (server_conn,) = server.pool.connections
+    async with asyncio.timeout(5):  # the echo's acknowledgement (SCTP delays its SACK) gives the server an RTT
+        while server_conn.stats()["bytes_in_flight"]:
+            await asyncio.sleep(0.02)
+    for side in (conn, server_conn):
+        stats = side.stats()
+        assert set(COMMON_STATS) <= stats.keys(), set(COMMON_STATS) - stats.keys()
+        assert stats["transport"] == transport and isinstance(stats[transport], dict)
+        assert stats["state"] == "connected"
+        for key in ("srtt_ms", "rto_ms", "cwnd", "mtu", "peer_rwnd", "packets_sent", "packets_received"):
+            assert stats[key] > 0, (key, stats)
+        assert stats["bytes_in_flight"] >= 0 and stats["packets_retransmitted"] == 0, stats
+        assert stats["mailbox"]["queued"] >= 0
+    conn.close()
+    await asyncio.wait_for(conn.wait_closed(), 5)
+    assert conn.stats()["state"] in ("closing", "closed")
+
+
+async def test_stats_count_retransmissions(make_server: ServerFactory, transport: str) -> None:
+    """Through a link that drops a tenth of the server's packets, the server sends some again."""
+    server, _url, options = await start(make_server, transport, "tests.apps:Recording")
+    host, port = server.listener(transport).address[:2]
+    async with ImpairProxy(("127.0.0.1", 0), (host, port), down=Impairment(loss=0.1), seed=7) as proxy:
+        client = tb.Client()
+        conn = await connect(client, f"{transport}://127.0.0.1:{proxy.address[1]}", options=options, timeout=10)
+        stream = conn.open_stream()
+        for i in range(100):
+            await stream.send(b"%03d" % i + b"y" * 997)
+        await wait_bytes(client, stream.id, 100_000, timeout=20)
+        (server_conn,) = server.pool.connections
+        stats = server_conn.stats()
+        assert stats["packets_retransmitted"] > 0, stats
+        assert stats["packets_sent"] > stats["packets_retransmitted"], stats
+        conn.close()
+        await asyncio.wait_for(conn.wait_closed(), 5)
+
+
+async def test_new_stream_comes_before_a_reset_or_stop_sending(make_server: ServerFactory, transport: str) -> None:
+    """A reset or a stop-sending on a stream the behaviour has never seen announces the stream first.
+    SCTP's stream reset (RFC 6525) carries no code: the peer sees 0 there."""
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    conn = await connect(tb.Client(), url, options=options)
+    reset, stopped = conn.open_stream(), conn.open_stream()
+    try:
+        reset.reset(5)
+        stopped.stop_sending(6)
+    except TransportError as exc:  # SCTP until stream reset (RFC 6525) is in
+        pytest.skip(f"{transport}: {exc}")
+    await asyncio.sleep(0.05)
+    (server_conn,) = server.pool.connections
+
+    def seen() -> list[str]:
+        return [e for e in tb.LOG[server_conn.id] if e.startswith(("new_stream", "peer_"))]
+
+    async with asyncio.timeout(5):
+        while len(seen()) < 4:
+            await asyncio.sleep(0.01)
+    codes = (5, 6) if transport == "quic" else (0, 0)
+    assert seen() == [
+        f"new_stream:{reset.id}",
+        f"peer_send_aborted:{reset.id}:{codes[0]}",
+        f"new_stream:{stopped.id}",
+        f"peer_receive_aborted:{stopped.id}:{codes[1]}",
+    ], seen()
+    conn.close()
+
+
+async def test_dgram_state_changed_comes_before_connected(make_server: ServerFactory, transport: str) -> None:
+    """It says whether ``send_datagram`` works, and the largest datagram it takes."""
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    kinds = client.seen
+    assert kinds.index("dgram_state_changed") < kinds.index("connected"), kinds
+    _, props = await client.next("dgram_state_changed")
+    assert set(props) == {"dgram_send_enabled", "dgram_max_len"}
+    (server_conn,) = server.pool.connections
+    assert tb.PROPS[server_conn.id]["dgram_state_changed"] == props  # loopback: the same limits both ways
+    if transport == "quic":
+        assert props["dgram_send_enabled"] and 1000 < props["dgram_max_len"] < 1200, props
+    if props["dgram_send_enabled"]:
+        conn.send_datagram(b"d" * props["dgram_max_len"])
+        with pytest.raises(TransportError):
+            conn.send_datagram(b"d" * (props["dgram_max_len"] + 1))
+    else:
+        assert props["dgram_max_len"] == 0
+        with pytest.raises(TransportError):
+            conn.send_datagram(b"d")
+    conn.close()
+
+
+async def test_tls_callbacks_fire_on_quic_only(make_server: ServerFactory, transport: str) -> None:
+    """``peer_cert_received`` (the server's certificate, DER) reaches a QUIC client before ``connected``;
+    SCTP has no TLS, so neither it nor ``resumed`` fires there. A server without client certificates gets none."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from mux.quic.certs import self_signed
+
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    kinds = client.seen
+    (server_conn,) = server.pool.connections
+    if transport == "quic":
+        assert kinds.index("peer_cert_received") < kinds.index("connected"), kinds
+        _, certificates = await client.next("peer_cert_received")
+        served, _key = self_signed("127.0.0.1")  # what a listener without a certfile serves
+        assert certificates == [x509.load_pem_x509_certificate(served.read_bytes()).public_bytes(Encoding.DER)]
+    else:
+        assert "peer_cert_received" not in kinds, kinds
+    await asyncio.sleep(0.05)
+    log = tb.LOG[server_conn.id]
+    assert not [e for e in log if e.startswith(("peer_cert_received", "resumed"))], log
+    conn.close()

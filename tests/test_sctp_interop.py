@@ -256,3 +256,78 @@ async def test_our_bulk_into_tsctp_server(length: int, count: int) -> None:
     assert errors == [], errors  # tsctp's recv failed: the association was aborted
     assert (report.length, report.messages, report.bytes) == (length, count, count * length)
     assert report.recv_calls == count  # one whole message per recv: nothing split or merged
+
+
+# -- PR-SCTP (RFC 3758) with usrsctp, through a lossy path --------------------------------------------------------
+
+
+def _assoc_stats(recorder: Recorder) -> dict[str, Any]:
+    stats: dict[str, Any] = recorder.conn._tconn.assoc.stats  # type: ignore[attr-defined]
+    return stats
+
+
+@pytest.mark.parametrize(("policy", "value"), [(2, 0), (1, 20)])  # tsctp -P: 2 = rtx (count), 1 = ttl (ms)
+async def test_usrsctp_abandons_messages_and_its_forward_tsns_move_us_on(
+    make_server: ServerFactory, policy: int, value: int
+) -> None:
+    """tsctp gives lost messages up (PR-SCTP); our receiver follows its FORWARD-TSNs and never stalls."""
+    from mux.impair.model import Impairment
+    from mux.impair.proxy import ImpairProxy
+
+    server_udp = await sctp_server(make_server, Discard)
+    client_udp = usrsctp.free_udp_port()
+    count, length = 600, 1200
+    async with ImpairProxy(
+        ("127.0.0.1", 0), ("127.0.0.1", server_udp), up=Impairment(loss=0.05), down=Impairment(loss=0.05), seed=9
+    ) as proxy:
+        program = usrsctp.tsctp_client(
+            remote_udp=proxy.address[1],
+            local_udp=client_udp,
+            port=SCTP_PORT,
+            length=length,
+            messages=count,
+            extra=["-P", policy, "-t", value],
+        )
+        with usrsctp.running(program) as (tsctp,):
+            code = await asyncio.to_thread(tsctp.wait, 60)
+        assert code == 0, tsctp.tail()
+        server = await only_instance(Discard)
+        assert isinstance(server, Discard)
+        await server.until(lambda: "closed" in server.kinds(), 20, "server association never closed")
+    stats = _assoc_stats(server)
+    assert stats.get("forward_tsns_received", 0) > 0, stats  # usrsctp did give messages up, and told us
+    assert 0 < server.count < count and server.lengths == {length} and server.foreign == 0
+    assert_graceful(server, by="peer")
+
+
+async def test_our_abandoned_messages_are_skipped_by_usrsctp() -> None:
+    """We give lost messages up (rexmit 0) and usrsctp's receiver follows our FORWARD-TSNs to a graceful end."""
+    from mux.impair.model import Impairment
+    from mux.impair.proxy import ImpairProxy
+
+    server_udp, client_udp = usrsctp.free_udp_ports(2)
+    count, length = 2000, 1000
+    with usrsctp.running(usrsctp.tsctp_server(server_udp, TSCTP_PORT)) as (tsctp,):
+        async with ImpairProxy(
+            ("127.0.0.1", 0), ("127.0.0.1", server_udp), up=Impairment(loss=0.05), down=Impairment(loss=0.05), seed=3
+        ) as proxy:
+            client = Recorder()
+            conn = await connect(
+                client,
+                f"sctp://127.0.0.1:{proxy.address[1]}",
+                options={"sctp_port": TSCTP_PORT, "local_udp_port": client_udp},
+            )
+            stream = conn.open_stream()
+            message = b"b" * length
+            for _ in range(count):
+                await stream.send(message, reliability="rexmit", param=0)
+            conn.close()
+            await asyncio.wait_for(conn.wait_closed(), 30)
+            assert_graceful(client, by="local")
+            stats = _assoc_stats(client)
+            (report,) = await asyncio.to_thread(usrsctp.wait_received, tsctp, 1, 10)
+            errors = usrsctp.receive_errors(tsctp)
+    assert errors == [], errors
+    assert stats.get("abandoned_messages", 0) > 0 and stats.get("forward_tsns_sent", 0) > 0, stats
+    assert report.length == length and 0 < report.messages < count
+    assert report.messages + stats["abandoned_messages"] >= count  # what was not given up arrived

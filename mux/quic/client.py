@@ -40,14 +40,6 @@ def _load_ticket(path: str) -> SessionTicket | None:
     return ticket if isinstance(ticket, SessionTicket) else None
 
 
-def _save_ticket(path: str) -> Callable[[SessionTicket], None]:
-    def save(ticket: SessionTicket) -> None:
-        with open(path, "wb") as f:
-            pickle.dump(ticket, f)
-
-    return save
-
-
 async def connect(
     options: QuicClientOptions, host: str, port: int, make_sink: SinkFactory
 ) -> tuple[QuicTransportConnection, Callable[[], Awaitable[None]]]:
@@ -65,7 +57,6 @@ async def connect(
     driver = Driver(sock, demux, loop, busy_poll_us=options.busy_poll_us)
     quic = MuxQuicConnection(
         configuration=config,
-        session_ticket_handler=_save_ticket(ticket_file) if ticket_file else None,
         peer_bidi_stream_count=options.peer_bidi_stream_count,
         peer_unidi_stream_count=options.peer_unidi_stream_count,
     )
@@ -76,7 +67,12 @@ async def connect(
         keep_alive_interval_ms=options.keep_alive_interval_ms,
     )
     demux.conn = conn
-    conn.sink = make_sink(conn)
+    sink = conn.sink = make_sink(conn)
+    conn.ticket_file = ticket_file
+    if ticket_file is not None or sink.handles("nst_received"):
+        # set before ``connect`` builds the ClientHello: only a client with a ticket handler offers to resume,
+        # so the server issues tickets only to clients that keep them
+        quic._session_ticket_handler = conn.ticket_received
     quic.connect(addr, now=loop.time())
     driver.touch(conn)
 

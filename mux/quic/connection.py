@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from aioquic.quic import events as qe
+from aioquic.quic.connection import END_STATES, QuicConnectionState
 from aioquic.quic.packet import QuicErrorCode
-from aioquic.tls import AlertBadCertificate, verify_certificate
+from aioquic.tls import AlertBadCertificate, SessionTicket, verify_certificate
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from mux import transport as t
 from mux.logs import peer_log
@@ -77,6 +80,12 @@ class QuicTransportConnection(Pumped):
         self.dgram_send_dropped = 0
         self._handshake_idle_handle: asyncio.TimerHandle | None = None
         self._proof_timeout: float | None = None
+        #: the peer's CONNECTION_CLOSE, once it came (its props are those of ``closed``)
+        self._peer_close: PeerClosed | None = None
+        #: client: where session tickets are saved (``session_ticket_file``)
+        self.ticket_file: str | None = None
+        #: UDP datagrams received for this connection (``stats()``'s packets_received)
+        self.datagrams_received = 0
         quic.app_idle = self._app_idle
 
     # -- TransportConnection --------------------------------------------------------------------
@@ -95,6 +104,10 @@ class QuicTransportConnection(Pumped):
 
     def stream_is_unidirectional(self, stream_id: int) -> bool:
         return bool(stream_id & 2)
+
+    def stream_is_local(self, stream_id: int) -> bool:
+        """Whether we opened ``stream_id``: its low bit names the initiator (RFC 9000 §2.1)."""
+        return (stream_id & 1) == (0 if self.quic._is_client else 1)
 
     def open_stream(self, unidirectional: bool = False) -> int:
         quic = self.quic
@@ -200,38 +213,58 @@ class QuicTransportConnection(Pumped):
                 self.received(data, addr, now)
 
     def close(self, error_code: int, reason: str) -> None:
-        self.proceed()
-        self._closing_by_us = True
-        self.quic.close(error_code=error_code, reason_phrase=reason)
-        self.driver.touch(self)
+        """An application CONNECTION_CLOSE: the peer's behaviour gets ``shutdown(error_code)``."""
+        self._close(error_code, reason, None)
 
     def abort(self, reason: str) -> None:
-        self.proceed()
-        self._closing_by_us = True
-        self.quic.close(error_code=QuicErrorCode.INTERNAL_ERROR, frame_type=TRANSPORT_CLOSE, reason_phrase=reason)
-        self.driver.touch(self)
+        """A transport CONNECTION_CLOSE with INTERNAL_ERROR: the peer's gets ``transport_shutdown`` (aborted)."""
+        self._close(QuicErrorCode.INTERNAL_ERROR, reason, TRANSPORT_CLOSE)
 
     def refuse(self, reason: str = "connection refused") -> None:
         """CONNECTION_CLOSE with CONNECTION_REFUSED (the peer was rejected by new_conn)."""
+        self._close(QuicErrorCode.CONNECTION_REFUSED, reason, TRANSPORT_CLOSE)
+
+    def _close(self, error_code: int, reason: str, frame_type: int | None) -> None:
         self.proceed()
-        self._closing_by_us = True
-        self.quic.close(error_code=QuicErrorCode.CONNECTION_REFUSED, frame_type=TRANSPORT_CLOSE, reason_phrase=reason)
+        if not self._peer_closed:  # the peer's close came first: ``closed`` says it was theirs
+            self._closing_by_us = True
+        self.quic.close(error_code=error_code, frame_type=frame_type, reason_phrase=reason)
         self.driver.touch(self)
 
     def stats(self) -> dict[str, Any]:
+        """``mux.transport.COMMON_STATS``. QUIC has no RTO: ``rto_ms`` is its probe timeout (RFC 9002 §6.2);
+        ``peer_rwnd`` is the connection credit the peer has left us (MAX_DATA less what we sent);
+        ``packets_retransmitted`` counts packets whose frames were sent again (declared lost, or probed)."""
         quic = self.quic
         loss = quic._loss
+        state = quic._state
+        if state in END_STATES:
+            neutral = "closed" if state is QuicConnectionState.TERMINATED else "closing"
+        else:
+            neutral = "connected" if self._connected else "handshaking"
         return {
             "transport": "quic",
-            "state": quic._state.name.lower(),
-            "srtt_ms": round(loss._rtt_smoothed * 1000, 3),
+            "state": neutral,
+            "peer": self.peer_address,
+            "srtt_ms": round(loss._rtt_smoothed * 1000, 3) if loss._rtt_initialized else None,
+            "rto_ms": round(loss.get_probe_timeout() * 1000, 3),
             "cwnd": loss.congestion_window,
             "bytes_in_flight": loss.bytes_in_flight,
-            "streams": len(quic._streams),
+            "mtu": quic._max_datagram_size,
+            "peer_rwnd": max(0, quic._remote_max_data - quic._remote_max_data_used),
+            "packets_sent": quic._packet_number,
+            "packets_received": self.datagrams_received,
+            "packets_retransmitted": quic.packets_rescheduled,
             "recv_unconsumed": quic.unconsumed,
             "dgram_send_queued": len(quic._datagrams_pending),
             "dgram_send_dropped": self.dgram_send_dropped,
-            "peer": self.peer_address,
+            "quic": {
+                "state": state.name.lower(),
+                "streams": len(quic._streams),
+                "rtt_min_ms": round(loss._rtt_min * 1000, 3) if loss._rtt_initialized else None,
+                "ssthresh": loss._cc.ssthresh,
+                "peer_dgram_max": quic._remote_max_datagram_frame_size,
+            },
         }
 
     # -- driver side -----------------------------------------------------------------------------
@@ -243,6 +276,7 @@ class QuicTransportConnection(Pumped):
                 held.append((data, addr))
             return
         quic = self.quic
+        self.datagrams_received += 1
         quic.receive_datagram(data, addr, now)
         sink = self.sink
         if sink is not None and sink.blocked:
@@ -279,8 +313,14 @@ class QuicTransportConnection(Pumped):
             sink.deliver(t.StopSending(event.stream_id, event.error_code))
         elif kind is PeerClosed:
             self._peer_closed = True
+            self._peer_close = event
             if not self._closing_by_us:
-                sink.deliver(t.PeerShutdown(event.error_code, event.reason_phrase))
+                # quicer (msquic) reports an application close as ``shutdown`` and a transport close, which is
+                # what an abort or a crash sends, as ``transport_shutdown``: their codes are different spaces
+                if event.is_application:
+                    sink.deliver(t.PeerShutdown(event.error_code, event.reason_phrase))
+                else:
+                    sink.deliver(t.TransportShutdown(_end_props("peer", event.error_code, event.reason_phrase, 0)))
         elif kind is StreamsBlocked:
             sink.deliver(t.PeerNeedsStreams(event.unidirectional))
         elif kind is MaxStreamsRaised:
@@ -303,13 +343,43 @@ class QuicTransportConnection(Pumped):
         if self._handshake_idle_handle is not None:
             self._handshake_idle_handle.cancel()
             self._handshake_idle_handle = None
-        if self.quic.request_client_certificate and not self._check_client_certificate(props):
+        quic = self.quic
+        if quic.request_client_certificate and not self._check_client_certificate(props):
             return
         self._connected = True
+        # what the handshake learnt comes before ``connected``, as msquic reports it during the handshake
+        certificate = quic.tls._peer_certificate
+        if certificate is not None and sink.handles("peer_cert_received"):
+            chain = [certificate, *quic.tls._peer_certificate_chain]
+            sink.deliver(t.PeerCertificate([cert.public_bytes(Encoding.DER) for cert in chain]))
+        sink.deliver(t.DatagramStateChanged(self.datagram_state()))
+        if event.session_resumed and not quic._is_client:
+            sink.deliver(t.Resumed(False))
         sink.deliver(t.Connected(props))
         self._report_streams_available()
         if self._keep_alive > 0:
             self._schedule_keep_alive()
+
+    def datagram_state(self) -> dict[str, Any]:
+        """quicer's ``dgram_state_changed`` props: whether the peer takes DATAGRAM frames, and the largest
+        datagram ``send_datagram`` accepts (what fits in one packet under the peer's limit)."""
+        quic = self.quic
+        limit = quic._remote_max_datagram_frame_size
+        if limit is None:
+            return {"dgram_send_enabled": False, "dgram_max_len": 0}
+        room = min(quic._max_datagram_size - DGRAM_PACKET_OVERHEAD, limit - 3)
+        return {"dgram_send_enabled": room > 0, "dgram_max_len": max(room, 0)}
+
+    def ticket_received(self, ticket: SessionTicket) -> None:
+        """Client: aioquic's session ticket handler. Saved to ``session_ticket_file`` and given to
+        ``nst_received`` in that file's format, so an application can store it anywhere and resume."""
+        data = pickle.dumps(ticket)
+        if self.ticket_file is not None:
+            with open(self.ticket_file, "wb") as f:
+                f.write(data)
+        sink = self.sink
+        if sink is not None and sink.handles("nst_received"):
+            sink.deliver(t.TicketReceived(data))
 
     def _check_client_certificate(self, props: dict[str, Any]) -> bool:
         tls = self.quic.tls
@@ -331,8 +401,7 @@ class QuicTransportConnection(Pumped):
         peer_log(log, "quic.client_cert", "refusing client %s: %s", self.quic.get_peer_address(), reason)
         if self._counters is not None:
             self._counters["client_cert_refused"] += 1
-        self._closing_by_us = True
-        self.quic.close(error_code=CRYPTO_ERROR + alert, frame_type=TRANSPORT_CLOSE, reason_phrase=reason)
+        self._close(CRYPTO_ERROR + alert, reason, TRANSPORT_CLOSE)
 
     def _report_streams_available(self) -> None:
         available = self.quic.streams_available()
@@ -360,17 +429,17 @@ class QuicTransportConnection(Pumped):
         if self._handshake_idle_handle is not None:
             self._handshake_idle_handle.cancel()
             self._handshake_idle_handle = None
-        props: dict[str, Any] = {
-            "error_code": event.error_code,
-            "reason": event.reason_phrase,
-        }
+        peer_close = self._peer_close
         if self._closing_by_us:
-            props["by"] = "local"
-        elif self._peer_closed:
-            props["by"] = "peer"
+            # aioquic's close: no frame type is an application close (``close``), one is ours as a transport
+            # (``abort``, ``refuse``, a refused client certificate)
+            props = _end_props("local", event.error_code, event.reason_phrase, event.frame_type)
+        elif peer_close is not None:
+            frame_type = None if peer_close.is_application else 0
+            props = _end_props("peer", peer_close.error_code, peer_close.reason_phrase, frame_type)
         else:
-            props["by"] = "transport"
-            props["error"] = _TERMINATION_ERRORS.get(event.reason_phrase) or f"quic_error_{event.error_code:#x}"
+            props = _end_props("transport", event.error_code, event.reason_phrase, event.frame_type)
+            props["error"] = _TERMINATION_ERRORS.get(event.reason_phrase) or _error_name(event.error_code)
             sink.deliver(t.TransportShutdown(dict(props)))
         sink.deliver(t.Closed(props))
 
@@ -381,3 +450,40 @@ class QuicTransportConnection(Pumped):
 
 #: how aioquic's (and our core's) termination reasons read in ``closed``/``transport_shutdown`` props
 _TERMINATION_ERRORS = {"Idle timeout": "idle_timeout", HANDSHAKE_IDLE: "handshake_idle_timeout"}
+
+#: ``error`` names both transports share, for the QUIC transport codes that mean them
+_SHARED_ERRORS: dict[int, str] = {QuicErrorCode.INTERNAL_ERROR: "aborted", QuicErrorCode.CONNECTION_REFUSED: "refused"}
+#: TLS alerts (RFC 8446 §6) a QUIC handshake commonly ends with, as CRYPTO_ERROR + alert
+_TLS_ALERTS = {
+    40: "handshake_failure",
+    42: "bad_certificate",
+    45: "certificate_expired",
+    46: "certificate_unknown",
+    48: "unknown_ca",
+    116: "certificate_required",
+    120: "no_application_protocol",
+}
+
+
+def _error_name(code: int) -> str:
+    """The ``error`` of a transport-level end: a name shared with SCTP where there is one, else QUIC's own."""
+    shared = _SHARED_ERRORS.get(code)
+    if shared is not None:
+        return shared
+    if CRYPTO_ERROR <= code < CRYPTO_ERROR + 0x100:
+        return _TLS_ALERTS.get(code - CRYPTO_ERROR, f"tls_alert_{code - CRYPTO_ERROR}")
+    try:
+        return QuicErrorCode(code).name.lower()
+    except ValueError:
+        return f"quic_error_{code:#x}"
+
+
+def _end_props(by: str, error_code: int, reason: str, frame_type: int | None) -> dict[str, Any]:
+    """``closed`` (and ``transport_shutdown``) props. ``frame_type`` None is an application close, which
+    has no ``error``; otherwise the close was a transport one (RFC 9000 §19.19) and ``error`` names it."""
+    props: dict[str, Any] = {"by": by, "error_code": error_code, "reason": reason}
+    if frame_type is not None:
+        props["error"] = _error_name(error_code)
+        if frame_type:
+            props["quic"] = {"frame_type": frame_type}
+    return props

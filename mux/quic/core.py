@@ -149,6 +149,36 @@ class MuxQuicConnection(QuicConnection):
         #: per stream still receiving: bytes the behaviour consumed (pruned as streams end)
         self._stream_consumed: dict[int, int] = {}
         self._prune_at = 64
+        #: packets in flight whose frames were scheduled again (declared lost, or resent early by a probe), for
+        #: ``stats()``. Counted where recovery tells congestion control, which it does only when there are
+        #: some (its ``_on_packets_lost`` runs on every ACK): losses, and what a probe timeout reschedules
+        #: (``on_packets_expired`` also hears of packets dropped with their keys, which are not counted)
+        self.packets_rescheduled = 0
+        recovery = self._loss
+        cc = recovery._cc
+        lost, expired, reschedule = cc.on_packets_lost, cc.on_packets_expired, recovery.reschedule_data
+        probing = False
+
+        def on_packets_lost(*, now: float, packets: Any) -> None:
+            self.packets_rescheduled += len(packets)
+            lost(now=now, packets=packets)
+
+        def on_packets_expired(*, packets: Any) -> None:
+            if probing:  # a list then; a filter when keys are discarded
+                self.packets_rescheduled += len(packets)
+            expired(packets=packets)
+
+        def reschedule_data(*, now: float, speed_up_handshake: bool = False) -> None:
+            nonlocal probing
+            probing = True
+            try:
+                reschedule(now=now, speed_up_handshake=speed_up_handshake)
+            finally:
+                probing = False
+
+        cc.on_packets_lost = on_packets_lost  # type: ignore[method-assign]
+        cc.on_packets_expired = on_packets_expired  # type: ignore[method-assign]
+        recovery.reschedule_data = reschedule_data  # type: ignore[method-assign]
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)

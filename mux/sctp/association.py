@@ -23,7 +23,10 @@ from typing import Any
 
 from mux.sctp import cookie as ck
 from mux.sctp import events as ev
+from mux.sctp import extensions as ext
 from mux.sctp.chunks import (
+    FLAG_B,
+    FLAG_E,
     AbortChunk,
     CookieAckChunk,
     CookieEchoChunk,
@@ -63,7 +66,7 @@ from mux.sctp.params import (
     user_abort_cause,
 )
 from mux.sctp.rx.reassembly import CHUNK_COST, MESSAGE_COST, BadFragments, Reassembly
-from mux.sctp.rx.tracker import DUPLICATE, NEXT, NO_ROOM, TOO_FAR, DataTracker
+from mux.sctp.rx.tracker import DUPLICATE, MAX_AHEAD, NEXT, NO_ROOM, TOO_FAR, DataTracker
 from mux.sctp.tx.congestion import Congestion
 from mux.sctp.tx.outstanding import BEYOND, Outstanding
 from mux.sctp.tx.rtt import RttEstimator
@@ -84,6 +87,8 @@ SHUTDOWN_RECEIVED = "shutdown_received"
 SHUTDOWN_ACK_SENT = "shutdown_ack_sent"
 
 _CAN_SEND = (ESTABLISHED, COOKIE_WAIT, COOKIE_ECHOED)
+_RELIABILITY = ("reliable", "rexmit", "timed")
+_RELIABLE = (True, "reliable", 0)
 _DATA_FLOWS = (ESTABLISHED, SHUTDOWN_PENDING, SHUTDOWN_RECEIVED, SHUTDOWN_SENT)
 #: bytes charged per queued or unacknowledged chunk on top of its payload: the ``OutChunk`` record and its cached
 #: encoding's header (measured with tracemalloc, tests/test_sctp_rx.py)
@@ -128,6 +133,9 @@ class Association:
         self.peer_vtag = 0
         self.outbound_streams = config.num_ostreams
         self.inbound_streams = config.max_instreams
+        #: the extensions we offer, and (once the handshake agreed) those both sides offered
+        self._offered = ext.offered(config.prsctp_enable, config.reconf_enable, config.intl_enable)
+        self.features = 0
         ip_overhead = 40 if ":" in str(peer_addr[0]) else 20
         #: room for chunks in one packet: path MTU minus IP, UDP (RFC 6951) and the SCTP common header
         self._budget = config.pmtu - ip_overhead - 8 - 12
@@ -147,6 +155,11 @@ class Association:
         self._cc = Congestion(self._mtu)
         self._peer_arwnd = 0
         self._blocked = False
+        #: PR-SCTP: a FORWARD-TSN is due, and when one last left (it is repeated at most once per RTO)
+        self._fwd_due = False
+        self._fwd_sent_at = 0.0
+        #: per outbound stream: (ordered, reliability, param), ex_sctp's configure_stream
+        self._stream_config: dict[int, tuple[bool, str, int]] = {}
 
         # timers and error counting
         self._rtt = RttEstimator(config.rto_initial / 1000.0, config.rto_min / 1000.0, config.rto_max / 1000.0)
@@ -245,6 +258,7 @@ class Association:
         self._peer_arwnd = cookie.peer_rwnd
         self.outbound_streams = min(config.num_ostreams, cookie.peer_mis)
         self.inbound_streams = min(config.max_instreams, cookie.peer_os)
+        self.features = cookie.features
 
     def connect(self, now: float) -> None:
         """Client side: send INIT and wait for INIT-ACK (T1-init retransmits it)."""
@@ -257,7 +271,7 @@ class Association:
 
     def _send_init(self, now: float) -> None:
         c = self.config
-        params: list[Any] = []
+        params: list[Any] = ext.params(self._offered)
         if self._cookie_preservative_ms:
             params.append(CookiePreservativeParam(self._cookie_preservative_ms))
         init = InitChunk(self.local_vtag, c.recbuf, c.num_ostreams, c.max_instreams, self._initial_tsn, params)
@@ -268,8 +282,40 @@ class Association:
 
     # -- user commands --------------------------------------------------------------------------------------
 
-    def send(self, stream_id: int, data: bytes, *, ppid: int = 0, unordered: bool = False) -> int:
-        """Queue one user message; it leaves as one or more DATA chunks. Returns ``buffered_amount()``."""
+    def configure_stream(
+        self, stream_id: int, *, ordered: bool = True, reliability: str = "reliable", param: int = 0
+    ) -> None:
+        """A stream's defaults for ``send``, as ex_sctp's configure_stream: ordered or not, and its PR-SCTP policy.
+
+        ``reliability`` is ``reliable`` (retransmit until acknowledged), ``rexmit`` (at most ``param``
+        retransmissions) or ``timed`` (give up ``param`` ms after it was queued). Without PR-SCTP agreed with the
+        peer, every message is reliable.
+        """
+        if reliability not in _RELIABILITY:
+            raise SctpError(f"reliability must be one of {', '.join(_RELIABILITY)}, not {reliability!r}")
+        if param < 0:
+            raise SctpError(f"the reliability parameter must be >= 0, not {param}")
+        if ordered and reliability == "reliable":
+            self._stream_config.pop(stream_id, None)
+        else:
+            self._stream_config[stream_id] = (ordered, reliability, param)
+
+    def send(
+        self,
+        stream_id: int,
+        data: bytes,
+        *,
+        ppid: int = 0,
+        unordered: bool | None = None,
+        reliability: str | None = None,
+        param: int | None = None,
+        now: float = 0.0,
+    ) -> int:
+        """Queue one user message; it leaves as one or more DATA chunks. Returns ``buffered_amount()``.
+
+        ``unordered``, ``reliability`` and ``param`` default to the stream's (``configure_stream``); ``now``
+        dates a ``timed`` message.
+        """
         if self.state not in _CAN_SEND:
             raise SctpError(f"cannot send in state {self.state}")
         if not 0 <= stream_id < self.outbound_streams:
@@ -281,7 +327,23 @@ class Association:
         sent = out.bytes + OUT_COST * (len(out.sent) - out.head)
         if queue.bytes + OUT_COST * queue.chunks + sent > sndbuf:
             raise BufferFull(f"send queue holds {self.buffered_amount()} bytes (sndbuf {sndbuf})")
-        queue.push(stream_id, data, ppid, unordered)
+        if unordered is None and reliability is None and not self._stream_config:
+            queue.push(stream_id, data, ppid, False)  # the common case: ordered and reliable
+        else:
+            ordered, mode, limit = self._stream_config.get(stream_id, _RELIABLE)
+            if unordered is None:
+                unordered = not ordered
+            if reliability is not None:
+                if reliability not in _RELIABILITY:
+                    raise SctpError(f"reliability must be one of {', '.join(_RELIABILITY)}, not {reliability!r}")
+                mode, limit = reliability, param if param is not None else 0
+            max_rexmit, expires = -1, 0.0
+            if self.features & ext.PRSCTP:
+                if mode == "rexmit":
+                    max_rexmit = max(limit, 0)
+                elif mode == "timed":
+                    expires = now + max(limit, 0) / 1000.0 or 1e-9
+            queue.push(stream_id, data, ppid, unordered, max_rexmit, expires)
         self.stats["messages_sent"] += 1
         buffered = queue.bytes + OUT_COST * queue.chunks + sent
         if buffered > sndbuf // 2:
@@ -441,8 +503,12 @@ class Association:
                 self._on_error(chunk.causes, now)  # type: ignore[union-attr]
             elif kind is CookieEchoChunk or kind is InitChunk:
                 pass  # the endpoint handles these before the association sees the packet
+            elif kind is ForwardTsnChunk and self.features & ext.PRSCTP:
+                if self.state in _DATA_FLOWS:
+                    self._on_forward_tsn(chunk, now)  # type: ignore[arg-type]
+                    got_data = True
             elif kind is UnknownChunk or kind is ForwardTsnChunk or kind is ReconfigChunk:
-                # we did not negotiate PR-SCTP or RE-CONFIG, so these are unrecognized to us
+                # extensions we did not agree on are unrecognized to us
                 raw = chunk.serialize()
                 ctype = raw[0]
                 skip_rest, report = chunk_action(ctype)
@@ -477,6 +543,14 @@ class Association:
                 packet.append(enc)
                 size += len(enc)
             self._ctrl = []
+        if self._fwd_due:
+            enc = self._forward_tsn(now)
+            if enc:
+                if size + len(enc) > budget and packet:
+                    packets.append(packet)
+                    packet, size = [], 0
+                packet.append(enc)
+                size += len(enc)
         if self._need_sack:
             enc = self._build_sack()
             if size + len(enc) > budget and packet:
@@ -532,6 +606,9 @@ class Association:
                     take, add, active = queue.take, inflight.add, queue.active
                     while active:
                         c = active[0].chunks[0]  # queue.peek(), inlined
+                        if c.expires and now >= c.expires:  # PR-SCTP timed: its message lapsed before it left
+                            self._abandon_queued(c)
+                            continue
                         flight = inflight.flight
                         avail = self._peer_arwnd - flight
                         if flight:
@@ -635,6 +712,7 @@ class Association:
         self._peer_arwnd = chunk.a_rwnd
         self.outbound_streams = min(config.num_ostreams, chunk.max_instreams)
         self.inbound_streams = min(config.max_instreams, chunk.num_ostreams)
+        self.features = self._offered & ext.peer_offers(chunk.params)
         self._cookie_echo = CookieEchoChunk(cookie).serialize()
         self._ctrl.append(self._cookie_echo)
         if unrecognized:
@@ -708,6 +786,7 @@ class Association:
             self._peer_arwnd = cookie.peer_rwnd
             self.outbound_streams = min(self.config.num_ostreams, cookie.peer_mis)
             self.inbound_streams = min(self.config.max_instreams, cookie.peer_os)
+            self.features = cookie.features
             self._ctrl.append(CookieAckChunk().serialize())
             if self.state in (COOKIE_WAIT, COOKIE_ECHOED):
                 self._establish(now)
@@ -875,7 +954,9 @@ class Association:
         if d:
             cc.on_cum_ack(cum)
         if newly and newly[-1] > out.head:
-            marked = out.mark_misses(newly)
+            marked = out.mark_misses(newly, now)
+            if out.lapsed:
+                self._abandon_lapsed()
             if marked:
                 self.stats["fast_retransmits"] += marked
                 if cc.recovery_exit is None:
@@ -891,6 +972,12 @@ class Association:
             self._t3 = None
         elif d:
             self._t3 = now + self._rtt.rto
+        if self.features & ext.PRSCTP and out.head < len(out.sent) and out.sent[out.head].abandoned:
+            # §3.5 C1-C3: abandoned chunks right above the cumulative ack point: tell the peer to move past them
+            # (again, if it has not within an RTO of the last FORWARD-TSN)
+            adv = out.advanced()
+            if adv is not None and (adv[0] != out.forwarded or now - self._fwd_sent_at >= self._rtt.rto):
+                self._fwd_due = True
         cc.acked_since_send += acked_bytes
         if self._blocked and self.buffered_amount() <= self.config.sndbuf // 2:
             self._blocked = False
@@ -910,8 +997,78 @@ class Association:
             return
         self._cc.on_t3()
         self._rtt.backoff()
-        self._out.mark_all()
+        out = self._out
+        out.mark_all(now)
+        if out.lapsed:
+            self._abandon_lapsed()
+        if self.features & ext.PRSCTP and out.advanced() is not None:
+            self._fwd_due = True  # §3.5 C4: the FORWARD-TSN goes again
         self._t3 = now + self._rtt.rto
+
+    # -- PR-SCTP (RFC 3758) -----------------------------------------------------------------------------------
+
+    def _abandon_lapsed(self) -> None:
+        """Abandon the messages of the chunks whose policy lapsed as they came due for retransmission."""
+        out = self._out
+        lapsed, out.lapsed = out.lapsed, []
+        for c in lapsed:
+            if c.abandoned:
+                continue
+            if not out.abandon(c):
+                self._queue.drop_message()  # the message's later fragments never left: they never will
+                out.skip_rest(c)
+            self.stats["abandoned_messages"] = self.stats.get("abandoned_messages", 0) + 1
+        if out.advanced() is not None:
+            self._fwd_due = True
+
+    def _abandon_queued(self, c: OutChunk) -> None:
+        """The message at the head of the send queue lapsed (``timed``) before all of it left."""
+        self._queue.drop_message()
+        self.stats["abandoned_messages"] = self.stats.get("abandoned_messages", 0) + 1
+        if not c.flags & FLAG_B:  # its first fragments are out: abandon those too
+            out = self._out
+            last = out.sent[-1] if out.sent else None
+            if last is not None and last.stream_id == c.stream_id and not last.flags & FLAG_E:
+                out.abandon(last)
+                out.skip_rest(last)
+            if out.advanced() is not None:
+                self._fwd_due = True
+
+    def _forward_tsn(self, now: float) -> bytes:
+        """The FORWARD-TSN chunk that moves the peer past what we abandoned (§3.5 C2), or nothing."""
+        self._fwd_due = False
+        out = self._out
+        adv = out.advanced()
+        if adv is None:
+            return b""
+        new_cum, streams = adv
+        out.forwarded = new_cum
+        self._fwd_sent_at = now
+        self.stats["forward_tsns_sent"] = self.stats.get("forward_tsns_sent", 0) + 1
+        if self._t3 is None:
+            self._t3 = now + self._rtt.rto
+        return ForwardTsnChunk(new_cum, sorted(streams.items())).serialize()
+
+    def _on_forward_tsn(self, chunk: ForwardTsnChunk, now: float) -> None:
+        """§3.6: skip what the peer abandoned, drop partial messages below it, release what waited on it."""
+        self.stats["forward_tsns_received"] = self.stats.get("forward_tsns_received", 0) + 1
+        self._sack_now = True  # always answered by a SACK at once
+        rx = self._rx
+        u = rx.unwrap(chunk.new_cum_tsn)
+        if u <= rx.cum:
+            return
+        if u - rx.cum > MAX_AHEAD:
+            self.stats["rwnd_drops"] += 1  # as for DATA: further than any honest sender can be
+            return
+        rx.forward(u)
+        inbound = self.inbound_streams
+        skips: dict[int, int] = {}
+        for sid, ssn in chunk.streams:
+            if sid < inbound:
+                skips[sid] = ssn
+        # only what the peer abandoned is dropped: up to its New Cumulative TSN, not to where ranges above it
+        # carried our cumulative point (those fragments arrived and may still complete)
+        self._reasm.forward(u, skips)
 
     # -- heartbeats -----------------------------------------------------------------------------------------
 

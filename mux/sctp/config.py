@@ -42,3 +42,10 @@ class SctpConfig:
     sndbuf: int = 1024 * 1024
     #: new-data packets sent per acknowledgement opportunity
     max_burst: int = 4
+    #: the extensions offered (Linux's sysctl names): PR-SCTP (RFC 3758), stream reconfiguration (RFC 6525) and
+    #: message interleaving (RFC 8260); an association uses one only when the peer offers it too
+    prsctp_enable: bool = True
+    reconf_enable: bool = True
+    intl_enable: bool = True
+    #: how the streams share the send queue: ``rr`` round robin per message, ``fcfs`` first come first served
+    scheduler: str = "rr"

@@ -118,13 +118,23 @@ class SctpTransportConnection(Pumped):
         if not data:
             # SCTP has no empty messages and no stream FIN; ``fin`` only ends our side locally
             return self.assoc.buffered_amount()
-        if props:
-            ppid = int(props.get("ppid", 0))
-            unordered = bool(props.get("unordered", False))
-        else:
-            ppid, unordered = 0, False
         try:
-            buffered = self.assoc.send(stream_id, data, ppid=ppid, unordered=unordered)
+            if props:
+                # SCTP's per-message options: ppid, unordered, and the PR-SCTP policy (reliability, param)
+                unordered = props.get("unordered")
+                reliability = props.get("reliability")
+                param = props.get("param")
+                buffered = self.assoc.send(
+                    stream_id,
+                    data,
+                    ppid=int(props.get("ppid", 0)),
+                    unordered=None if unordered is None else bool(unordered),
+                    reliability=None if reliability is None else str(reliability),
+                    param=None if param is None else int(param),
+                    now=self.driver.loop.time(),
+                )
+            else:
+                buffered = self.assoc.send(stream_id, data, now=self.driver.loop.time())
         except SctpError as exc:  # the core's own errors: invalid stream, closed, buffer full
             state = self.assoc.state
             if state == CLOSED:

@@ -15,11 +15,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-_BODY = struct.Struct("!BdIIIIIIHHHHII")
+_BODY = struct.Struct("!BdIIIIIIHHHHIIB")
 _PORT = struct.Struct("!H")
 _MAC_LEN = 32
 COOKIE_LEN = _BODY.size + _MAC_LEN
-_VERSION = 1
+_VERSION = 2
 
 
 @dataclass(slots=True, frozen=True)
@@ -39,6 +39,8 @@ class Cookie:
     #: the existing association's tags when the INIT hit one (§5.2.1, §5.2.2); zero otherwise
     tie_local: int
     tie_peer: int
+    #: the extensions both sides offered (``mux.sctp.extensions`` bits)
+    features: int = 0
 
 
 def _mac(secret: bytes, body: bytes, peer: tuple[Any, ...]) -> bytes:
@@ -64,6 +66,7 @@ def encode(cookie: Cookie, secret: bytes, peer: tuple[Any, ...]) -> bytes:
         cookie.peer_port,
         cookie.tie_local,
         cookie.tie_peer,
+        cookie.features,
     )
     return body + _mac(secret, body, peer)
 

@@ -25,6 +25,7 @@ from typing import Any
 from mux.logs import limited_log
 from mux.sctp import cookie as ck
 from mux.sctp import events as ev
+from mux.sctp import extensions as ext
 from mux.sctp.association import CLOSED, COOKIE_ECHOED, COOKIE_WAIT, SHUTDOWN_ACK_SENT, Addr, Association
 from mux.sctp.chunks import (
     AbortChunk,
@@ -95,6 +96,8 @@ class Endpoint:
         #: ABORT (RFC 9260 §8.4 3) instead of drawing an INIT-ACK and a cookie nobody can ever use
         self.listening = listening
         self.local_port = local_port
+        #: the extensions our INIT-ACKs offer
+        self._offered = ext.offered(config.prsctp_enable, config.reconf_enable, config.intl_enable)
         self._secret = secret or os.urandom(32)
         self._admit = admit
         self._rng = rng or random.SystemRandom()
@@ -352,8 +355,10 @@ class Endpoint:
             peer_port=packet.src_port,
             tie_local=tie_local,
             tie_peer=tie_peer,
+            features=self._offered & ext.peer_offers(init.params),
         )
         params: list[Param] = [StateCookieParam(ck.encode(cookie, self._secret, addr))]
+        params.extend(ext.params(self._offered))
         params.extend(unrecognized)
         ack = InitAckChunk(local_tag, config.recbuf, config.num_ostreams, config.max_instreams, local_tsn, params)
         self._reply(addr, packet.src_port, init.initiate_tag, [ack])

@@ -170,6 +170,89 @@ class Reassembly:
         else:
             self.ordered(sid, ssn, data, first.ppid)
 
+    def forward(self, cum: int, skips: dict[int, int]) -> None:
+        """FORWARD-TSN (RFC 3758 §3.6): drop held fragments at or below the new cumulative TSN ``cum`` (their
+        messages were abandoned), and for each stream in ``skips`` deliver what waited up to the skipped SSN and
+        expect the one after it."""
+        if self._frags:
+            frags = self._frags
+            for start in [s for s in self._by_start if s <= cum]:
+                run = self._by_start.pop(start)
+                del self._by_end[run.end]
+                stop = min(run.end, cum)
+                released = 0
+                for t in range(start, stop + 1):
+                    piece = frags.pop(t)
+                    released += len(piece.data) + CHUNK_COST
+                    self.fragment_bytes -= len(piece.data)
+                self.held -= released
+                self.assembling -= released
+                if run.end > cum:  # what remains cannot join anything below it any more
+                    self._add_run(_Run(cum + 1, run.end, None, run.last_b))
+            self._drop_orphans(cum + 1)
+        for sid, ssn in skips.items():
+            expected = self._ssn[sid]
+            if ((ssn - expected) & 0xFFFF) >= 0x8000:
+                continue  # already past it
+            waiting = self._waiting.get(sid)
+            if waiting:
+                # what waited at or below the skipped SSN goes up now, in SSN order
+                ready = sorted(
+                    (s for s in waiting if ((ssn - s) & 0xFFFF) < 0x8000), key=lambda s: (s - expected) & 0xFFFF
+                )
+                for s in ready:
+                    data, ppid = waiting.pop(s)
+                    self.assembling -= len(data) + MESSAGE_COST
+                    self._stats["messages_received"] += 1
+                    self._events.append(ev.DataReceived(sid, data, ppid, False))
+                if not waiting:
+                    del self._waiting[sid]
+            self._ssn[sid] = (ssn + 1) & 0xFFFF
+            waiting = self._waiting.get(sid)
+            if waiting:
+                self._release(sid)
+
+    def _drop_orphans(self, start: int) -> None:
+        """Fragments right after an abandoned message's TSNs, up to the next B, belong to messages whose start was
+        abandoned (a fragment the sender gave up but the peer had already received): they can never complete."""
+        run = self._by_start.get(start)
+        if run is None:
+            return
+        frags = self._frags
+        t = start
+        released = 0
+        while t <= run.end and not frags[t].beginning:
+            piece = frags.pop(t)
+            released += len(piece.data) + CHUNK_COST
+            self.fragment_bytes -= len(piece.data)
+            t += 1
+        if not released:
+            return
+        self.held -= released
+        self.assembling -= released
+        del self._by_start[start]
+        if t > run.end:
+            del self._by_end[run.end]
+        else:
+            run.start = t
+            run.first_e = None
+            self._by_start[t] = run
+
+    def _release(self, sid: int) -> None:
+        """Deliver the messages waiting on ``sid`` from its expected SSN on, while they are consecutive."""
+        waiting = self._waiting[sid]
+        expected = self._ssn[sid]
+        events, stats = self._events, self._stats
+        while expected in waiting:
+            wdata, wppid = waiting.pop(expected)
+            self.assembling -= len(wdata) + MESSAGE_COST  # still held: now by the application
+            stats["messages_received"] += 1
+            events.append(ev.DataReceived(sid, wdata, wppid, False))
+            expected = (expected + 1) & 0xFFFF
+        self._ssn[sid] = expected
+        if not waiting:
+            del self._waiting[sid]
+
     # -- output -----------------------------------------------------------------------------------------------
 
     def deliver(self, sid: int, data: bytes, ppid: int, unordered: bool) -> None:
@@ -188,19 +271,9 @@ class Reassembly:
             return
         if ssn == expected:
             self.deliver(sid, data, ppid, False)
-            expected = (expected + 1) & 0xFFFF
-            waiting = self._waiting.get(sid)
-            if waiting:
-                events, stats = self._events, self._stats
-                while expected in waiting:
-                    wdata, wppid = waiting.pop(expected)
-                    self.assembling -= len(wdata) + MESSAGE_COST  # still held: now by the application
-                    stats["messages_received"] += 1
-                    events.append(ev.DataReceived(sid, wdata, wppid, False))
-                    expected = (expected + 1) & 0xFFFF
-                if not waiting:
-                    del self._waiting[sid]
-            self._ssn[sid] = expected
+            self._ssn[sid] = (expected + 1) & 0xFFFF
+            if sid in self._waiting:
+                self._release(sid)
             return
         waiting = self._waiting.setdefault(sid, {})
         if ((ssn - expected) & 0xFFFF) >= 0x8000 or ssn in waiting:

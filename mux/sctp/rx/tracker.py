@@ -114,6 +114,18 @@ class DataTracker:
             starts.insert(i, u)
             ends.insert(i, u)
 
+    def forward(self, u: int) -> None:
+        """FORWARD-TSN (RFC 3758 §3.6): every TSN up to ``u`` counts as received; ranges it reaches join in."""
+        if u <= self.cum:
+            return
+        starts, ends = self.starts, self.ends
+        i = bisect_right(starts, u + 1)  # ranges starting at or below u + 1 are now contiguous with it
+        if i:
+            u = max(u, ends[i - 1])
+            del starts[:i]
+            del ends[:i]
+        self.cum = u
+
     def received(self, u: int) -> bool:
         if u <= self.cum:
             return True

@@ -5,12 +5,17 @@ retransmit (RFC 9260 §6.2.1, §6.3.3, §7.2.4).
 offsets are plain list indices. Applying a SACK visits each outstanding chunk at most once, however many
 blocks it lists and however they overlap. ``flight`` counts the bytes in flight as congestion control sees
 them: a chunk marked for retransmission leaves it until it is sent again.
+
+PR-SCTP (RFC 3758 §3.5): a chunk whose message's policy has lapsed is not marked for retransmission but put in
+``lapsed``; the association abandons its whole message (``abandon``). Abandoned chunks count as acknowledged,
+and the advanced peer ack point (``advanced``) moves over them for the FORWARD-TSN that tells the peer.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
+from mux.sctp.chunks import FLAG_B, FLAG_E, FLAG_U
 from mux.sctp.tx.rtt import RttEstimator
 from mux.sctp.tx.send_queue import OutChunk
 
@@ -22,7 +27,7 @@ BEYOND = -1
 
 
 class Outstanding:
-    __slots__ = ("bytes", "cum_acked", "flight", "head", "next_tsn", "rtt_chunk", "rtx", "sent")
+    __slots__ = ("bytes", "cum_acked", "flight", "forwarded", "head", "lapsed", "next_tsn", "rtt_chunk", "rtx", "sent")
 
     def __init__(self, initial_tsn: int) -> None:
         self.next_tsn = initial_tsn & MASK
@@ -36,6 +41,10 @@ class Outstanding:
         self.bytes = 0
         #: the chunk timing the next RTT sample (one at a time, never a retransmitted one: Karn)
         self.rtt_chunk: OutChunk | None = None
+        #: chunks due for retransmission whose PR-SCTP policy lapsed: the association abandons their messages
+        self.lapsed: list[OutChunk] = []
+        #: the New Cumulative TSN of the last FORWARD-TSN sent (the cumulative ack point when none is due)
+        self.forwarded = self.cum_acked
 
     def __len__(self) -> int:
         """Chunks outstanding (hot paths compute ``len(sent) - head`` themselves: a dunder call costs)."""
@@ -143,7 +152,7 @@ class Outstanding:
         self.flight = flight
         return d, acked_bytes, newly
 
-    def mark_misses(self, newly: list[int]) -> int:
+    def mark_misses(self, newly: list[int], now: float) -> int:
         """HTNA (§7.2.4): TSNs below the highest newly acked one count misses; at three, fast retransmit.
 
         A SACK counts one miss per TSN it newly acks above the hole, as if the peer had SACKed each packet (§6.7
@@ -171,6 +180,9 @@ class Outstanding:
             c.missing += len(newly) - k
             if c.missing >= threshold:
                 c.missing = 0
+                if c.lapsed(now):
+                    self.lapsed.append(c)
+                    continue
                 c.fast_rtx = True
                 c.marked = True
                 self.flight -= c.size
@@ -178,15 +190,19 @@ class Outstanding:
                 marked += 1
         return marked
 
-    def mark_all(self) -> None:
+    def mark_all(self, now: float) -> None:
         """The retransmission timer expired (§6.3.3 E3): everything unacknowledged goes again, in TSN order."""
         self.rtt_chunk = None
         rtx: deque[OutChunk] = deque()
         sent = self.sent
         flight = self.flight
+        lapsed = self.lapsed
         for i in range(self.head, len(sent)):
             c = sent[i]
             if not c.acked:
+                if c.lapsed(now):
+                    lapsed.append(c)
+                    continue
                 if not c.marked:
                     c.marked = True
                     flight -= c.size
@@ -194,3 +210,63 @@ class Outstanding:
                 rtx.append(c)
         self.rtx = rtx
         self.flight = max(flight, 0)
+
+    # -- PR-SCTP ----------------------------------------------------------------------------------------------
+
+    def abandon(self, c: OutChunk) -> bool:
+        """Abandon the sent fragments of ``c``'s message (RFC 3758 §3.5 A1-A3); True when its last fragment was
+        among them (else the rest still waits in the send queue, for the caller to drop)."""
+        sent = self.sent
+        i = self.head + ((c.tsn - self.cum_acked - 1) & MASK)
+        if not (self.head <= i < len(sent)) or sent[i] is not c:
+            return True  # no longer outstanding: cumulatively acknowledged meanwhile
+        start = i
+        while not sent[start].flags & FLAG_B and start > self.head:
+            start -= 1
+        end = i
+        last = len(sent) - 1
+        while not sent[end].flags & FLAG_E and end < last:
+            end += 1
+        flight = self.flight
+        for j in range(start, end + 1):
+            f = sent[j]
+            f.abandoned = True  # acknowledged by a gap block or not: FORWARD-TSN moves past the whole message
+            if f.acked:
+                continue
+            if f.marked:
+                f.marked = False
+            else:
+                flight -= f.size
+            f.acked = True
+            if f is self.rtt_chunk:
+                self.rtt_chunk = None
+        self.flight = max(flight, 0)
+        return bool(sent[end].flags & FLAG_E)
+
+    def skip_rest(self, c: OutChunk) -> None:
+        """The rest of ``c``'s message never left and never will: it takes one TSN that is never sent, so the
+        FORWARD-TSN reaches beyond every fragment the peer may hold. Without it, a peer that had received all
+        that was sent would find the FORWARD-TSN out of date (§3.6) and keep the partial message, and its stream
+        would wait for that SSN for ever (usrsctp does the same)."""
+        end = OutChunk(c.stream_id, c.ppid, b"", (c.flags & FLAG_U) | FLAG_E)
+        end.ssn = c.ssn
+        end.tsn = self.next_tsn
+        self.next_tsn = (end.tsn + 1) & MASK
+        end.acked = end.abandoned = True
+        self.sent.append(end)
+
+    def advanced(self) -> tuple[int, dict[int, int]] | None:
+        """The advanced peer ack point (§3.5 C1) and, per stream, the highest SSN of the ordered messages it skips;
+        None when it is the cumulative ack point (nothing abandoned right above it)."""
+        sent = self.sent
+        i = self.head
+        n = len(sent)
+        if i >= n or not sent[i].abandoned:
+            return None
+        streams: dict[int, int] = {}
+        while i < n and sent[i].abandoned:
+            c = sent[i]
+            if not c.flags & FLAG_U:
+                streams[c.stream_id] = c.ssn
+            i += 1
+        return sent[i - 1].tsn, streams

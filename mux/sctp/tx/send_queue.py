@@ -8,6 +8,9 @@ so the fragments of a message stay consecutive. The scheduler picks the stream e
   stream holds another stream back by one message at most (RFC 8260 §3.2's round robin).
 
 Without I-DATA a message's fragments must go out back to back; the scheduler moves on only at a message's end.
+
+An ordered message gets its SSN when its first fragment leaves, not when it is queued: a message abandoned
+before it was ever sent (PR-SCTP, RFC 3758) then leaves no hole in the stream's SSNs for the receiver to wait on.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ class OutChunk:
     """One outbound DATA chunk; ``wire`` caches its encoding without the I bit, for retransmission."""
 
     __slots__ = (
+        "abandoned",
         "acked",
         "data",
+        "expires",
         "fast_rtx",
         "flags",
         "marked",
+        "max_rexmit",
         "missing",
         "ppid",
         "sent",
@@ -43,21 +49,31 @@ class OutChunk:
         "wire",
     )
 
-    def __init__(self, stream_id: int, ssn: int, ppid: int, data: bytes, flags: int) -> None:
+    def __init__(
+        self, stream_id: int, ppid: int, data: bytes, flags: int, max_rexmit: int = -1, expires: float = 0.0
+    ) -> None:
         self.stream_id = stream_id
-        self.ssn = ssn
+        self.ssn = 0  # given as the message's first fragment leaves (ordered messages)
         self.ppid = ppid
         self.data = data
         self.flags = flags
         self.size = len(data)
+        #: PR-SCTP policy of its message: retransmissions allowed (-1: no limit), and when it expires (0: never)
+        self.max_rexmit = max_rexmit
+        self.expires = expires
         self.tsn = 0
         self.sent = 0  # transmissions so far
         self.sent_at = 0.0
-        self.acked = False  # by a gap block (a cumulative ack removes it)
+        self.acked = False  # by a gap block (a cumulative ack removes it), or abandoned
+        self.abandoned = False  # PR-SCTP: its message was given up; counts as acked, and FORWARD-TSN skips it
         self.marked = False  # for retransmission (not counted in flight)
         self.fast_rtx = False  # already fast-retransmitted once (§7.2.4)
         self.missing = 0  # miss indications
         self.wire = b""
+
+    def lapsed(self, now: float) -> bool:
+        """Its message's PR-SCTP policy says give up rather than (re)send it (RFC 3758 §3.5 A1)."""
+        return (0 <= self.max_rexmit < self.sent) or (self.expires != 0.0 and now >= self.expires)
 
     def encode(self, immediate: bool = False) -> bytes:
         data = self.data
@@ -71,11 +87,16 @@ class OutChunk:
 class _Queue:
     """One stream's chunks waiting to leave (for ``fcfs``, one queue holds every stream's)."""
 
-    __slots__ = ("chunks", "id")
+    __slots__ = ("chunks", "id", "ssn")
 
     def __init__(self, stream_id: int) -> None:
         self.id = stream_id
         self.chunks: deque[OutChunk] = deque()
+        self.ssn = 0  # the SSN of the message whose fragments are leaving
+
+
+#: a stream's PR-SCTP policy: (reliability, param) as ex_sctp's ``configure_stream``
+Reliability = Literal["reliable", "rexmit", "timed"]
 
 
 def _own(stream_id: int) -> int:
@@ -87,7 +108,16 @@ def _shared(stream_id: int) -> int:
 
 
 class SendQueue:
-    __slots__ = ("_key", "_queues", "_ssn", "active", "bytes", "chunks", "fragmentation_point", "scheduler")
+    __slots__ = (
+        "_key",
+        "_queues",
+        "_ssn",
+        "active",
+        "bytes",
+        "chunks",
+        "fragmentation_point",
+        "scheduler",
+    )
 
     def __init__(self, streams: int, fragmentation_point: int, scheduler: Scheduler = "rr") -> None:
         self.fragmentation_point = fragmentation_point
@@ -118,15 +148,14 @@ class SendQueue:
         self.bytes = self.chunks = 0
         self._ssn = [0] * max(streams, 1)
 
-    def push(self, stream_id: int, data: bytes, ppid: int, unordered: bool) -> None:
-        """Queue one message on ``stream_id`` (already checked to exist), cut into chunks."""
-        if unordered:
-            ssn = 0
-            base = FLAG_U
-        else:
-            ssn = self._ssn[stream_id]
-            self._ssn[stream_id] = (ssn + 1) & 0xFFFF
-            base = 0
+    def push(
+        self, stream_id: int, data: bytes, ppid: int, unordered: bool, max_rexmit: int = -1, expires: float = 0.0
+    ) -> None:
+        """Queue one message on ``stream_id`` (already checked to exist), cut into chunks.
+
+        ``max_rexmit`` (-1: no limit) and ``expires`` (0: never) are its PR-SCTP policy.
+        """
+        base = FLAG_U if unordered else 0
         key = self._key(stream_id)
         queue = self._queues.get(key)
         if queue is None:
@@ -137,14 +166,15 @@ class SendQueue:
         n = len(data)
         frag = self.fragmentation_point
         if n <= frag:
-            chunks.append(OutChunk(stream_id, ssn, ppid & MASK, data, base | FLAG_B | FLAG_E))
+            chunks.append(OutChunk(stream_id, ppid & MASK, data, base | FLAG_B | FLAG_E, max_rexmit, expires))
             self.chunks += 1
         else:
             view = memoryview(data)
             ppid &= MASK
             for off in range(0, n, frag):
                 flags = base | (FLAG_B if off == 0 else 0) | (FLAG_E if off + frag >= n else 0)
-                chunks.append(OutChunk(stream_id, ssn, ppid, bytes(view[off : off + frag]), flags))
+                piece = bytes(view[off : off + frag])
+                chunks.append(OutChunk(stream_id, ppid, piece, flags, max_rexmit, expires))
             self.chunks += -(-n // frag)
         self.bytes += n
 
@@ -161,8 +191,39 @@ class SendQueue:
         c = chunks.popleft()
         self.bytes -= c.size
         self.chunks -= 1
+        flags = c.flags
+        if not flags & FLAG_U:
+            if flags & FLAG_B:
+                sid = c.stream_id
+                ssn = queue.ssn = self._ssn[sid]
+                self._ssn[sid] = (ssn + 1) & 0xFFFF
+            c.ssn = queue.ssn
         if not chunks:
             active.popleft()
-        elif c.flags & FLAG_E and len(active) > 1:
+        elif flags & FLAG_E and len(active) > 1:
             active.rotate(-1)  # round robin: the next stream's turn (fcfs has a single queue)
         return c
+
+    def drop_message(self) -> list[OutChunk]:
+        """PR-SCTP: remove the rest of the message at the head of the queue (whose turn it is), up to its last
+        fragment; returns what was removed. Its SSN, if its first fragment had left, stays used."""
+        active = self.active
+        queue = active[0]
+        chunks = queue.chunks
+        dropped: list[OutChunk] = []
+        while chunks:
+            c = chunks.popleft()
+            dropped.append(c)
+            self.bytes -= c.size
+            self.chunks -= 1
+            if c.flags & FLAG_E:
+                break
+        if not chunks:
+            active.popleft()
+        elif len(active) > 1:
+            active.rotate(-1)
+        return dropped
+
+    def message_ssn(self, stream_id: int) -> int:
+        """The SSN of the message whose fragments are leaving on ``stream_id``."""
+        return self._queues[self._key(stream_id)].ssn

@@ -1,0 +1,68 @@
+"""The protocol extensions an association may use, agreed in INIT and INIT-ACK.
+
+Each side lists what it supports (RFC 5061's Supported Extensions parameter, plus RFC 3758's Forward-TSN-Supported
+parameter for PR-SCTP); an association uses an extension only when both listed it. The result is a bit mask,
+carried in the state cookie so the stateless server remembers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from mux.sctp.params import ForwardTsnSupportedParam, Param, SupportedExtensionsParam
+
+#: RFC 3758 partial reliability: FORWARD-TSN
+PRSCTP = 1
+#: RFC 6525 stream reconfiguration: RE-CONFIG (not implemented yet: never offered)
+RECONFIG = 2
+#: RFC 8260 message interleaving: I-DATA, and I-FORWARD-TSN with PR-SCTP (not implemented yet: never offered)
+IDATA = 4
+IMPLEMENTED = PRSCTP
+
+FORWARD_TSN = 192
+RE_CONFIG = 130
+I_DATA = 64
+I_FORWARD_TSN = 194
+
+
+def offered(prsctp: bool, reconfig: bool, idata: bool) -> int:
+    """What we put in our INIT or INIT-ACK, from the configuration."""
+    mask = (PRSCTP if prsctp else 0) | (RECONFIG if reconfig else 0) | (IDATA if idata else 0)
+    return mask & IMPLEMENTED
+
+
+def params(features: int) -> list[Param]:
+    """The INIT / INIT-ACK parameters that offer ``features``."""
+    types: list[int] = []
+    if features & PRSCTP:
+        types.append(FORWARD_TSN)
+    if features & RECONFIG:
+        types.append(RE_CONFIG)
+    if features & IDATA:
+        types.append(I_DATA)
+        if features & PRSCTP:
+            types.append(I_FORWARD_TSN)
+    out: list[Param] = []
+    if features & PRSCTP:
+        out.append(ForwardTsnSupportedParam())
+    if types:
+        out.append(SupportedExtensionsParam(types))
+    return out
+
+
+def peer_offers(params: Iterable[Param]) -> int:
+    """What the peer's INIT or INIT-ACK offers."""
+    mask = 0
+    for p in params:
+        kind = type(p)
+        if kind is ForwardTsnSupportedParam:
+            mask |= PRSCTP
+        elif kind is SupportedExtensionsParam:
+            types = set(p.chunk_types)  # type: ignore[union-attr]
+            if FORWARD_TSN in types:
+                mask |= PRSCTP
+            if RE_CONFIG in types:
+                mask |= RECONFIG
+            if I_DATA in types:
+                mask |= IDATA
+    return mask
