@@ -427,3 +427,22 @@ async def test_tls_callbacks_fire_on_quic_only(make_server: ServerFactory, trans
     log = tb.LOG[server_conn.id]
     assert not [e for e in log if e.startswith(("peer_cert_received", "resumed"))], log
     conn.close()
+
+
+async def test_datagrams_go_both_ways(make_server: ServerFactory, transport: str) -> None:
+    """``send_datagram`` and ``dgram_recv`` on both transports (SCTP: unordered, never-retransmitted messages)."""
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    sent = [b"datagram %d" % i for i in range(20)]
+    for data in sent:
+        conn.send_datagram(data)
+    got = [(await client.next("dgram"))[1] for _ in sent]  # loopback loses nothing
+    assert sorted(got) == sorted(sent)
+    (server_conn,) = server.pool.connections
+    assert [e for e in tb.LOG[server_conn.id] if e.startswith("dgram:")] == [f"dgram:{d.decode()}" for d in sent]
+    stream = conn.open_stream()  # and stream data is untouched by them
+    await stream.send(b"after", fin=transport == "quic")
+    assert (await client.next("data"))[2] == b"after"
+    conn.close()
+    await conn.wait_closed()

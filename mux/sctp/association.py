@@ -70,7 +70,7 @@ from mux.sctp.rx.tracker import DUPLICATE, MAX_AHEAD, NEXT, NO_ROOM, TOO_FAR, Da
 from mux.sctp.tx.congestion import Congestion
 from mux.sctp.tx.outstanding import BEYOND, Outstanding
 from mux.sctp.tx.rtt import RttEstimator
-from mux.sctp.tx.send_queue import OutChunk, SendQueue
+from mux.sctp.tx.send_queue import DATAGRAMS, OutChunk, SendQueue
 
 Addr = tuple[Any, ...]
 
@@ -349,6 +349,23 @@ class Association:
         if buffered > sndbuf // 2:
             self._blocked = True
         return buffered
+
+    def send_datagram(self, data: bytes, *, ppid: int, now: float = 0.0) -> None:
+        """An unreliable message: unordered on stream 0, never retransmitted (PR-SCTP ``rexmit`` 0), queued in a
+        lane of its own so it takes its turn with the streams instead of waiting behind stream 0's messages."""
+        if self.state not in _CAN_SEND:
+            raise SctpError(f"cannot send in state {self.state}")
+        if not self.features & ext.PRSCTP:
+            raise SctpError("datagrams need PR-SCTP, which the peer did not offer")
+        if not data or len(data) > self.fragmentation_point:
+            raise SctpError(f"a datagram holds 1 to {self.fragmentation_point} bytes, not {len(data)}")
+        if self.buffered_amount() > self.config.sndbuf:
+            raise BufferFull(f"send queue holds {self.buffered_amount()} bytes (sndbuf {self.config.sndbuf})")
+        self._queue.push(0, data, ppid, True, 0, 0.0, DATAGRAMS)
+        self.stats["datagrams_sent"] = self.stats.get("datagrams_sent", 0) + 1
+
+    def queued_datagrams(self) -> int:
+        return self._queue.waiting(DATAGRAMS)
 
     def shutdown(self, now: float) -> None:
         """Graceful close: outstanding data is delivered first, then SHUTDOWN."""

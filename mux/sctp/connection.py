@@ -25,6 +25,7 @@ from typing import Any
 from mux import transport as t
 from mux.logs import peer_log
 from mux.sctp import events as se
+from mux.sctp import extensions as ext
 from mux.sctp.association import CLOSED, SHUTDOWN_ACK_SENT, SHUTDOWN_RECEIVED, Association, SctpError
 from mux.sctp.params import CAUSE_NAMES, USER_INITIATED_ABORT, ErrorCause, describe
 from mux.udp import Address, Driver, Pumped
@@ -32,6 +33,11 @@ from mux.udp import Address, Driver, Pumped
 log = logging.getLogger("mux.sctp")
 
 _PEER_CLOSING = (SHUTDOWN_RECEIVED, SHUTDOWN_ACK_SENT)
+#: the PPID that marks a datagram (``conn.send_datagram``): an unordered message on stream 0, never
+#: retransmitted. 0x6D757864 is "muxd"; a peer's own unordered message with this PPID reads as a datagram too.
+DGRAM_PPID = 0x6D757864
+#: datagrams queued for sending at most, as over QUIC: beyond it new ones are dropped and counted
+MAX_PENDING_DATAGRAMS = 256
 
 #: the Upper Layer Abort Reason mux writes for an application close with a code (see the module docstring)
 APP_CLOSE = "application close {code}: {reason}"
@@ -78,6 +84,7 @@ class SctpTransportConnection(Pumped):
         self._on_finished = on_finished
         #: the listener's (endpoint's) counters, where what peers cause is counted instead of logged
         self._counters = counters if counters is not None else {}
+        self._dgram_dropped = 0
         self._used_streams: set[int] = set()
         self._next_stream = 0
         self._closing_by_us = False
@@ -160,7 +167,29 @@ class SctpTransportConnection(Pumped):
         raise t.TransportError("SCTP has no stop-sending; RFC 6525 stream reset is not supported yet")
 
     def send_datagram(self, data: bytes) -> None:
-        raise t.TransportError("SCTP unreliable messages need PR-SCTP (RFC 3758), not supported yet")
+        """An unordered message on stream 0 with PPID ``DGRAM_PPID``, never retransmitted (PR-SCTP ``rexmit`` 0)."""
+        assoc = self.assoc
+        if not assoc.features & ext.PRSCTP:
+            raise t.TransportError("the peer does not accept datagrams (PR-SCTP, RFC 3758, not negotiated)")
+        room = assoc.fragmentation_point
+        if len(data) > room:
+            raise t.TransportError(f"datagram of {len(data)} bytes does not fit in a packet (at most {room})")
+        if not data:
+            raise t.TransportError("SCTP cannot send an empty datagram")
+        if assoc.queued_datagrams() >= MAX_PENDING_DATAGRAMS:
+            # unreliable by definition: while the path cannot carry them, new ones are dropped, not queued
+            self._dgram_dropped += 1
+            self._counters["dgram_send_dropped"] = self._counters.get("dgram_send_dropped", 0) + 1
+            return
+        try:
+            assoc.send_datagram(data, ppid=DGRAM_PPID, now=self.driver.loop.time())
+        except SctpError as exc:
+            if assoc.state in _PEER_CLOSING or assoc.state == CLOSED:
+                raise t.ConnectionGone(f"sctp association with {self.peer_address} is closing") from None
+            self._dgram_dropped += 1  # the send queue is full: a datagram is dropped, not waited for
+            peer_log(log, "sctp.dgram", "datagram dropped: %s", exc)
+            return
+        self.driver.touch(self)
 
     def proceed(self) -> None:
         """The application accepted the peer (new_conn returned): answer its COOKIE-ECHO."""
@@ -225,14 +254,15 @@ class SctpTransportConnection(Pumped):
     # -- datagrams: the hooks RFC 3758 datagrams fill in ------------------------------------------
 
     def datagram_state(self) -> dict[str, Any]:
-        """quicer's ``dgram_state_changed`` props, given before ``connected``. SCTP carries no datagrams
-        yet; once it does (unordered, ``rexmit=0`` messages), say so here and deliver
-        ``t.DatagramStateChanged`` again whenever this changes (e.g. the fragmentation point moves)."""
+        """quicer's ``dgram_state_changed`` props, given before ``connected``: datagrams need PR-SCTP agreed, and
+        one must fit in one DATA chunk."""
+        if self.assoc.features & ext.PRSCTP:
+            return {"dgram_send_enabled": True, "dgram_max_len": self.assoc.fragmentation_point}
         return {"dgram_send_enabled": False, "dgram_max_len": 0}
 
     def datagram_counts(self) -> tuple[int, int]:
         """Datagrams queued for sending, and dropped because the queue was full (``stats()``)."""
-        return 0, 0
+        return self.assoc.queued_datagrams(), self._dgram_dropped
 
     # -- driver side -----------------------------------------------------------------------------
 
@@ -241,6 +271,11 @@ class SctpTransportConnection(Pumped):
         assert sink is not None
         kind = type(event)
         if kind is se.DataReceived:
+            if event.ppid == DGRAM_PPID and event.unordered:
+                # a datagram: the mailbox bounds datagrams itself, so its window space comes back at once
+                self.assoc.consumed(len(event.data))
+                sink.deliver(t.DatagramReceived(event.data))
+                return
             sink.deliver(
                 t.StreamData(event.stream_id, event.data, False, {"ppid": event.ppid, "unordered": event.unordered})
             )

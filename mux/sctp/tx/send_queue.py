@@ -107,6 +107,10 @@ def _shared(stream_id: int) -> int:
     return -1
 
 
+#: the lane datagrams wait in (unordered, never retransmitted messages: see ``Association.send_datagram``)
+DATAGRAMS = -2
+
+
 class SendQueue:
     __slots__ = (
         "_key",
@@ -149,14 +153,22 @@ class SendQueue:
         self._ssn = [0] * max(streams, 1)
 
     def push(
-        self, stream_id: int, data: bytes, ppid: int, unordered: bool, max_rexmit: int = -1, expires: float = 0.0
+        self,
+        stream_id: int,
+        data: bytes,
+        ppid: int,
+        unordered: bool,
+        max_rexmit: int = -1,
+        expires: float = 0.0,
+        lane: int | None = None,
     ) -> None:
         """Queue one message on ``stream_id`` (already checked to exist), cut into chunks.
 
-        ``max_rexmit`` (-1: no limit) and ``expires`` (0: never) are its PR-SCTP policy.
+        ``max_rexmit`` (-1: no limit) and ``expires`` (0: never) are its PR-SCTP policy. ``lane`` queues it apart
+        from its stream's messages (``DATAGRAMS``): it takes its turn with the streams, not behind them.
         """
         base = FLAG_U if unordered else 0
-        key = self._key(stream_id)
+        key = self._key(stream_id) if lane is None else lane
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _Queue(key)
@@ -223,6 +235,11 @@ class SendQueue:
         elif len(active) > 1:
             active.rotate(-1)
         return dropped
+
+    def waiting(self, lane: int) -> int:
+        """Chunks waiting in a lane (or a stream's queue)."""
+        queue = self._queues.get(lane)
+        return len(queue.chunks) if queue is not None else 0
 
     def message_ssn(self, stream_id: int) -> int:
         """The SSN of the message whose fragments are leaving on ``stream_id``."""
