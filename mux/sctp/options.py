@@ -52,6 +52,12 @@ class SctpOptions(DriverOptions):
     recbuf: int = Field(default=1024 * 1024, ge=4096)
     #: the most we queue for sending; stream.send waits above half of it
     sndbuf: int = Field(default=1024 * 1024, ge=4096)
+    #: the extensions offered in INIT/INIT-ACK (Linux's sysctl names); each is used only if the peer offers it too
+    prsctp_enable: bool = True
+    reconf_enable: bool = True
+    intl_enable: bool = True
+    #: how the streams share the send queue: round robin one message per stream, or first come first served
+    scheduler: Literal["rr", "fcfs"] = "rr"
 
 
 class SctpListenerOptions(ListenerBase, SctpOptions):
@@ -93,4 +99,8 @@ def core_config(options: SctpOptions) -> SctpConfig:
         hbinterval=options.hbinterval,
         recbuf=options.recbuf,
         sndbuf=options.sndbuf,
+        prsctp_enable=options.prsctp_enable,
+        reconf_enable=options.reconf_enable,
+        intl_enable=options.intl_enable,
+        scheduler=options.scheduler,
     )
