@@ -9,9 +9,11 @@ answered with an 8-byte count once all of it has arrived. Datagrams are echoed a
 from __future__ import annotations
 
 import asyncio
+import math
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from mux import Connection, ConnectionBehaviour, ConnectionClosed, Stop, Stream
@@ -40,6 +42,50 @@ class BenchError(Exception):
 
 class Unavailable(Exception):
     """The transport cannot do what the workload needs (e.g. unreliable messages without PR-SCTP)."""
+
+
+@dataclass(slots=True)
+class InterleaveRun:
+    """What ``BenchClient.interleave`` measured, in seconds."""
+
+    #: round trips of the records sent before anything else was
+    idle: list[float]
+    #: of the records sent while the same bytes went as ``piece``-byte messages (from the first send until the
+    #: sink had all of them): what sharing the path and the connection costs when every scheduler can interleave
+    pieces: list[float]
+    #: of the records sent while the one large message was in flight (from its send until the sink had all of it)
+    busy: list[float]
+    #: from the first piece's ``stream.send`` until the sink's report of the last byte arrived
+    pieces_transfer: float
+    #: the same for the one large message
+    transfer: float
+    #: what the two sinks (pieces, message) counted in the end: the message's size each, or the run failed
+    counted: tuple[int, int]
+
+
+class _Sink:
+    """The client's end of a sink stream: the receiver's byte counts; ``done`` gets the time the last came."""
+
+    __slots__ = ("buffer", "counted", "done", "fail", "total")
+
+    def __init__(self, total: int, done: asyncio.Future[float], fail: Callable[[Exception], None]) -> None:
+        self.total = total
+        self.done = done
+        self.fail = fail
+        self.counted = 0
+        self.buffer = bytearray()
+
+    def __call__(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer.extend(data)
+        whole = len(buffer) - len(buffer) % COUNT.size
+        for offset in range(0, whole, COUNT.size):
+            self.counted = max(self.counted, COUNT.unpack_from(buffer, offset)[0])
+        del buffer[:whole]
+        if self.counted > self.total:
+            self.fail(BenchError(f"the sink counted {self.counted} bytes of {self.total} sent"))
+        elif self.counted == self.total and not self.done.done():
+            self.done.set_result(clock())
 
 
 class _ServerStream:
@@ -252,6 +298,113 @@ class BenchClient(ConnectionBehaviour):
 
         await asyncio.gather(*(flow(n) for n in range(flows)))
         return rtts
+
+    async def interleave(
+        self, streams: int, size: int, interval: float, idle: float, message: int, piece: int, settle: float
+    ) -> InterleaveRun:
+        """Small records on ``streams`` streams: alone, beside ``message`` bytes in pieces, beside it in one send.
+
+        Each echo stream carries one flow of ``size``-byte records, one every ``interval`` seconds (the flows
+        staggered evenly), whatever comes back, from start to end. After ``idle`` seconds, ``message`` bytes go
+        out on a sink stream as ``piece``-byte sends, each its own message (the control: any scheduler can put a
+        record between two of them); ``settle`` seconds after the sink reported the last byte, the same bytes go
+        out as ONE ``stream.send`` on another sink stream (one SCTP message). Then the flows stop and every
+        record sent is awaited. Records are sorted by when they were sent; those sent in a pause between phases
+        count for neither.
+
+        Record sends are not awaited: the backpressure of the large message would otherwise hold the flows back
+        before their records reach the transport, and it is how the transport schedules what is queued that is
+        measured here.
+        """
+        if size < RECORD.size:
+            raise ValueError(f"records are at least {RECORD.size} bytes")
+        loop = self._loop
+        samples: list[tuple[float, float]] = []  # (sent at, round trip)
+        next_seq = [0] * streams
+        sent = [0] * streams
+        sending = [True] * streams
+        all_back: asyncio.Future[None] = loop.create_future()
+        stop_at = math.inf
+
+        def check_all_back() -> None:
+            if not any(sending) and next_seq == sent and not all_back.done():
+                all_back.set_result(None)
+
+        def on_record(flow: int, seq: int, sent_at: float, now: float) -> None:
+            if not 0 <= flow < streams or seq != next_seq[flow]:
+                expected = next_seq[flow] if 0 <= flow < streams else None
+                self._fail(BenchError(f"flow {flow}: reply {seq} arrived where {expected} was due"))
+                return
+            next_seq[flow] = seq + 1
+            samples.append((sent_at, now - sent_at))
+            check_all_back()
+
+        handles = [self.conn.open_stream() for _ in range(streams)]
+        for stream in handles:
+            self._readers[stream.id] = self._record_reader(size, on_record)
+            await stream.send(HEADER.pack(MAGIC, MODE_ECHO, 0))
+        sinks: list[tuple[Stream, _Sink]] = []
+        for _ in range(2):
+            stream = self.conn.open_stream()
+            sink = _Sink(message, loop.create_future(), self._fail)
+            self._readers[stream.id] = sink
+            await stream.send(HEADER.pack(MAGIC, MODE_SINK, message))
+            sinks.append((stream, sink))
+        payload = bytes(message)  # built now, not in the timed part
+        pieces = [payload[offset : offset + piece] for offset in range(0, message, piece)]
+        padding = bytes(size - RECORD.size)
+        start = clock()
+
+        async def flow(number: int) -> None:
+            stream = handles[number]
+            seq = 0
+            try:
+                while True:
+                    due = start + (seq + number / streams) * interval
+                    if due > clock():
+                        await asyncio.sleep(due - clock())
+                    if clock() >= stop_at:
+                        break
+                    sent[number] = seq + 1
+                    stream.send(RECORD.pack(number, seq, clock()) + padding)  # queued at once; see above
+                    seq += 1
+            except Exception as exc:  # the connection went away, or the transport refused a record
+                self._fail(exc)
+            finally:
+                sending[number] = False
+                check_all_back()
+
+        tasks = [loop.create_task(flow(n)) for n in range(streams)]
+        try:
+            await self._pause(idle)
+            (pieces_stream, pieces_sink), (message_stream, message_sink) = sinks
+            pieces_began = clock()
+            for data in pieces:
+                pieces_stream.send(data)  # each its own message; backpressure not awaited, the sink's report is
+            pieces_ended = await self._until(pieces_sink.done)
+            await self._pause(settle)
+            began = clock()
+            message_stream.send(payload)  # ONE message; likewise
+            ended = await self._until(message_sink.done)
+            stop_at = clock()
+            await self._until(all_back)
+        finally:
+            for task in tasks:
+                task.cancel()
+        return InterleaveRun(
+            idle=[rtt for at, rtt in samples if at < pieces_began],
+            pieces=[rtt for at, rtt in samples if pieces_began <= at <= pieces_ended],
+            busy=[rtt for at, rtt in samples if began <= at <= ended],
+            pieces_transfer=pieces_ended - pieces_began,
+            transfer=ended - began,
+            counted=(pieces_sink.counted, message_sink.counted),
+        )
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but raise as soon as the connection ends or the protocol was broken."""
+        await asyncio.wait((self._gone,), timeout=seconds)
+        if self._gone.done():
+            self._gone.result()  # raises
 
     def _fail(self, failure: Exception) -> None:
         """Fail whatever the workload waits on: the protocol was broken."""

@@ -7,6 +7,7 @@ goodput, and 10 ms of delay each way puts every request/response round trip abov
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import math
@@ -16,15 +17,17 @@ from typing import Any
 
 import pytest
 
-from behaviours.bench import HEADER, MAGIC, MODE_ECHO
+from behaviours.bench import COUNT, HEADER, MAGIC, MODE_ECHO, BenchClient, BenchError, _Sink
 from mux import cli, registry
 from mux.bench import matrix
 from mux.bench.matrix import BenchConfigError, RunSpec
 from mux.bench.peer import LocalPeer
-from mux.bench.report import summarise
+from mux.bench.report import summarise, tables
 from mux.bench.runner import run_one
 from mux.bench.stats import percentile, ratio, spread
+from mux.bench.workloads import METRICS
 from mux.client import connect
+from mux.sctp.options import SctpOptions
 from tests.apps import Client
 from tests.conftest import TRANSPORTS, ServerFactory, client_target, listener
 
@@ -86,6 +89,31 @@ def test_summary_counts_only_runs_that_finished() -> None:
     assert math.isnan(goodput["sctp"]["median"])
 
 
+def test_no_ratio_of_a_negative_difference() -> None:
+    # interleave's added and hol are differences of two percentiles: noise can take them below zero
+    def run(transport: str, busy: float, hol: float) -> dict[str, Any]:
+        metrics = dict.fromkeys((m.key for m in METRICS["interleave"]), 1.0)
+        metrics.update(busy_p99_ms=busy, hol_p99_ms=hol)
+        return {"transport": transport, "profile": "clean", "workload": "interleave", "status": "ok",
+                "metrics": metrics, "note": ""}  # fmt: skip
+
+    runs = [run("quic", 10.0, -2.0), run("sctp", 30.0, 20.0)]
+    results = {
+        "transports": ["quic", "sctp"],
+        "workloads": ["interleave"],
+        "profile_names": ["clean"],
+        "config": {"repetitions": 1},
+        "runs": runs,
+        "summary": summarise(runs, ["interleave"], ["clean"], ["quic", "sctp"]),
+    }
+    [(table, _)] = tables(results)
+    labels = list(table.columns[1]._cells)
+    ratios = list(table.columns[-1]._cells)
+    assert ratios[labels.index("↓ p99 busy ms")] == "3.00"
+    assert ratios[labels.index("↓ hol p99 ms")] == "-"
+    assert table.columns[2]._cells[labels.index("↓ hol p99 ms")] == "-2.00"
+
+
 # -- the matrix file --------------------------------------------------------------------------------------------------
 
 
@@ -145,6 +173,17 @@ def test_packet_size_is_one_number_for_both_transports() -> None:
         ({"transport_options": {"tcp": {}}}, "transport_options.tcp: not one of transports"),
         ({"quick": {"profiles": ["nope"]}}, "quick.profiles: no such profile: nope"),
         ({"packet": {"udp_payload": 1000}}, "packet.udp_payload"),
+        # the interleave message must fit SCTP's buffers (1 MiB each by default), or the run could only abort
+        ({"workloads": {"interleave": {"message": 1048576}}}, "transport_options.sctp.recbuf: 1048576 cannot hold"),
+        (
+            {
+                "transport_options": {"sctp": {"recbuf": 4194304}},
+                "workloads": {"interleave": {"message": 1048576}},
+            },
+            "transport_options.sctp.sndbuf: 1048576 cannot hold the interleave workload's 1048576-byte message; "
+            "set it to at least 2097152",
+        ),
+        ({"workloads": {"interleave": {"piece": 1500}}}, "workloads.interleave.piece"),
     ],
 )
 def test_matrix_errors_name_the_key(data: dict[str, Any], message: str) -> None:
@@ -152,6 +191,21 @@ def test_matrix_errors_name_the_key(data: dict[str, Any], message: str) -> None:
         matrix.validate(data, "ab.yaml")
     assert str(info.value).startswith("ab.yaml: ")
     assert message in str(info.value)
+
+
+def test_interleave_buffers_are_checked_only_where_sctp_runs() -> None:
+    # the check's idea of SCTP's defaults is SCTP's own
+    assert SctpOptions().recbuf == SctpOptions().sndbuf == matrix.SCTP_BUFFER_DEFAULT
+    big = {"workloads": {"interleave": {"message": 1048576}}}
+    assert matrix.validate({"transports": ["quic"], **big}, "<test>").workloads.interleave is not None
+    ab = matrix.load(AB)
+    assert ab.workloads.interleave is not None and ab.workloads.interleave.message == 1048576
+    sctp = ab.transport_options["sctp"]
+    assert sctp["recbuf"] >= 2 * 1048576 and sctp["sndbuf"] >= 2 * 1048576
+    quick = matrix.quick_version(ab)
+    assert quick.workloads.interleave is not None
+    assert quick.workloads.interleave.message < ab.workloads.interleave.message
+    assert quick.workloads.interleave.piece == ab.workloads.interleave.piece  # merged, not replaced
 
 
 def test_bad_file_exits_2_with_the_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -210,6 +264,90 @@ async def test_a_transport_that_is_not_installed_is_unavailable() -> None:
     assert "not installed" in result.note
 
 
+async def test_sink_reports_count_exactly_to_the_message() -> None:
+    failures: list[Exception] = []
+    sink = _Sink(1000, asyncio.get_running_loop().create_future(), failures.append)
+    report = COUNT.pack(400) + COUNT.pack(1000)
+    sink(report[:5])  # reports may arrive split anywhere
+    assert sink.counted == 0 and not sink.done.done()
+    sink(report[5:])
+    assert sink.counted == 1000 and sink.done.done() and not failures
+    sink(COUNT.pack(1001))  # more than was sent: the protocol is broken, not a figure
+    assert len(failures) == 1 and isinstance(failures[0], BenchError)
+
+
+def _interleave_config(transport: str, **params: Any) -> matrix.BenchConfig:
+    workload = {"message": 131072, "idle_seconds": 0.1, "interval_ms": 1, "settle_seconds": 0.05, "timeout_s": 20}
+    workload.update(params)
+    return matrix.validate(
+        {
+            "transports": [transport],
+            "transport_options": {"sctp": {"nodelay": True}} if transport == "sctp" else {},
+            "profiles": [{"name": "clean"}],
+            "workloads": {"interleave": workload},
+        },
+        "<test>",
+    )
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_interleave_runs_through_the_proxy_with_consistent_figures(transport: str) -> None:
+    config = _interleave_config(transport)
+    peer = LocalPeer()
+    try:
+        result = await run_one(config, RunSpec(0, "clean", "interleave", 0, transport, 1), peer)
+    finally:
+        await peer.close()
+    assert result.status == "ok", result.note
+    m = result.metrics
+    assert set(m) == {metric.key for metric in METRICS["interleave"]}
+    assert all(math.isfinite(v) for v in m.values()), m
+    for phase in ("idle", "pieces", "busy"):
+        assert 0 < m[f"{phase}_p50_ms"] <= m[f"{phase}_p99_ms"], (phase, m)
+        assert m[f"{phase}_records"] >= 1
+    assert m["transfer_ms"] > 0 and m["pieces_transfer_ms"] > 0
+    # the differences and units are what they say, not separately measured numbers
+    packet_ms = m["transfer_ms"] * config.packet.udp_payload / 131072
+    assert m["packet_ms"] == pytest.approx(packet_ms)
+    assert m["message_mbit_s"] == pytest.approx(131072 * 8 / m["transfer_ms"] / 1000)
+    for q in ("p50", "p99"):
+        assert m[f"added_{q}_ms"] == pytest.approx(m[f"busy_{q}_ms"] - m[f"idle_{q}_ms"])
+        assert m[f"hol_{q}_ms"] == pytest.approx(m[f"busy_{q}_ms"] - m[f"pieces_{q}_ms"])
+        assert m[f"added_{q}_packets"] == pytest.approx(m[f"added_{q}_ms"] / packet_ms)
+        assert m[f"hol_{q}_packets"] == pytest.approx(m[f"hol_{q}_ms"] / packet_ms)
+    # both transfers crossed the proxy, in packets no larger than the packet size
+    up = result.peer["proxy"]["up"]
+    assert up["bytes_received"] > 2 * 131072
+    assert up["dropped_mtu"] == 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_interleave_sinks_count_exactly_the_message(transport: str) -> None:
+    config = _interleave_config(transport)
+    peer = LocalPeer()
+    try:
+        host, port = await peer.start(
+            {
+                "transport": transport,
+                "listener": matrix.listener_options(config, transport),
+                "up": {},
+                "down": {},
+                "seed": 1,
+            }
+        )
+        client = BenchClient()
+        conn = await connect(client, f"{transport}://{host}:{port}", options=matrix.client_options(config, transport))
+        run = await client.interleave(4, 64, 0.001, 0.05, 100_003, 1000, 0.0)
+        conn.close()
+        await conn.wait_closed()
+    finally:
+        await peer.close()
+    assert run.counted == (100_003, 100_003)  # an odd size: the last piece is short, and nothing is counted twice
+    assert run.idle and run.pieces and run.busy
+    assert run.transfer > 0 and run.pieces_transfer > 0
+    assert all(rtt > 0 for rtt in run.idle + run.pieces + run.busy)
+
+
 # -- end to end -----------------------------------------------------------------------------------------------------
 
 
@@ -227,14 +365,17 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     out = tmp_path / "results"
     assert cli.main(["bench", str(AB), "--quick", "--out", str(out), "--seed", "7"]) == 0
     shown = capsys.readouterr().out
-    for word in ("bulk", "rr", "parallel", "handshake", "datagrams", "goodput", "quic", "sctp"):
+    for word in (*matrix.WORKLOAD_NAMES, "goodput", "hol p99", "quic", "sctp"):
         assert word in shown
 
     results = json.loads((out / "results.json").read_text())
     png = (out / "bench.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     with (out / "results.csv").open() as handle:
-        assert len(list(csv.DictReader(handle))) == len(results["summary"])
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(results["summary"])
+    interleave_keys = {metric.key for metric in METRICS["interleave"]}
+    assert {r["metric"] for r in rows if r["workload"] == "interleave"} == interleave_keys
 
     transports = results["transports"]
     assert transports == ["quic", "sctp"]
@@ -255,7 +396,9 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         proxy = run["peer"]["proxy"]
         assert proxy["up"]["dropped_mtu"] == proxy["down"]["dropped_mtu"] == 0
         metrics = run["metrics"]
-        assert all(math.isfinite(v) and v >= 0 for v in metrics.values()), run
+        assert all(math.isfinite(v) for v in metrics.values()), run
+        # differences of two measured percentiles (interleave's added and hol) may come out below zero
+        assert all(v >= 0 for k, v in metrics.items() if not k.startswith(("added_", "hol_"))), run
         if run["workload"] == "bulk":
             assert metrics["goodput_mbit_s"] > 0
             # and they filled their packets alike: bulk data went in (nearly) full-size datagrams
@@ -267,6 +410,10 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
             assert metrics["conn_per_s"] > 0 and metrics["failed"] == 0
         elif run["workload"] == "datagrams":
             assert 0 < metrics["delivered_pct"] <= 100
+        elif run["workload"] == "interleave":
+            for phase in ("idle", "pieces", "busy"):
+                assert 0 < metrics[f"{phase}_p50_ms"] <= metrics[f"{phase}_p99_ms"], run
+            assert metrics["transfer_ms"] > 0 and metrics["busy_records"] >= 1
 
     summary = results["summary"]
     for transport in transports:
@@ -277,7 +424,12 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         lossy = _figure(summary, "bulk", "loss5", "goodput_mbit_s", transport)
         assert lossy < clean, (transport, clean, lossy)
         # latency rises with added delay: 10 ms each way adds 20 ms to every round trip
-        for workload, metric in (("rr", "p50_ms"), ("parallel", "p50_ms"), ("parallel", "shared_p50_ms")):
+        for workload, metric in (
+            ("rr", "p50_ms"),
+            ("parallel", "p50_ms"),
+            ("parallel", "shared_p50_ms"),
+            ("interleave", "idle_p50_ms"),
+        ):
             clean = _figure(summary, workload, "clean", metric, transport)
             delayed = _figure(summary, workload, "rtt20", metric, transport)
             assert delayed > clean + 10.0, (transport, workload, metric, clean, delayed)

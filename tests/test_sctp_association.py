@@ -697,7 +697,7 @@ def test_heartbeats_unanswered_end_in_communication_lost() -> None:
     "ctype,report,rest_processed",
     [
         (0x3F, False, False),  # 00: discard the rest of the packet silently
-        (0x40, True, False),  # 01: discard the rest and report
+        (0x41, True, False),  # 01: discard the rest and report (0x40 is I-DATA)
         (0x81, False, True),  # 10: skip this chunk
         (0xC1 + 2, True, True),  # 11: skip this chunk and report
     ],

@@ -162,6 +162,8 @@ def test_roundtrip_every_chunk_type() -> None:
         C.ShutdownCompleteChunk(t_bit=True),
         C.ForwardTsnChunk(500, [(1, 10), (2, 20)]),
         C.ReconfigChunk([P.UnknownParam(13, b"\x00\x00\x00\x01" * 3)]),
+        C.IDataChunk(9, 4, 1 << 31, 0, 77, b"fragment", unordered=True, beginning=False, immediate=True),
+        C.IForwardTsnChunk(600, [(1, False, 10), (2, True, 0xFFFFFFFF)]),
         C.UnknownChunk(0xC7, 0x5A, b"opaque body"),
     ]
     pkt = roundtrip(chunks)

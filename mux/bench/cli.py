@@ -34,9 +34,9 @@ T = TypeVar("T")
 DESCRIPTION = """\
 Run one behaviour (behaviours/bench.py) over each transport through the userspace impairment proxy and compare
 them: bulk goodput, request/response latency, parallel streams under loss (head-of-line blocking per stream against
-one shared stream), handshake rate and unreliable messages. The matrix (transports x impairment profiles x
-workloads x repetitions) comes from a YAML file; runs alternate A B A B so machine drift hits both alike, and each
-figure is the median with min and max.
+one shared stream), handshake rate, unreliable messages, and how long a large message on one stream holds back small
+ones on the others (interleave). The matrix (transports x impairment profiles x workloads x repetitions) comes from a
+YAML file; runs alternate A B A B so machine drift hits both alike, and each figure is the median with min and max.
 
 Writes results.json (every run and the summary), results.csv (the summary) and bench.png (goodput against loss,
 latency CDF) under --out. The server and proxy run in a worker process of their own (so they do not share the

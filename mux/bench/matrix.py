@@ -21,6 +21,8 @@ from mux.schema import StrictModel
 
 #: IPv4 header + UDP header: SCTP's pmtu is an IP MTU, aioquic's max_datagram_size a UDP payload
 IPV4_UDP_OVERHEAD = 28
+#: SCTP's recbuf and sndbuf when not set (mux/sctp/options.py)
+SCTP_BUFFER_DEFAULT = 1024 * 1024
 QUIC_ALPN = "mux-bench"
 #: options the bench sets itself; a transport_options entry may not override them
 RESERVED_OPTIONS = frozenset({"transport", "host", "port", "name", "alpn", "max_datagram_size", "pmtu", "maxseg"})
@@ -163,8 +165,40 @@ class Datagrams(StrictModel):
     timeout_s: float = Field(default=30.0, gt=0)
 
 
-WorkloadName = Literal["bulk", "rr", "parallel", "handshake", "datagrams"]
-WORKLOAD_NAMES: tuple[WorkloadName, ...] = ("bulk", "rr", "parallel", "handshake", "datagrams")
+class Interleave(StrictModel):
+    """Head-of-line blocking between streams on the sending side: one large message against small records.
+
+    ``streams`` flows of ``size``-byte echoed records, each on its own stream, one record every ``interval_ms``
+    per flow (staggered), as in ``parallel``, throughout. For ``idle_seconds`` nothing else is sent: their round
+    trips then are the baseline. Then ``message`` bytes go out on a stream of their own twice, each time until
+    the receiver reports the last byte: first as ``piece``-byte messages (the control: the same load on the same
+    connection and path, which any scheduler interleaves), then, ``settle_seconds`` later, as ONE
+    ``stream.send`` (one SCTP message). Busy minus idle is what the message costs the records in all; busy minus
+    the control is what they lose because it is one message: head-of-line blocking in the send queue.
+
+    Over SCTP the whole message sits in the receiver's ``recbuf`` until its last fragment arrives (there is no
+    partial delivery) and in the sender's ``sndbuf`` until acknowledged, so both must hold it: the matrix asks
+    for at least ``RECBUF_FACTOR`` times the message.
+    """
+
+    streams: int = Field(default=4, ge=1, le=14)
+    size: int = Field(default=64, ge=16, le=1024)
+    interval_ms: float = Field(default=2.0, gt=0)
+    idle_seconds: float = Field(default=0.5, gt=0)
+    message: int = Field(default=1 << 20, gt=0)
+    #: the control's message size: small enough for one packet on either transport (udp_payload >= 1200)
+    piece: int = Field(default=1024, ge=16, le=1100)
+    #: between the control and the large message, for what the control left in flight to drain
+    settle_seconds: float = Field(default=0.2, ge=0)
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+#: SCTP's recbuf and sndbuf against the interleave message: a message's fragments are held at their true cost
+#: (payload plus bookkeeping, about 1.4x for full-size fragments), and the small records need room beside it
+RECBUF_FACTOR = 2
+
+WorkloadName = Literal["bulk", "rr", "parallel", "handshake", "datagrams", "interleave"]
+WORKLOAD_NAMES: tuple[WorkloadName, ...] = ("bulk", "rr", "parallel", "handshake", "datagrams", "interleave")
 
 
 class Workloads(StrictModel):
@@ -175,6 +209,7 @@ class Workloads(StrictModel):
     parallel: Parallel | None = None
     handshake: Handshake | None = None
     datagrams: Datagrams | None = None
+    interleave: Interleave | None = None
 
     def enabled(self) -> list[tuple[WorkloadName, StrictModel]]:
         return [(name, params) for name in WORKLOAD_NAMES if (params := getattr(self, name)) is not None]
@@ -182,7 +217,12 @@ class Workloads(StrictModel):
 
 def _all_workloads() -> Workloads:
     return Workloads(
-        bulk=Bulk(), rr=RequestResponse(), parallel=Parallel(), handshake=Handshake(), datagrams=Datagrams()
+        bulk=Bulk(),
+        rr=RequestResponse(),
+        parallel=Parallel(),
+        handshake=Handshake(),
+        datagrams=Datagrams(),
+        interleave=Interleave(),
     )
 
 
@@ -203,6 +243,7 @@ def _quick_workloads() -> dict[WorkloadName, dict[str, Any]]:
         "parallel": {"streams": 4, "max_seconds": 0.3, "timeout_s": 10},
         "handshake": {"connections": 8, "concurrency": 4, "timeout_s": 10},
         "datagrams": {"count": 100, "drain_s": 0.3, "timeout_s": 10},
+        "interleave": {"idle_seconds": 0.2, "message": 262144, "timeout_s": 10},
     }
 
 
@@ -262,6 +303,8 @@ class BenchConfig(StrictModel):
             unknown = sorted(set(self.quick.profiles) - {p.name for p in self.profiles})
             if unknown:
                 raise ValueError(f"quick.profiles: no such profile: {', '.join(unknown)}")
+        if self.workloads.interleave is not None and "sctp" in self.transports:
+            _check_sctp_buffers(self.workloads.interleave.message, self.transport_options.get("sctp", {}))
         return self
 
     def profile(self, name: str) -> Profile:
@@ -271,10 +314,23 @@ class BenchConfig(StrictModel):
         raise KeyError(name)
 
 
+def _check_sctp_buffers(message: int, options: dict[str, Any]) -> None:
+    """The interleave workload's one large message must fit SCTP's buffers, or the run aborts (Out of Resource)
+    or fails to queue: say so now, naming the option, rather than as an error after minutes of other runs."""
+    need = RECBUF_FACTOR * message
+    for name in ("recbuf", "sndbuf"):
+        value = options.get(name, SCTP_BUFFER_DEFAULT)
+        if isinstance(value, int) and value < need:
+            raise ValueError(
+                f"transport_options.sctp.{name}: {value} cannot hold the interleave workload's {message}-byte "
+                f"message; set it to at least {need} ({RECBUF_FACTOR} x the message)"
+            )
+
+
 def default_config() -> BenchConfig:
     """The matrix when no file is given (conf/ab.yaml spells out the same)."""
     return BenchConfig(
-        transport_options={"sctp": {"nodelay": True}},
+        transport_options={"sctp": {"nodelay": True, "recbuf": 2 * 1024 * 1024, "sndbuf": 2 * 1024 * 1024}},
         quick=Quick(profiles=["clean", "loss5", "rtt20"]),
     )
 
@@ -387,7 +443,9 @@ def validate(data: Any, source: str) -> BenchConfig:
         for error in exc.errors():
             message = "unknown key" if error["type"] == "extra_forbidden" else str(error["msg"])
             message = message.removeprefix("Value error, ")
-            lines.append(f"{source}: {_location(tuple(error['loc']))}: {message}")
+            loc = tuple(error["loc"])
+            # a check of the whole file names its keys in the message itself
+            lines.append(f"{source}: {_location(loc)}: {message}" if loc else f"{source}: {message}")
         raise BenchConfigError("\n".join(lines)) from None
 
 

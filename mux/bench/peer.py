@@ -7,6 +7,7 @@ Both take a JSON-able ``PeerSpec`` and answer the same things, so the runner can
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any, Protocol, TypedDict
 
@@ -22,6 +23,17 @@ STOP_TIMEOUT = 5.0
 SETTLE_TIMEOUT = 1.0
 #: and then how long connections get to end on their own before they are aborted
 LINGER = 0.1
+
+
+def quiet_gc() -> None:
+    """Collect now and freeze what survives, before a measurement; for the bench's own processes only.
+
+    Otherwise a full collection over everything the process holds (imports, config, earlier runs) lands inside
+    a run now and then: 50-100 ms in the bench and worker processes, more than a whole run's round trips, and on
+    whichever transport is unlucky. What the transports allocate during the run is still collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class PeerSpec(TypedDict):

@@ -122,6 +122,8 @@ def tables(results: dict[str, Any]) -> list[tuple[Table, list[str]]]:
                 ratios = []
                 for cell in cells[1:]:
                     value = ratio(cell["median"], cells[0]["median"]) if cell["ok"] and cells[0]["ok"] else math.nan
+                    if cell["median"] < 0 or cells[0]["median"] < 0:
+                        value = math.nan  # a difference of two figures (interleave's added, hol): no "times"
                     ratios.append("-" if math.isnan(value) else f"{value:.2f}")
                 unit = f" {metric.unit}" if metric.unit else ""
                 table.add_row(

@@ -2,12 +2,15 @@
 
 A run ends as ``ok``, ``timeout`` (the workload's ``timeout_s`` passed: a stuck transport cannot hang the matrix),
 ``unavailable`` (the transport is not installed or cannot do the workload) or ``error`` (anything else, with the
-message). Whatever happens, the next run starts from a fresh server and proxy.
+message). Whatever happens, the next run starts from a fresh server and proxy. Before each run the bench process
+and the worker collect their garbage and freeze what survives (``quiet_gc``), so no full collection of either
+process's long-lived objects stalls a measurement.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +19,7 @@ from typing import Any, Literal
 
 from mux import registry
 from mux.bench.matrix import BenchConfig, RunSpec, client_options, listener_options, plan
-from mux.bench.peer import Peer, PeerSpec
+from mux.bench.peer import Peer, PeerSpec, quiet_gc
 from mux.bench.workloads import Target, Unavailable, run_workload
 
 log = logging.getLogger("mux.bench")
@@ -79,7 +82,12 @@ async def run_one(config: BenchConfig, spec: RunSpec, peer: Peer) -> RunResult:
     except Exception as exc:
         await _stop(peer)
         return result("error", note=f"far end did not start: {_describe(exc)}")
-    target = Target(spec.transport, f"{spec.transport}://{host}:{port}", client_options(config, spec.transport))
+    target = Target(
+        spec.transport,
+        f"{spec.transport}://{host}:{port}",
+        client_options(config, spec.transport),
+        config.packet.udp_payload,
+    )
     status: Status = "ok"
     note = ""
     metrics: dict[str, float] = {}
@@ -116,11 +124,15 @@ async def run_matrix(
     on_done: Callable[[RunSpec, RunResult], None] | None = None,
 ) -> list[RunResult]:
     results: list[RunResult] = []
-    for spec in plan(config):
-        if on_start is not None:
-            on_start(spec)
-        outcome = await run_one(config, spec, peer)
-        results.append(outcome)
-        if on_done is not None:
-            on_done(spec, outcome)
+    try:
+        for spec in plan(config):
+            if on_start is not None:
+                on_start(spec)
+            quiet_gc()
+            outcome = await run_one(config, spec, peer)
+            results.append(outcome)
+            if on_done is not None:
+                on_done(spec, outcome)
+    finally:
+        gc.unfreeze()  # the process may go on (a test, a caller): leave its collector as it was
     return results

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from mux.bench.peer import LocalPeer, PeerSpec
+from mux.bench.peer import LocalPeer, PeerSpec, quiet_gc
 
 REQUEST_TIMEOUT = 30.0
 READY_TIMEOUT = 30.0
@@ -33,6 +33,7 @@ async def serve(reader: asyncio.StreamReader, reply: Callable[[dict[str, Any]], 
                 op = request["op"]
                 if op == "start":
                     host, port = await peer.start(request["spec"])
+                    quiet_gc()  # this process exists for the bench alone
                     reply({"ok": True, "address": [host, port]})
                 elif op == "stop":
                     reply({"ok": True, "stats": await peer.stop()})

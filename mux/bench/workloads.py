@@ -13,8 +13,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from behaviours.bench import BenchClient, Unavailable, clock
-from mux.bench.matrix import Bulk, Datagrams, Handshake, Parallel, RequestResponse, WorkloadName
+from behaviours.bench import BenchClient, BenchError, Unavailable, clock
+from mux.bench.matrix import Bulk, Datagrams, Handshake, Interleave, Parallel, RequestResponse, WorkloadName
 from mux.bench.stats import percentile
 from mux.client import connect
 from mux.connection import Connection
@@ -33,6 +33,8 @@ class Target:
     transport: str
     url: str
     options: dict[str, Any]
+    #: the largest UDP payload either transport sends (``packet.udp_payload``): what one full packet carries
+    udp_payload: int = 1200
 
 
 @dataclass(slots=True)
@@ -82,6 +84,29 @@ METRICS: dict[WorkloadName, tuple[Metric, ...]] = {
         Metric("delivered_pct", "delivered", "%", True),
         Metric("p50_ms", "p50", "ms", False),
         Metric("p99_ms", "p99", "ms", False, shown=False),
+    ),
+    "interleave": (
+        Metric("idle_p50_ms", "p50 idle", "ms", False),
+        Metric("idle_p99_ms", "p99 idle", "ms", False),
+        Metric("busy_p50_ms", "p50 busy", "ms", False),
+        Metric("busy_p99_ms", "p99 busy", "ms", False),
+        Metric("added_p50_ms", "added p50", "ms", False),
+        Metric("added_p99_ms", "added p99", "ms", False),
+        Metric("added_p50_packets", "added p50", "packets", False, shown=False),
+        Metric("added_p99_packets", "added p99", "packets", False),
+        Metric("pieces_p50_ms", "p50 pieces", "ms", False, shown=False),
+        Metric("pieces_p99_ms", "p99 pieces", "ms", False),
+        Metric("hol_p50_ms", "hol p50", "ms", False, shown=False),
+        Metric("hol_p99_ms", "hol p99", "ms", False),
+        Metric("hol_p50_packets", "hol p50", "packets", False, shown=False),
+        Metric("hol_p99_packets", "hol p99", "packets", False),
+        Metric("transfer_ms", "transfer", "ms", False),
+        Metric("pieces_transfer_ms", "transfer pieces", "ms", False, shown=False),
+        Metric("packet_ms", "packet time", "ms", False, shown=False),
+        Metric("message_mbit_s", "message goodput", "Mbit/s", True, shown=False),
+        Metric("idle_records", "records idle", "", True, shown=False),
+        Metric("pieces_records", "records pieces", "", True, shown=False),
+        Metric("busy_records", "records busy", "", True, shown=False),
     ),
 }
 
@@ -187,6 +212,49 @@ async def datagrams(target: Target, params: Datagrams) -> Outcome:
     return Outcome(metrics)
 
 
+async def interleave(target: Target, params: Interleave) -> Outcome:
+    """Small records' round trips alone, beside a large message cut into pieces, and beside it whole.
+
+    Added (busy - idle) is everything the message costs the records, the queue it builds along the path included;
+    held back (busy - pieces) is what they lose because it is one message, on the same connection and path. Both
+    are also given in packet times: divided by the time one full packet (``udp_payload`` bytes) of the message
+    took at the message's own measured rate, the unit of RFC 8260's promise (with I-DATA a small message waits
+    for about one packet of a large one at most).
+    """
+    async with session(target) as client:
+        run = await client.interleave(
+            params.streams,
+            params.size,
+            params.interval_ms / 1000.0,
+            params.idle_seconds,
+            params.message,
+            params.piece,
+            params.settle_seconds,
+        )
+    counts = {"idle": len(run.idle), "pieces": len(run.pieces), "busy": len(run.busy)}
+    if not all(counts.values()):
+        raise BenchError(f"a phase without records: {counts}; send them more often (interval_ms)")
+    metrics: dict[str, float] = {}
+    for phase, rtts in (("idle", run.idle), ("pieces", run.pieces), ("busy", run.busy)):
+        ms = [r * 1000.0 for r in rtts]
+        metrics[f"{phase}_p50_ms"] = percentile(ms, 50)
+        metrics[f"{phase}_p99_ms"] = percentile(ms, 99)
+        metrics[f"{phase}_records"] = float(len(rtts))
+    packet_ms = run.transfer * 1000.0 * target.udp_payload / params.message
+    for name, baseline in (("added", "idle"), ("hol", "pieces")):
+        for q in ("p50", "p99"):
+            delay = metrics[f"busy_{q}_ms"] - metrics[f"{baseline}_{q}_ms"]
+            metrics[f"{name}_{q}_ms"] = delay
+            metrics[f"{name}_{q}_packets"] = delay / packet_ms
+    metrics |= {
+        "transfer_ms": run.transfer * 1000.0,
+        "pieces_transfer_ms": run.pieces_transfer * 1000.0,
+        "packet_ms": packet_ms,
+        "message_mbit_s": params.message * 8 / run.transfer / 1e6,
+    }
+    return Outcome(metrics)
+
+
 Runner = Callable[[Target, Any], Awaitable[Outcome]]
 
 RUNNERS: dict[WorkloadName, Runner] = {
@@ -195,6 +263,7 @@ RUNNERS: dict[WorkloadName, Runner] = {
     "parallel": parallel,
     "handshake": handshake,
     "datagrams": datagrams,
+    "interleave": interleave,
 }
 
 

@@ -1,5 +1,5 @@
-"""SCTP chunks (RFC 9260 §3.3, RFC 3758, RFC 6525, RFC 7053): one dataclass per type, padded encoders, and the
-per-type decoders that parse_packet dispatches to."""
+"""SCTP chunks (RFC 9260 §3.3, RFC 3758, RFC 6525, RFC 7053, RFC 8260): one dataclass per type, padded encoders,
+and the per-type decoders that parse_packet dispatches to."""
 
 from __future__ import annotations
 
@@ -20,9 +20,12 @@ from mux.sctp.params import (
 
 CHUNK_HEADER = struct.Struct("!BBH")
 DATA_HEADER = struct.Struct("!BBHIHHI")  # chunk header + tsn, stream id, ssn, ppid
+IDATA_HEADER = struct.Struct("!BBHIHHII")  # chunk header + tsn, stream id, reserved, mid, ppid or fsn
 INIT_HEADER = struct.Struct("!BBHIIHHI")  # chunk header + tag, a_rwnd, OS, MIS, initial tsn
 SACK_HEADER = struct.Struct("!BBHIIHH")  # chunk header + cum tsn, a_rwnd, #gaps, #dups
 _DATA_FIXED = struct.Struct("!IHHI")
+_IDATA_FIXED = struct.Struct("!IHHII")
+_IFWD_ENTRY = struct.Struct("!HHI")  # stream id, reserved bits and U, mid
 _INIT_FIXED = struct.Struct("!IIHHI")
 _SACK_FIXED = struct.Struct("!IIHH")
 _GAP = struct.Struct("!HH")
@@ -30,12 +33,13 @@ _U32 = struct.Struct("!I")
 _HB_INFO = 1  # Heartbeat Info parameter type
 _PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")  # indexed by length % 4
 
-# DATA flags
+# DATA and I-DATA flags
 FLAG_E = 0x01
 FLAG_B = 0x02
 FLAG_U = 0x04
 FLAG_I = 0x08
 FLAG_T = 0x01  # ABORT / SHUTDOWN COMPLETE: verification tag reflected
+FLAG_IFWD_U = 0x0001  # I-FORWARD-TSN entry: the skipped message is unordered
 
 
 def _tlv_list(type_: int, flags: int, fixed: bytes, tlvs: list[bytes]) -> bytes:
@@ -77,6 +81,41 @@ class DataChunk:
         )
         return b"".join(
             (DATA_HEADER.pack(0, flags, n, self.tsn, self.stream_id, self.ssn, self.ppid), data, _PAD[n & 3])
+        )
+
+
+@dataclass(slots=True)
+class IDataChunk:
+    """RFC 8260 I-DATA: a fragment of message ``mid`` (per stream, a counter each for ordered and unordered messages).
+
+    One wire field holds the PPID in a message's first fragment (whose FSN is 0) and the FSN in the others, so
+    ``ppid`` is 0 unless ``beginning`` and ``fsn`` is 0 when it is; other values are not encoded.
+    """
+
+    tsn: int
+    stream_id: int
+    mid: int
+    ppid: int
+    fsn: int
+    data: bytes
+    unordered: bool = False
+    beginning: bool = True
+    ending: bool = True
+    immediate: bool = False
+    TYPE: ClassVar[int] = 64
+
+    def serialize(self) -> bytes:
+        data = self.data
+        n = 20 + len(data)
+        flags = (
+            (FLAG_U if self.unordered else 0)
+            | (FLAG_B if self.beginning else 0)
+            | (FLAG_E if self.ending else 0)
+            | (FLAG_I if self.immediate else 0)
+        )
+        field = self.ppid if self.beginning else self.fsn
+        return b"".join(
+            (IDATA_HEADER.pack(64, flags, n, self.tsn, self.stream_id, 0, self.mid, field), data, _PAD[n & 3])
         )
 
 
@@ -249,6 +288,27 @@ class ForwardTsnChunk:
 
 
 @dataclass(slots=True)
+class IForwardTsnChunk:
+    """RFC 8260 I-FORWARD-TSN: ``streams`` are (stream id, unordered, mid) entries, each the largest MID abandoned
+    on that stream among its ordered (or unordered) messages."""
+
+    new_cum_tsn: int
+    streams: list[tuple[int, bool, int]] = field(default_factory=list)
+    TYPE: ClassVar[int] = 194
+
+    def serialize(self) -> bytes:
+        n = 8 + 8 * len(self.streams)
+        pack = _IFWD_ENTRY.pack
+        return b"".join(
+            [
+                CHUNK_HEADER.pack(194, 0, n),
+                _U32.pack(self.new_cum_tsn),
+                *(pack(s, FLAG_IFWD_U if u else 0, m) for s, u, m in self.streams),
+            ]
+        )
+
+
+@dataclass(slots=True)
 class ReconfigChunk:
     """RFC 6525 RE-CONFIG; its parameters are kept as raw UnknownParam TLVs for now."""
 
@@ -288,6 +348,8 @@ Chunk: TypeAlias = (
     | ShutdownCompleteChunk
     | ForwardTsnChunk
     | ReconfigChunk
+    | IDataChunk
+    | IForwardTsnChunk
     | UnknownChunk
 )
 
@@ -306,6 +368,25 @@ def parse_data(flags: int, body: memoryview) -> Chunk:
         body[12:].tobytes(),
         bool(flags & FLAG_U),
         bool(flags & FLAG_B),
+        bool(flags & FLAG_E),
+        bool(flags & FLAG_I),
+    )
+
+
+def parse_idata(flags: int, body: memoryview) -> Chunk:
+    if len(body) < 16:
+        raise ParseError("i-data chunk too short")
+    tsn, sid, _reserved, mid, field = _IDATA_FIXED.unpack_from(body)
+    b = bool(flags & FLAG_B)
+    return IDataChunk(
+        tsn,
+        sid,
+        mid,
+        field if b else 0,
+        0 if b else field,
+        body[16:].tobytes(),
+        bool(flags & FLAG_U),
+        b,
         bool(flags & FLAG_E),
         bool(flags & FLAG_I),
     )
@@ -392,6 +473,15 @@ def parse_forward_tsn(flags: int, body: memoryview) -> Chunk:
     return ForwardTsnChunk(_U32.unpack_from(body)[0], list(_GAP.iter_unpack(body[4:])))
 
 
+def parse_iforward_tsn(flags: int, body: memoryview) -> Chunk:
+    if len(body) < 4 or (len(body) - 4) & 7:
+        raise ParseError("i-forward tsn length")
+    return IForwardTsnChunk(
+        _U32.unpack_from(body)[0],
+        [(s, bool(f & FLAG_IFWD_U), m) for s, f, m in _IFWD_ENTRY.iter_unpack(body[4:])],
+    )
+
+
 def parse_reconfig(flags: int, body: memoryview) -> Chunk:
     return ReconfigChunk(parse_raw_params(body))
 
@@ -410,6 +500,8 @@ CHUNK_PARSERS: dict[int, Callable[[int, memoryview], Chunk]] = {
     10: parse_cookie_echo,
     11: _empty("cookie ack", CookieAckChunk),
     14: parse_shutdown_complete,
+    64: parse_idata,
     130: parse_reconfig,
     192: parse_forward_tsn,
+    194: parse_iforward_tsn,
 }

@@ -16,8 +16,10 @@ from mux.sctp.chunks import (
     FLAG_E,
     FLAG_I,
     FLAG_U,
+    IDATA_HEADER,
     Chunk,
     DataChunk,
+    IDataChunk,
     UnknownChunk,
 )
 from mux.sctp.params import ParseError
@@ -38,6 +40,7 @@ _CRC_LE = struct.Struct("<I")
 _PORTS_TAG = struct.Struct("!HHI")
 _ZERO4 = b"\x00\x00\x00\x00"
 _crc = _crc32c.crc32c
+_unpack_idata = IDATA_HEADER.unpack_from  # a global, not a local set up per call: DATA-only packets never pay it
 
 
 @dataclass(slots=True)
@@ -119,6 +122,25 @@ def parse_packet(data: bytes | bytearray | memoryview, *, check_crc: bool = True
                     mv[off + 16 : stop].tobytes(),
                     (flags & FLAG_U) != 0,
                     (flags & FLAG_B) != 0,
+                    (flags & FLAG_E) != 0,
+                    (flags & FLAG_I) != 0,
+                )
+            )
+        elif ctype == 64:  # I-DATA (RFC 8260) inlined too: with interleaving it carries all the data
+            if length < 20:
+                raise ParseError("i-data chunk too short")
+            _t, _f, _l, tsn, sid, _r, mid, field = _unpack_idata(mv, off)
+            b = (flags & FLAG_B) != 0  # the one field is the PPID in a first fragment, the FSN in the others
+            append(
+                IDataChunk(
+                    tsn,
+                    sid,
+                    mid,
+                    field if b else 0,
+                    0 if b else field,
+                    mv[off + 20 : stop].tobytes(),
+                    (flags & FLAG_U) != 0,
+                    b,
                     (flags & FLAG_E) != 0,
                     (flags & FLAG_I) != 0,
                 )

@@ -1,0 +1,859 @@
+"""Stream schedulers (RFC 8260 §3): per-stream send queues and the choice of the stream each next chunk comes from.
+
+Meant to replace the queues and the rr/fcfs logic inside ``SendQueue``, with its interface (``push``, ``take``,
+``peek``, ``drop_message``, ``waiting``, ``message_ssn``, ``last_in``, ``set_streams``, ``clear``, ``bytes``,
+``chunks``, and for stream resets ``pause``, ``is_paused``, ``resume``, ``tail``, ``drop_stream``, ``paused``) plus
+``set_priority`` and ``set_idata``. The packet loop reads the next chunk as ``head.chunks[0]`` (``head`` is None
+when nothing may go) and removes it with ``take()``.
+
+* ``fcfs`` (§3.1): whole messages in the order they were queued, whatever their stream.
+* ``rr`` (§3.2): the streams with data in turn. Without interleaving a stream's turn is one whole message; with it
+  (I-DATA) one chunk, so a large message on one stream delays another stream's small message by one chunk.
+* ``prio`` (§3.4): strictly by ``priority`` (0..65535, higher first: quicer's and msquic's stream ``priority``,
+  default 0x7FFF), round robin among equals as ``rr``. With interleaving a higher stream's message preempts a lower
+  one's between two chunks; without, at the end of the message.
+* ``wfq`` (§3.6): weighted fair queueing, each stream's weight ``priority + 1``: backlogged streams share the
+  bytes sent in proportion to their weights. A stream's virtual time grows by (chunk bytes + 16) / weight as it
+  sends; the stream with the least goes next (ties: the one waiting longest); a stream that was idle starts at
+  the virtual time of the stream being served, so idling earns no credit. Without interleaving the choice is
+  made between messages, with it between chunks.
+
+Without I-DATA a message's fragments must leave back to back, so every scheduler moves on only at a message's
+end; with it they may interleave. A chunk gets its stream sequence number (SSN, or with I-DATA its MID, 32 bits,
+with a separate counter for unordered messages) as its message's first fragment leaves, so a message abandoned
+before it ever left leaves no hole.
+
+**Stream reset** (RFC 6525), as ``SendQueue`` does it: a stream being reset is *paused*. What was queued before
+stays and leaves first (the reset request waits for its last chunk, ``tail``); what is queued after waits aside,
+counted in ``bytes`` and ``chunks`` (and ``paused``) but out of the scheduler's way, until ``resume`` queues it
+again, numbered from 0 when the peer performed the reset.
+
+Picking costs O(1) (``fcfs``, ``rr``; ``prio`` per chunk, O(log levels) per message) or O(log streams) (``wfq``),
+with no allocation per chunk. Resuming, dropping a stream's messages, reprioritising and dropping a message that
+is not at the head cost O(streams): they are rare.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from heapq import heapify, heappop, heappush, heapreplace
+from typing import Any, Literal
+
+from mux.sctp.chunks import FLAG_B, FLAG_E, FLAG_I, FLAG_U, IDATA_HEADER
+from mux.sctp.tx.send_queue import DATAGRAMS, OutChunk
+
+__all__ = [
+    "DATAGRAMS",
+    "DEFAULT_PRIORITY",
+    "SCHEDULERS",
+    "Fcfs",
+    "Priority",
+    "RoundRobin",
+    "Scheduler",
+    "SchedulerName",
+    "StreamQueue",
+    "Wfq",
+    "encode_idata",
+    "make_scheduler",
+]
+
+MASK16 = 0xFFFF
+MASK32 = 0xFFFFFFFF
+SchedulerName = Literal["fcfs", "rr", "prio", "wfq"]
+#: msquic's default stream priority (quicer's ``priority`` stream option): the middle of 0..65535
+DEFAULT_PRIORITY = 0x7FFF
+#: WFQ: virtual time per byte at weight 1; a stream's cost per byte is this divided by its weight
+_WFQ_SCALE = 1 << 32
+#: WFQ: bytes charged per chunk on top of its payload (its header), so no chunk is free
+_WFQ_CHUNK = 16
+_PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+
+
+def encode_idata(c: OutChunk, immediate: bool = False) -> bytes:
+    """``c`` as an I-DATA chunk (RFC 8260 §2.1): its ``ssn`` is the MID, and its ``ppid`` holds what the wire field
+    holds, the PPID in a first fragment and the FSN in the others (``push`` puts it there under I-DATA)."""
+    data = c.data
+    n = 20 + len(data)
+    flags = c.flags | FLAG_I if immediate else c.flags
+    return b"".join((IDATA_HEADER.pack(64, flags, n, c.tsn, c.stream_id, 0, c.ssn, c.ppid), data, _PAD[n & 3]))
+
+
+class StreamQueue:
+    """One stream's chunks waiting to leave (or a lane's, such as ``DATAGRAMS``), and its scheduling state."""
+
+    __slots__ = ("active", "chunks", "cost", "entry", "id", "mid", "priority")
+
+    def __init__(self, key: int, priority: int) -> None:
+        self.id = key
+        self.chunks: deque[OutChunk] = deque()
+        #: the SSN or MID of the message whose fragments are leaving
+        self.mid = 0
+        self.priority = priority
+        #: taking part in the scheduling (it has chunks; with ``fcfs``, turns)
+        self.active = False
+        #: ``wfq``: [virtual finish time, tie-break, self], the heap entry, reused; cost per byte at its weight
+        self.entry: list[Any] = [0, 0, self]
+        self.cost = _WFQ_SCALE // (priority + 1)
+
+    def in_progress(self) -> bool:
+        """Its next chunk continues a message that has begun to leave."""
+        chunks = self.chunks
+        return bool(chunks) and not chunks[0].flags & FLAG_B
+
+
+class Scheduler:
+    """What is common to every scheduler: the queues, cutting messages into chunks, numbering them as they leave,
+    stream resets and the bookkeeping; the subclasses keep the queues that take part and pick the next one."""
+
+    __slots__ = (
+        "_mask",
+        "_paused",
+        "_queues",
+        "_ssn",
+        "_umid",
+        "bytes",
+        "chunks",
+        "fragmentation_point",
+        "head",
+        "idata",
+        "interleave",
+        "paused",
+    )
+
+    name: str = ""
+
+    def __init__(self, streams: int, fragmentation_point: int, *, idata: bool = False) -> None:
+        self.fragmentation_point = fragmentation_point
+        n = max(streams, 1)
+        self._ssn = [0] * n  # next SSN (MID with I-DATA) per stream, ordered messages
+        self._umid = [0] * n  # next MID per stream, unordered messages (I-DATA only)
+        self._queues: dict[int, StreamQueue] = {}
+        #: the queue whose first chunk goes next, None when nothing may go: the packet loop reads
+        #: ``head.chunks[0]`` (a ``peek()`` call costs more) and calls ``take()``
+        self.head: StreamQueue | None = None
+        #: user bytes and chunks waiting (paused ones included)
+        self.bytes = 0
+        self.chunks = 0
+        #: per stream being reset, the chunks queued since: they wait for the reset to complete
+        self._paused: dict[int, list[OutChunk]] = {}
+        #: chunks waiting in ``_paused``
+        self.paused = 0
+        self.idata = False
+        self.interleave = False
+        self._mask = MASK16
+        if idata:
+            self.set_idata(True)
+
+    def __bool__(self) -> bool:
+        """Something may go now."""
+        return self.head is not None
+
+    # -- configuration ------------------------------------------------------------------------------------------
+
+    def set_idata(self, on: bool, interleave: bool | None = None) -> None:
+        """I-DATA was agreed (call it before anything leaves): 32-bit MIDs, FSNs in the chunks, and interleaving
+        unless ``interleave`` says otherwise (``fcfs`` never interleaves). Messages already queued get FSNs now."""
+        self.idata = on
+        self._mask = MASK32 if on else MASK16
+        self.interleave = on if interleave is None else (interleave and on)
+        if on:
+            for chunks in [*(q.chunks for q in self._queues.values()), *self._paused.values()]:
+                index = 0
+                for c in chunks:  # FSNs count from each message's first fragment
+                    index = 0 if c.flags & FLAG_B else index + 1
+                    if index:
+                        c.ppid = index
+
+    def set_streams(self, streams: int) -> None:
+        """The number of outbound streams was negotiated (or grew, RFC 6525): queued messages keep their numbers."""
+        n = max(streams, 1)
+        self._ssn = (self._ssn + [0] * n)[:n]
+        self._umid = (self._umid + [0] * n)[:n]
+
+    def clear(self, streams: int) -> None:
+        """The peer restarted: everything queued is gone, numbering starts over (priorities stay)."""
+        for q in self._queues.values():
+            q.chunks.clear()
+            q.active = False
+            q.entry[0] = 0
+        self._forget_all()
+        self._paused.clear()
+        self.head = None
+        self.bytes = self.chunks = self.paused = 0
+        n = max(streams, 1)
+        self._ssn = [0] * n
+        self._umid = [0] * n
+
+    def set_priority(self, key: int, priority: int) -> None:
+        """quicer's stream ``priority`` (0..65535, higher first); ``prio`` and ``wfq`` use it."""
+        if not 0 <= priority <= 0xFFFF:
+            raise ValueError(f"priority must be 0..65535, got {priority}")
+        q = self._queue(key)
+        if priority != q.priority:
+            self._reprioritise(q, priority)
+
+    def priority(self, key: int) -> int:
+        q = self._queues.get(key)
+        return q.priority if q is not None else DEFAULT_PRIORITY
+
+    # -- queueing -----------------------------------------------------------------------------------------------
+
+    def _queue(self, key: int) -> StreamQueue:
+        q = self._queues.get(key)
+        if q is None:
+            q = self._queues[key] = StreamQueue(key, DEFAULT_PRIORITY)
+        return q
+
+    def push(
+        self,
+        stream_id: int,
+        data: bytes,
+        ppid: int,
+        unordered: bool,
+        max_rexmit: int = -1,
+        expires: float = 0.0,
+        lane: int | None = None,
+    ) -> None:
+        """Queue one message on ``stream_id`` (already checked to exist), cut into chunks.
+
+        ``max_rexmit`` (-1: no limit) and ``expires`` (0: never) are its PR-SCTP policy. ``lane`` queues it apart
+        from its stream's messages (``DATAGRAMS``): it takes its turn with the streams, not behind them.
+        """
+        base = FLAG_U if unordered else 0
+        ppid &= MASK32
+        if self._paused and lane is None and stream_id in self._paused:
+            self._push_paused(stream_id, data, ppid, base, max_rexmit, expires)
+            return
+        key = stream_id if lane is None else lane
+        q = self._queues.get(key)
+        if q is None:
+            q = self._queues[key] = StreamQueue(key, DEFAULT_PRIORITY)
+        n = len(data)
+        frag = self.fragmentation_point
+        chunks = q.chunks
+        if n <= frag:
+            chunks.append(OutChunk(stream_id, ppid, data, base | FLAG_B | FLAG_E, max_rexmit, expires))
+            self.chunks += 1
+        else:
+            self.chunks += self._cut(chunks, stream_id, data, ppid, base, max_rexmit, expires)
+        self.bytes += n
+        if not q.active:
+            self._activate(q)
+
+    def _cut(
+        self,
+        into: deque[OutChunk] | list[OutChunk],
+        stream_id: int,
+        data: bytes,
+        ppid: int,
+        base: int,
+        max_rexmit: int,
+        expires: float,
+    ) -> int:
+        """Append ``data``'s chunks to ``into``; returns how many."""
+        n = len(data)
+        frag = self.fragmentation_point
+        view = memoryview(data)
+        idata = self.idata
+        fsn = 0
+        for off in range(0, n, frag):
+            flags = base | (FLAG_B if off == 0 else 0) | (FLAG_E if off + frag >= n else 0)
+            field = fsn if fsn and idata else ppid  # I-DATA: a first fragment's field is the PPID, the others' FSN
+            into.append(OutChunk(stream_id, field, bytes(view[off : off + frag]), flags, max_rexmit, expires))
+            fsn += 1
+        return fsn
+
+    def _push_paused(self, stream_id: int, data: bytes, ppid: int, base: int, max_rexmit: int, expires: float) -> None:
+        count = self._cut(self._paused[stream_id], stream_id, data, ppid, base, max_rexmit, expires)
+        self.chunks += count
+        self.paused += count
+        self.bytes += len(data)
+
+    def peek(self) -> OutChunk | None:
+        """The chunk that goes next, left in place."""
+        head = self.head
+        return head.chunks[0] if head is not None else None
+
+    def take(self) -> OutChunk:
+        """Remove and return the chunk ``peek`` gave, numbered; the scheduler moves on as its policy says.
+
+        Each subclass inlines the numbering (a chunk's message gets its SSN or MID as its first fragment leaves;
+        unordered DATA has none): a method call per chunk would cost ~15% of a take."""
+        raise NotImplementedError
+
+    def drop_message(self, key: int | None = None) -> list[OutChunk]:
+        """PR-SCTP: remove the rest of the current message of queue ``key`` (by default the head's, whose turn it
+        is; with interleaving, name the queue), up to its last fragment, marked abandoned; returns what was
+        removed. Its SSN or MID, if its first fragment had left, stays used."""
+        q = self.head if key is None else self._queues.get(key)
+        if q is None:
+            return []
+        chunks = q.chunks
+        dropped: list[OutChunk] = []
+        while chunks:
+            c = chunks.popleft()
+            c.abandoned = True
+            dropped.append(c)
+            self.bytes -= c.size
+            self.chunks -= 1
+            if c.flags & FLAG_E:
+                break
+        if dropped and q.active:
+            self._dropped(q)
+        return dropped
+
+    def waiting(self, key: int) -> int:
+        """Chunks waiting in a lane (or a stream's queue)."""
+        q = self._queues.get(key)
+        return len(q.chunks) if q is not None else 0
+
+    def last_in(self, key: int) -> OutChunk | None:
+        """The chunk queued last in a lane (or a stream's queue)."""
+        q = self._queues.get(key)
+        return q.chunks[-1] if q is not None and q.chunks else None
+
+    def message_ssn(self, stream_id: int) -> int:
+        """The SSN or MID of the message whose fragments are leaving on ``stream_id``."""
+        q = self._queues.get(stream_id)
+        return q.mid if q is not None else 0
+
+    def in_progress(self, key: int) -> bool:
+        """A message of ``key`` has begun to leave and has more to go."""
+        q = self._queues.get(key)
+        return q is not None and q.in_progress()
+
+    # -- stream reset (RFC 6525) --------------------------------------------------------------------------------
+
+    def tail(self, stream_id: int) -> OutChunk | None:
+        """The last chunk queued on ``stream_id`` (paused ones aside): a reset of it waits until that one has left
+        (it then has a TSN) or was given up (``abandoned``)."""
+        return self.last_in(stream_id)
+
+    def pause(self, stream_id: int) -> None:
+        """Messages queued on ``stream_id`` from now on wait for ``resume``."""
+        self._paused.setdefault(stream_id, [])
+
+    def is_paused(self, stream_id: int) -> bool:
+        return stream_id in self._paused
+
+    def resume(self, stream_id: int, reset: bool) -> None:
+        """The reset of ``stream_id`` is over: with ``reset`` (the peer performed it) its SSNs (MIDs, both kinds)
+        start again from 0 (RFC 8260 §2.3.2); what waited is queued again, in order."""
+        waiting = self._paused.pop(stream_id, None)
+        if reset and stream_id < len(self._ssn):
+            self._ssn[stream_id] = 0
+            self._umid[stream_id] = 0
+        if not waiting:
+            return
+        q = self._queue(stream_id)
+        q.chunks.extend(waiting)
+        self.paused -= len(waiting)
+        self._resumed(q, waiting)
+
+    def drop_stream(self, stream_id: int) -> int:
+        """Drop the unsent messages of ``stream_id`` (a stream reset: they will never be wanted), paused ones too,
+        marked abandoned; the rest of a message whose first fragments already left stays, so the peer can
+        complete it. Returns the user bytes dropped."""
+        dropped = 0
+        count = 0
+        waiting = self._paused.get(stream_id)
+        if waiting:
+            for c in waiting:
+                c.abandoned = True
+                dropped += c.size
+            count += len(waiting)
+            self.paused -= len(waiting)
+            waiting.clear()
+        q = self._queues.get(stream_id)
+        if q is not None and q.chunks:
+            chunks = q.chunks
+            keep: list[OutChunk] = []
+            if q.in_progress():
+                while chunks:
+                    c = chunks.popleft()
+                    keep.append(c)
+                    if c.flags & FLAG_E:
+                        break
+            for c in chunks:
+                c.abandoned = True
+                dropped += c.size
+            removed = len(chunks)
+            chunks.clear()
+            chunks.extend(keep)
+            if removed:
+                count += removed
+                if q.active:
+                    self._discarded(q, bool(keep))
+        self.bytes -= dropped
+        self.chunks -= count
+        return dropped
+
+    # -- the policy: what the subclasses implement ----------------------------------------------------------------
+
+    def _activate(self, q: StreamQueue) -> None:
+        """``q`` has chunks now: it takes part (and may become the head, as the policy allows)."""
+        raise NotImplementedError
+
+    def _deactivate(self, q: StreamQueue) -> None:
+        """``q`` (active, wherever it stands) stops taking part; the head moves on if it was the head."""
+        raise NotImplementedError
+
+    def _dropped(self, q: StreamQueue) -> None:
+        """Active ``q``'s current message was removed, up to its end, as if its last chunk had been taken."""
+        raise NotImplementedError
+
+    def _discarded(self, q: StreamQueue, kept: bool) -> None:
+        """Active ``q``'s messages that had not begun were removed (``kept``: the one leaving stays)."""
+        if not kept:
+            self._deactivate(q)
+
+    def _resumed(self, q: StreamQueue, waiting: list[OutChunk]) -> None:
+        """``waiting`` (whole messages) was appended to ``q``'s chunks."""
+        if not q.active:
+            self._activate(q)
+
+    def _reprioritise(self, q: StreamQueue, priority: int) -> None:
+        q.priority = priority
+        q.cost = _WFQ_SCALE // (priority + 1)
+
+    def _forget_all(self) -> None:
+        """Every queue stopped taking part (``clear``)."""
+        raise NotImplementedError
+
+    def _may_switch(self) -> bool:
+        """The head may change now: interleaving, or its message has ended (or there is no head)."""
+        head = self.head
+        return head is None or self.interleave or not head.in_progress()
+
+
+class RoundRobin(Scheduler):
+    """``rr``: the active queues in a ring, the head first; a turn is a message, or a chunk when interleaving."""
+
+    __slots__ = ("active",)
+    name = "rr"
+
+    def __init__(self, streams: int, fragmentation_point: int, *, idata: bool = False) -> None:
+        #: the queues taking part, the head first
+        self.active: deque[StreamQueue] = deque()
+        super().__init__(streams, fragmentation_point, idata=idata)
+
+    def take(self) -> OutChunk:
+        q = self.head
+        assert q is not None
+        chunks = q.chunks
+        c = chunks.popleft()
+        self.bytes -= c.size
+        self.chunks -= 1
+        flags = c.flags
+        if flags & FLAG_B:
+            sid = c.stream_id
+            if not flags & FLAG_U:
+                mid = self._ssn[sid]
+                self._ssn[sid] = (mid + 1) & self._mask
+            elif self.idata:
+                mid = self._umid[sid]
+                self._umid[sid] = (mid + 1) & MASK32
+            else:
+                mid = 0
+            q.mid = mid
+        c.ssn = q.mid
+        active = self.active
+        if flags & FLAG_E:
+            if not chunks:
+                q.active = False
+                active.popleft()
+                self.head = active[0] if active else None
+            elif len(active) > 1:
+                active.rotate(-1)  # the next stream's turn
+                self.head = active[0]
+        elif self.interleave and len(active) > 1:
+            active.rotate(-1)
+            self.head = active[0]
+        return c
+
+    def _activate(self, q: StreamQueue) -> None:
+        q.active = True
+        self.active.append(q)
+        if self.head is None:
+            self.head = q
+
+    def _deactivate(self, q: StreamQueue) -> None:
+        q.active = False
+        active = self.active
+        if active[0] is q:
+            active.popleft()
+            self.head = active[0] if active else None
+        else:
+            active.remove(q)
+
+    def _dropped(self, q: StreamQueue) -> None:
+        if not q.chunks:
+            self._deactivate(q)
+        elif q is self.head and len(self.active) > 1:
+            self.active.rotate(-1)
+            self.head = self.active[0]
+
+    def _forget_all(self) -> None:
+        self.active.clear()
+
+
+class Fcfs(Scheduler):
+    """``fcfs``: one turn per message, in the order they were queued (a datagram's too); never interleaves. Here
+    ``active`` means the queue has turns. Messages that waited for a stream reset take their turns on ``resume``."""
+
+    __slots__ = ("_order",)
+    name = "fcfs"
+
+    def __init__(self, streams: int, fragmentation_point: int, *, idata: bool = False) -> None:
+        #: one entry per message waiting, the head's first
+        self._order: deque[StreamQueue] = deque()
+        super().__init__(streams, fragmentation_point, idata=idata)
+
+    def set_idata(self, on: bool, interleave: bool | None = None) -> None:
+        super().set_idata(on, False)
+
+    def push(
+        self,
+        stream_id: int,
+        data: bytes,
+        ppid: int,
+        unordered: bool,
+        max_rexmit: int = -1,
+        expires: float = 0.0,
+        lane: int | None = None,
+    ) -> None:
+        if self._paused and lane is None and stream_id in self._paused:
+            Scheduler.push(self, stream_id, data, ppid, unordered, max_rexmit, expires, lane)
+            return
+        q = self._queue(stream_id if lane is None else lane)
+        q.active = True  # so the base class does not call _activate: turns are per message here
+        Scheduler.push(self, stream_id, data, ppid, unordered, max_rexmit, expires, lane)
+        self._order.append(q)
+        if self.head is None:
+            self.head = q
+
+    def take(self) -> OutChunk:
+        q = self.head
+        assert q is not None
+        chunks = q.chunks
+        c = chunks.popleft()
+        self.bytes -= c.size
+        self.chunks -= 1
+        flags = c.flags
+        if flags & FLAG_B:
+            sid = c.stream_id
+            if not flags & FLAG_U:
+                mid = self._ssn[sid]
+                self._ssn[sid] = (mid + 1) & self._mask
+            elif self.idata:
+                mid = self._umid[sid]
+                self._umid[sid] = (mid + 1) & MASK32
+            else:
+                mid = 0
+            q.mid = mid
+        c.ssn = q.mid
+        if flags & FLAG_E:
+            order = self._order
+            order.popleft()
+            if not chunks:
+                q.active = False
+            self.head = order[0] if order else None
+        return c
+
+    def _activate(self, q: StreamQueue) -> None:
+        raise AssertionError("fcfs queues take turns per message")  # pragma: no cover
+
+    def _deactivate(self, q: StreamQueue) -> None:
+        q.active = False
+        self._order = order = deque(x for x in self._order if x is not q)
+        if self.head is q:
+            self.head = order[0] if order else None
+
+    def _dropped(self, q: StreamQueue) -> None:
+        """The message dropped was ``q``'s first: so is its turn, the earliest of ``q``'s in the order."""
+        order = self._order
+        if order[0] is q:
+            order.popleft()
+        else:
+            order.remove(q)
+        if not q.chunks:
+            q.active = False
+        if self.head is q:
+            self.head = order[0] if order else None
+
+    def _discarded(self, q: StreamQueue, kept: bool) -> None:
+        """All of ``q``'s turns go but the leaving message's (it is the head's, the first in the order)."""
+        if not kept:
+            self._deactivate(q)
+            return
+        order = self._order
+        first = order.popleft()
+        self._order = order = deque(x for x in order if x is not q)
+        order.appendleft(first)
+
+    def _resumed(self, q: StreamQueue, waiting: list[OutChunk]) -> None:
+        q.active = True
+        order = self._order
+        order.extend([q] * sum(1 for c in waiting if c.flags & FLAG_B))
+        if self.head is None:
+            self.head = order[0]
+
+    def _forget_all(self) -> None:
+        self._order.clear()
+
+
+class Priority(Scheduler):
+    """``prio``: a ring per priority level (the queues of one priority, the head first) and a max-heap of the
+    levels that may have queues; the head comes from the highest level that has."""
+
+    __slots__ = ("_cur", "_heap", "_in_heap", "_level", "_levels")
+    name = "prio"
+
+    def __init__(self, streams: int, fragmentation_point: int, *, idata: bool = False) -> None:
+        self._levels: dict[int, deque[StreamQueue]] = {}
+        self._heap: list[int] = []  # -priority, one entry per level in ``_in_heap``
+        self._in_heap: set[int] = set()
+        self._level: deque[StreamQueue] | None = None  # the head's level
+        self._cur = -1  # its priority
+        super().__init__(streams, fragmentation_point, idata=idata)
+
+    def take(self) -> OutChunk:
+        q = self.head
+        assert q is not None
+        chunks = q.chunks
+        c = chunks.popleft()
+        self.bytes -= c.size
+        self.chunks -= 1
+        flags = c.flags
+        if flags & FLAG_B:
+            sid = c.stream_id
+            if not flags & FLAG_U:
+                mid = self._ssn[sid]
+                self._ssn[sid] = (mid + 1) & self._mask
+            elif self.idata:
+                mid = self._umid[sid]
+                self._umid[sid] = (mid + 1) & MASK32
+            else:
+                mid = 0
+            q.mid = mid
+        c.ssn = q.mid
+        level = self._level
+        assert level is not None
+        if flags & FLAG_E:
+            if not chunks:
+                q.active = False
+                level.popleft()
+            elif q.priority == self._cur:
+                level.rotate(-1)  # round robin among equals
+            else:
+                level.popleft()
+                self._enlist(q)  # reprioritised while its message was leaving
+            if level and -self._heap[0] == self._cur:
+                self.head = level[0]  # still the highest level: no need to look
+            else:
+                self._repick()
+        elif self.interleave and len(level) > 1:
+            level.rotate(-1)
+            self.head = level[0]
+        return c
+
+    def _enlist(self, q: StreamQueue) -> None:
+        p = q.priority
+        level = self._levels.get(p)
+        if level is None:
+            level = self._levels[p] = deque()
+        level.append(q)
+        if p not in self._in_heap:
+            self._in_heap.add(p)
+            heappush(self._heap, -p)
+
+    def _repick(self) -> None:
+        heap, levels = self._heap, self._levels
+        while heap:
+            p = -heap[0]
+            level = levels[p]
+            if level:
+                self._level = level
+                self._cur = p
+                self.head = level[0]
+                return
+            heappop(heap)
+            self._in_heap.discard(p)
+        self._level = None
+        self._cur = -1
+        self.head = None
+
+    def _activate(self, q: StreamQueue) -> None:
+        q.active = True
+        self._enlist(q)
+        if self.head is None or (q.priority > self._cur and self._may_switch()):
+            self._repick()
+
+    def _deactivate(self, q: StreamQueue) -> None:
+        q.active = False
+        if self.head is q:
+            level = self._level  # not its priority's if that changed while its message was leaving
+            assert level is not None
+            level.popleft()
+            self._repick()
+        else:
+            self._levels[q.priority].remove(q)
+
+    def _dropped(self, q: StreamQueue) -> None:
+        if not q.chunks:
+            self._deactivate(q)
+        elif q is self.head:
+            level = self._level
+            assert level is not None
+            level.popleft()
+            self._enlist(q)
+            self._repick()
+
+    def _reprioritise(self, q: StreamQueue, priority: int) -> None:
+        if not q.active or (q is self.head and not self.interleave and q.in_progress()):
+            super()._reprioritise(q, priority)  # the head moves to its new level as its message ends (``take``)
+            return
+        was_head = q is self.head
+        self._levels[q.priority].remove(q)
+        super()._reprioritise(q, priority)
+        self._enlist(q)
+        if was_head or self._may_switch():
+            self._repick()
+
+    def _forget_all(self) -> None:
+        self._levels.clear()
+        self._heap.clear()
+        self._in_heap.clear()
+        self._level = None
+        self._cur = -1
+
+
+class Wfq(Scheduler):
+    """``wfq``: a heap of the active queues' entries by virtual finish time. Without interleaving the head keeps
+    its turn to its message's end: queues that become active meanwhile wait in ``_pending``, off the heap."""
+
+    __slots__ = ("_heap", "_pending", "_seq", "_vnow")
+    name = "wfq"
+
+    def __init__(self, streams: int, fragmentation_point: int, *, idata: bool = False) -> None:
+        self._heap: list[list[Any]] = []
+        self._pending: list[StreamQueue] = []
+        self._seq = 0
+        self._vnow = 0  # the virtual time of the queue being served
+        super().__init__(streams, fragmentation_point, idata=idata)
+
+    def take(self) -> OutChunk:
+        q = self.head
+        assert q is not None
+        chunks = q.chunks
+        c = chunks.popleft()
+        self.bytes -= c.size
+        self.chunks -= 1
+        flags = c.flags
+        if flags & FLAG_B:
+            sid = c.stream_id
+            if not flags & FLAG_U:
+                mid = self._ssn[sid]
+                self._ssn[sid] = (mid + 1) & self._mask
+            elif self.idata:
+                mid = self._umid[sid]
+                self._umid[sid] = (mid + 1) & MASK32
+            else:
+                mid = 0
+            q.mid = mid
+        c.ssn = q.mid
+        e = q.entry
+        e[0] += (c.size + _WFQ_CHUNK) * q.cost
+        heap = self._heap
+        if flags & FLAG_E:
+            if not chunks:
+                q.active = False
+                if heap[0] is e:
+                    heappop(heap)
+                else:
+                    self._unheap(e)
+            elif heap[0] is e:
+                heapreplace(heap, e)  # sift its grown time down
+            else:
+                heapify(heap)
+            if self._pending:
+                self._retop()
+            elif heap:
+                top = heap[0]
+                self._vnow = top[0]
+                self.head = top[2]
+            else:
+                self.head = None
+        elif self.interleave:
+            heapreplace(heap, e)
+            top = heap[0]
+            self._vnow = top[0]
+            self.head = top[2]
+        return c  # without interleaving the heap is put right at the message's end
+
+    def _unheap(self, e: list[Any]) -> None:
+        heap = self._heap
+        for i, x in enumerate(heap):
+            if x is e:
+                heap[i] = heap[-1]
+                heap.pop()
+                heapify(heap)
+                return
+
+    def _retop(self) -> None:
+        heap = self._heap
+        pending = self._pending
+        while pending:
+            heappush(heap, pending.pop().entry)
+        if heap:
+            top = heap[0]
+            self._vnow = top[0]
+            self.head = top[2]
+        else:
+            self.head = None
+
+    def _activate(self, q: StreamQueue) -> None:
+        q.active = True
+        e = q.entry
+        if e[0] < self._vnow:
+            e[0] = self._vnow  # no credit for having been idle
+        e[1] = self._seq
+        self._seq += 1
+        if not self._may_switch():
+            self._pending.append(q)
+            return
+        heappush(self._heap, e)
+        self._retop()
+
+    def _deactivate(self, q: StreamQueue) -> None:
+        q.active = False
+        if q in self._pending:
+            self._pending.remove(q)
+            return
+        self._unheap(q.entry)
+        if self.head is q:
+            self._retop()
+
+    def _dropped(self, q: StreamQueue) -> None:
+        if not q.chunks:
+            self._deactivate(q)
+        elif q is self.head:
+            heapify(self._heap)
+            self._retop()
+
+    def _forget_all(self) -> None:
+        self._heap.clear()
+        self._pending.clear()
+        self._vnow = 0
+        self._seq = 0
+
+
+SCHEDULERS: dict[str, type[Scheduler]] = {"fcfs": Fcfs, "rr": RoundRobin, "prio": Priority, "wfq": Wfq}
+
+
+def make_scheduler(name: str, streams: int, fragmentation_point: int, *, idata: bool = False) -> Scheduler:
+    """The scheduler called ``name`` (``SctpConfig.scheduler``); ValueError for an unknown name."""
+    cls = SCHEDULERS.get(name)
+    if cls is None:
+        raise ValueError(f"unknown stream scheduler {name!r}: expected one of {', '.join(SCHEDULERS)}")
+    return cls(streams, fragmentation_point, idata=idata)
