@@ -97,6 +97,9 @@ class Connection:
         self._mailbox: deque[Any] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._streams: dict[int, Stream] = {}
+        #: streams done both ways whose ``stream_closed`` has not run yet, by id: a transport that reuses ids
+        #: (SCTP) may already deliver the next stream of that id, which must wait for the old one's close
+        self._closing: dict[int, _StreamClosed] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._writable_waiters: dict[int, asyncio.Future[None]] = {}
         self._dead = False  # stopped or crashed: only ``closed`` is still called
@@ -343,6 +346,12 @@ class Connection:
                     self._tconn.consumed(item.stream_id, len(data))
                 return
             self.inbox_bytes += len(data)
+            if self._queued_notes:
+                # what comes after this data is about the stream as it is from now on (SCTP reuses ids: maybe a
+                # new stream): a reset or stop-sending waiting from before must not swallow the next one
+                sid = item.stream_id
+                self._queued_notes.pop((t.StreamReset, sid), None)
+                self._queued_notes.pop((t.StopSending, sid), None)
             if item.props is None:  # a byte stream (message transports give props per message)
                 sid = item.stream_id
                 queued = self._queued_data.get(sid)
@@ -427,7 +436,20 @@ class Connection:
     def _maybe_stream_closed(self, stream: Stream) -> None:
         if stream.send_done and stream.recv_done and not stream.closed:
             stream.closed = True
-            self._push(_StreamClosed(stream))
+            item = _StreamClosed(stream)
+            if self._streams.get(stream.id) is stream:
+                # forgotten at once: an event for this id from now on belongs to a new stream (``_close_first``)
+                del self._streams[stream.id]
+                self._closing[stream.id] = item
+            self._push(item)
+
+    async def _close_first(self, stream_id: int) -> None:
+        """A new stream of ``stream_id`` starts while the previous one's ``stream_closed`` still waits in the
+        mailbox: that runs now, so a behaviour keyed by stream id sees the old stream end before the new begins."""
+        item = self._closing.pop(stream_id, None)
+        if item is not None and not item.done:
+            item.done = True
+            await self._invoke(self.behaviour.stream_closed, item.stream, {})
 
     def _recv_finished(self, stream: Stream) -> None:
         stream.recv_done = True
@@ -452,14 +474,16 @@ class Connection:
         if self._supervisor is not None:
             self._supervisor._closed(self)
 
-    def _stream_for(self, stream_id: int) -> tuple[Stream, bool]:
+    def _stream_for(self, stream_id: int, props: dict[str, Any] | None = None) -> tuple[Stream, bool]:
         stream = self._streams.get(stream_id)
         if stream is not None:
             return stream, False
+        # a message transport may say in the first event's props (SCTP: ids are reused, one use may be one-way)
+        unidirectional = props.get("unidirectional") if props else None
         stream = Stream(
             self,
             stream_id,
-            unidirectional=self._tconn_stream_unidirectional(stream_id),
+            unidirectional=self._tconn_stream_unidirectional(stream_id) if unidirectional is None else unidirectional,
             local=False,
         )
         self._streams[stream_id] = stream
@@ -476,6 +500,8 @@ class Connection:
         stream = self._streams.get(stream_id)
         if stream is not None:
             return stream
+        if self._closing:
+            await self._close_first(stream_id)
         probe: Callable[[int], bool] | None = getattr(self._tconn, "stream_is_local", None)
         if probe is not None and probe(stream_id):
             return None
@@ -528,7 +554,9 @@ class Connection:
         try:
             if kind is t.StreamData:
                 try:
-                    stream, new = self._stream_for(item.stream_id)
+                    if self._closing and item.stream_id not in self._streams:
+                        await self._close_first(item.stream_id)
+                    stream, new = self._stream_for(item.stream_id, item.props)
                     props = item.props if item.props is not None else {}
                     if new:
                         await self._invoke(b.new_stream, stream, props)
@@ -575,14 +603,18 @@ class Connection:
             elif kind is t.StopSending:
                 stopped = await self._event_stream(item.stream_id)
                 if stopped is not None:
+                    # the transport resets our sending side in answer (aioquic copies the code into RESET_STREAM,
+                    # SCTP sends its outgoing reset): nothing more can be sent on it
+                    stopped.send_done = True
                     await self._invoke(b.peer_receive_aborted, stopped, item.error_code)
+                    self._maybe_stream_closed(stopped)
             elif kind is _StreamClosed:
-                stream = item.stream
-                try:
+                if not item.done:  # else it ran already, before a new stream of its id (``_close_first``)
+                    item.done = True
+                    stream = item.stream
+                    if self._closing.get(stream.id) is item:
+                        del self._closing[stream.id]
                     await self._invoke(b.stream_closed, stream, {})
-                finally:
-                    if self._streams.get(stream.id) is stream:
-                        del self._streams[stream.id]  # done both ways: a long connection must not keep it
             elif kind is t.PeerShutdown:
                 await self._invoke(b.shutdown, self, item.error_code)
             elif kind is t.TransportShutdown:
@@ -694,10 +726,11 @@ class _Resume:
 
 
 class _StreamClosed:
-    __slots__ = ("stream",)
+    __slots__ = ("done", "stream")
 
     def __init__(self, stream: Stream) -> None:
         self.stream = stream
+        self.done = False
 
 
 _INIT = object()

@@ -33,10 +33,12 @@ class Recording(ConnectionBehaviour):
         self._log("connected")
 
     def new_stream(self, stream: Stream, props: dict[str, Any]) -> None:
-        self._log(f"new_stream:{stream.id}")
+        self._log(f"new_stream:{stream.id}" + (":unidi" if stream.unidirectional else ""))
 
     async def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> None:
         self._log(f"data:{stream.id}:{data.decode()}:{int(fin)}")
+        if stream.send_done:
+            return  # nothing to echo on: the peer's one-way stream, or one whose sending it stopped
         if data == b"crash":
             raise RuntimeError("boom, as asked")
         if data == b"stop":
@@ -173,6 +175,18 @@ class Client(ConnectionBehaviour):
         self._put(("data", stream.id, data, fin, props))
         if fin:
             self.fin_event(stream.id).set()
+
+    def new_stream(self, stream: Stream, props: dict[str, Any]) -> None:
+        self._put(("new_stream", stream.id, stream.direction, stream.local))
+
+    def peer_send_aborted(self, stream: Stream, error_code: int) -> None:
+        self._put(("peer_send_aborted", stream.id, error_code))
+
+    def peer_receive_aborted(self, stream: Stream, error_code: int) -> None:
+        self._put(("peer_receive_aborted", stream.id, error_code))
+
+    def stream_closed(self, stream: Stream, props: dict[str, Any]) -> None:
+        self._put(("stream_closed", stream.id))
 
     def dgram_recv(self, conn: Connection, data: bytes, flags: int) -> None:
         self._put(("dgram", data))

@@ -350,16 +350,14 @@ async def test_stats_count_retransmissions(make_server: ServerFactory, transport
 
 
 async def test_new_stream_comes_before_a_reset_or_stop_sending(make_server: ServerFactory, transport: str) -> None:
-    """A reset or a stop-sending on a stream the behaviour has never seen announces the stream first.
-    SCTP's stream reset (RFC 6525) carries no code: the peer sees 0 there."""
+    """A reset or a stop-sending on a stream the behaviour has never seen announces the stream first, with the
+    code it was given: QUIC carries it in RESET_STREAM / STOP_SENDING, SCTP (RFC 6525 carries none) in mux's
+    marker message before the stream reset, which only a mux peer sends and reads."""
     server, url, options = await start(make_server, transport, "tests.apps:Recording")
     conn = await connect(tb.Client(), url, options=options)
     reset, stopped = conn.open_stream(), conn.open_stream()
-    try:
-        reset.reset(5)
-        stopped.stop_sending(6)
-    except TransportError as exc:  # SCTP until stream reset (RFC 6525) is in
-        pytest.skip(f"{transport}: {exc}")
+    reset.reset(5)
+    stopped.stop_sending(6)
     await asyncio.sleep(0.05)
     (server_conn,) = server.pool.connections
 
@@ -369,13 +367,152 @@ async def test_new_stream_comes_before_a_reset_or_stop_sending(make_server: Serv
     async with asyncio.timeout(5):
         while len(seen()) < 4:
             await asyncio.sleep(0.01)
-    codes = (5, 6) if transport == "quic" else (0, 0)
     assert seen() == [
         f"new_stream:{reset.id}",
-        f"peer_send_aborted:{reset.id}:{codes[0]}",
+        f"peer_send_aborted:{reset.id}:5",
         f"new_stream:{stopped.id}",
-        f"peer_receive_aborted:{stopped.id}:{codes[1]}",
+        f"peer_receive_aborted:{stopped.id}:6",
     ], seen()
+    conn.close()
+
+
+async def _wait_log(conn_id: int, entry: str, timeout: float = 5.0) -> list[str]:
+    async with asyncio.timeout(timeout):
+        while entry not in tb.LOG.get(conn_id, []):
+            await asyncio.sleep(0.01)
+    return tb.LOG[conn_id]
+
+
+async def test_fin_ends_a_direction_and_stream_closed_follows_both(make_server: ServerFactory, transport: str) -> None:
+    """``send(data, fin=True)``: the peer gets everything, then ``fin`` (SCTP: the message, then an empty final
+    ``stream_data`` when the stream reset arrives, after everything before it); the echo ends its side the same
+    way, and ``stream_closed`` fires at both ends once both directions are done."""
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    stream = conn.open_stream()
+    for word in (b"one", b"two"):
+        await stream.send(word)
+    await stream.send(b"three", fin=True)
+    async with asyncio.timeout(5):
+        await client.fin_event(stream.id).wait()
+    assert bytes(client.data[stream.id]) == b"onetwothree"
+    fins = [e for e in tb_client_events(client, "data") if e[1] == stream.id and e[3]]
+    assert len(fins) == 1 and fins[0] is tb_client_events(client, "data")[-1], client.seen
+    assert (await client.next("stream_closed"))[1] == stream.id
+    assert stream.id not in conn.streams
+    (server_conn,) = server.pool.connections
+    log = await _wait_log(server_conn.id, f"stream_closed:{stream.id}")
+    data = [e for e in log if e.startswith(f"data:{stream.id}:")]
+    assert "".join(e.split(":")[2] for e in data) == "onetwothree"
+    assert data[-1].endswith(":1") and all(e.endswith(":0") for e in data[:-1]), data
+    assert log.index(data[-1]) < log.index(f"stream_closed:{stream.id}")
+    conn.close()
+
+
+def tb_client_events(client: tb.Client, kind: str) -> list[tuple[object, ...]]:
+    """The events of ``kind`` a test client got so far, in order (without taking them off its queue)."""
+    return [e for e in list(client.events._queue) if e[0] == kind]  # type: ignore[attr-defined]
+
+
+async def test_reset_after_data_reaches_the_peer_with_its_code(make_server: ServerFactory, transport: str) -> None:
+    """``stream.reset(code)`` after data the peer has: it gets the data, then ``peer_send_aborted(code)`` and
+    nothing more on that stream; its answer on the stream still reaches us."""
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    stream = conn.open_stream()
+    await stream.send(b"before")
+    assert await wait_bytes(client, stream.id, 6) == b"before"
+    stream.reset(77)
+    with pytest.raises(TransportError):
+        await stream.send(b"after")  # our sending side is over
+    (server_conn,) = server.pool.connections
+    log = await _wait_log(server_conn.id, f"peer_send_aborted:{stream.id}:77")
+    mine = [e for e in log if f":{stream.id}" in e]
+    assert mine == [f"new_stream:{stream.id}", f"data:{stream.id}:before:0", f"peer_send_aborted:{stream.id}:77"]
+    server_stream = server_conn.streams[stream.id]
+    await server_stream.send(b"still open", fin=True)  # the server's direction is its own
+    async with asyncio.timeout(5):
+        await client.fin_event(stream.id).wait()
+    assert bytes(client.data[stream.id]) == b"beforestill open"
+    assert (await client.next("stream_closed"))[1] == stream.id
+    await _wait_log(server_conn.id, f"stream_closed:{stream.id}")
+    conn.close()
+
+
+async def test_stop_sending_resets_the_peers_direction_with_the_code(
+    make_server: ServerFactory, transport: str
+) -> None:
+    """``stream.stop_sending(code)``: the peer's behaviour gets ``peer_receive_aborted(code)`` and can send no
+    more; its transport resets its direction with that code (QUIC copies it into RESET_STREAM, RFC 9000 §3.5;
+    over SCTP it answers the Incoming SSN Reset Request with its Outgoing one, after mux's marker), so we get
+    ``peer_send_aborted(code)``."""
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    stream = conn.open_stream()
+    await stream.send(b"hello")
+    await wait_bytes(client, stream.id, 5)
+    stream.stop_sending(9)
+    event = await client.next("peer_send_aborted")
+    assert event[1:] == (stream.id, 9), event
+    (server_conn,) = server.pool.connections
+    log = await _wait_log(server_conn.id, f"peer_receive_aborted:{stream.id}:9")
+    server_stream = server_conn.streams[stream.id]
+    with pytest.raises(TransportError):
+        await server_stream.send(b"no more")
+    await stream.send(b"", fin=True)  # our direction ends too: both ends close the stream
+    assert (await client.next("stream_closed"))[1] == stream.id
+    log = await _wait_log(server_conn.id, f"stream_closed:{stream.id}")
+    assert log.index(f"peer_receive_aborted:{stream.id}:9") < log.index(f"stream_closed:{stream.id}")
+    conn.close()
+
+
+async def test_unidirectional_stream(make_server: ServerFactory, transport: str) -> None:
+    """``open_stream(unidirectional=True)``: the peer's stream is one-way (it cannot send on it), our side never
+    receives; both ends close it once we end it. Over SCTP between mux peers a marker message, the stream's
+    first, says so."""
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    stream = conn.open_stream(unidirectional=True)
+    assert stream.direction == "unidi" and stream.local
+    await stream.send(b"one-way")
+    await stream.send(b" only", fin=True)
+    assert (await client.next("stream_closed"))[1] == stream.id
+    (server_conn,) = server.pool.connections
+    log = await _wait_log(server_conn.id, f"stream_closed:{stream.id}")
+    mine = [e for e in log if f":{stream.id}" in e]
+    assert mine[0] == f"new_stream:{stream.id}:unidi", mine
+    assert "".join(e.split(":")[2] for e in mine if e.startswith("data:")) == "one-way only"
+    assert stream.id not in client.data  # nothing ever came back on it
+    conn.close()
+
+
+async def test_stream_ids_come_back_after_both_directions_end(make_server: ServerFactory, transport: str) -> None:
+    """Once a stream is closed both ways, SCTP hands its id out again (its streams are a fixed set, as browsers
+    cap data channel ids); QUIC never reuses one. Either way the peer gets ``new_stream`` for the new stream,
+    after the old one's ``stream_closed``."""
+    server, url, options = await start(make_server, transport, "tests.apps:Recording")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    first = conn.open_stream()
+    await first.send(b"first", fin=True)
+    assert (await client.next("stream_closed"))[1] == first.id
+    (server_conn,) = server.pool.connections
+    await _wait_log(server_conn.id, f"stream_closed:{first.id}")
+    second = conn.open_stream()
+    assert (second.id == first.id) == (transport == "sctp"), (first.id, second.id)
+    await second.send(b"second", fin=True)
+    async with asyncio.timeout(5):
+        await client.fin_event(second.id).wait()
+    assert (await client.next("stream_closed"))[1] == second.id
+    log = await _wait_log(server_conn.id, f"stream_closed:{second.id}")
+    after_first = log[log.index(f"stream_closed:{first.id}") + 1 :]  # the old stream ended before the new began
+    assert after_first.count(f"new_stream:{second.id}") == 1, log
+    assert "".join(e.split(":")[2] for e in after_first if e.startswith(f"data:{second.id}:")) == "second"
+    assert bytes(client.data[second.id]) == (b"second" if transport == "quic" else b"firstsecond")
     conn.close()
 
 

@@ -289,7 +289,7 @@ def test_init_ack_reflects_a_bounded_report(params: list[Param]) -> None:
 
 def test_a_small_honest_report_is_whole() -> None:
     server = server_endpoint()
-    params: list[Param] = [UnknownParam(0xC006, bytes(4)), UnknownParam(0x8003, bytes(6)), UnknownParam(0xC00A, b"")]
+    params: list[Param] = [UnknownParam(0xC00B, bytes(4)), UnknownParam(0x8003, bytes(6)), UnknownParam(0xC00A, b"")]
     server.receive_datagram(serialize_packet(6000, 5000, 0, [InitChunk(77, 65536, 4, 4, 1, params)]), A, NOW)
     ((data, _a),) = server.datagrams_to_send(NOW)
     (ack,) = parse_packet(data).chunks

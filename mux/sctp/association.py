@@ -13,6 +13,14 @@ chunk to the part whose job it is and assembles outgoing packets from what the p
   ``tx.outstanding``: what is in flight and what SACKs say of it; ``tx.congestion``: how much may be in
   flight; ``tx.rtt``: the retransmission timeout.
 * ``heartbeat``: probes of an idle path.
+* ``reconfig``: stream reconfiguration (RFC 6525): resetting and adding streams, both ways.
+
+**Streams** (RFC 6525). Each stream id has two directions. Ours is in use from ``open_stream`` or its first message
+until the peer performed its reset (``close_stream``); the peer's, from ``open_stream`` (when we expect it to
+answer on it) or ``claim_stream`` until the peer reset it. An id in use neither way is free: ``open_stream`` hands
+it out again, and ``StreamClosed`` says when one becomes free. Resetting a stream never reorders it: what was queued
+on it before leaves first, with its old SSNs; what is queued after waits, and starts at SSN 0 once the peer has
+performed the reset.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Any
 from mux.sctp import cookie as ck
 from mux.sctp import events as ev
 from mux.sctp import extensions as ext
+from mux.sctp import reconfig as rc
 from mux.sctp.chunks import (
     FLAG_B,
     FLAG_E,
@@ -46,11 +55,25 @@ from mux.sctp.chunks import (
 )
 from mux.sctp.config import SctpConfig
 from mux.sctp.heartbeat import Heartbeat
-from mux.sctp.packet import Packet, ParseError, chunk_action, parse_packet, serialize_packet
+from mux.sctp.packet import Packet, chunk_action, parse_packet, serialize_packet
 from mux.sctp.params import (
+    RESULT_ALREADY_IN_PROGRESS,
+    RESULT_BAD_SEQUENCE,
+    RESULT_DENIED,
+    RESULT_IN_PROGRESS,
+    RESULT_NOTHING_TO_DO,
+    RESULT_PERFORMED,
     STALE_COOKIE,
+    AddIncomingStreamsRequest,
+    AddOutgoingStreamsRequest,
     CookiePreservativeParam,
     ErrorCause,
+    IncomingSsnResetRequest,
+    OutgoingSsnResetRequest,
+    Param,
+    ParseError,
+    ReconfigResponse,
+    SsnTsnResetRequest,
     StateCookieParam,
     UnknownParam,
     cookie_while_shutting_down_cause,
@@ -60,6 +83,7 @@ from mux.sctp.params import (
     no_user_data_cause,
     out_of_resource_cause,
     param_action,
+    parse_reconfig_params,
     protocol_violation_cause,
     unrecognized_chunk_cause,
     unrecognized_params_cause,
@@ -70,7 +94,7 @@ from mux.sctp.rx.tracker import DUPLICATE, MAX_AHEAD, NEXT, NO_ROOM, TOO_FAR, Da
 from mux.sctp.tx.congestion import Congestion
 from mux.sctp.tx.outstanding import BEYOND, Outstanding
 from mux.sctp.tx.rtt import RttEstimator
-from mux.sctp.tx.send_queue import DATAGRAMS, OutChunk, SendQueue
+from mux.sctp.tx.send_queue import CONTROL, DATAGRAMS, OutChunk, SendQueue
 
 Addr = tuple[Any, ...]
 
@@ -96,6 +120,11 @@ OUT_COST = 256
 #: bookkeeping charged per held chunk on top of its payload, so tiny chunks cannot bloat memory for free
 #: received HEARTBEAT infos longer than this are not echoed back (an amplification guard)
 _MAX_HB_INFO = 1024
+#: what a stream id is used for, per direction (``Association._sflags``): our direction is in use, its reset is
+#: asked for, and the peer's direction is in use (it sent, or we opened the stream expecting it to answer)
+OUT_OPEN = 1
+OUT_RESETTING = 2
+IN_OPEN = 4
 
 
 class SctpError(Exception):
@@ -160,6 +189,20 @@ class Association:
         self._fwd_sent_at = 0.0
         #: per outbound stream: (ordered, reliability, param), ex_sctp's configure_stream
         self._stream_config: dict[int, tuple[bool, str, int]] = {}
+        self._announce = False
+        #: RFC 6525: per stream id in use, ``OUT_OPEN | OUT_RESETTING | IN_OPEN``; free ids are absent
+        self._sflags: dict[int, int] = {}
+        self._peer_initial_tsn = 0
+        self._reconfig = rc.Reconfig(self._initial_tsn, 0)
+        #: a request of ours waits to be built (checked on every packet assembly while set)
+        self._reconf_work = False
+        #: data held by a deferred reset of the peer's (RFC 6525 §5.2.2 E2): (unwrapped TSN, chunk)
+        self._holding = False
+        self._held: list[tuple[int, DataChunk]] = []
+        #: ``_holding or announce_streams``: the one test the receive path makes for either
+        self._rx_special = False
+        #: per stream: the message to send last when the peer asks us to reset it (``final_message``)
+        self._finals: dict[int, tuple[int, bytes]] = {}
 
         # timers and error counting
         self._rtt = RttEstimator(config.rto_initial / 1000.0, config.rto_min / 1000.0, config.rto_max / 1000.0)
@@ -175,6 +218,7 @@ class Association:
         self._t_sack: float | None = None
         self._t_hb: float | None = None
         self._t_autoclose: float | None = None
+        self._t_reconf: float | None = None
         self._last_data = 0.0  # when user data last left or arrived (autoclose counts from here)
         self._last_activity = 0.0
         self._init_packet = b""
@@ -255,6 +299,7 @@ class Association:
         self._initial_tsn = cookie.local_tsn
         self._out = Outstanding(cookie.local_tsn)
         self._rx = DataTracker(cookie.peer_tsn - 1)
+        self._peer_initial_tsn = cookie.peer_tsn
         self._peer_arwnd = cookie.peer_rwnd
         self.outbound_streams = min(config.num_ostreams, cookie.peer_mis)
         self.inbound_streams = min(config.max_instreams, cookie.peer_os)
@@ -327,6 +372,8 @@ class Association:
         sent = out.bytes + OUT_COST * (len(out.sent) - out.head)
         if queue.bytes + OUT_COST * queue.chunks + sent > sndbuf:
             raise BufferFull(f"send queue holds {self.buffered_amount()} bytes (sndbuf {sndbuf})")
+        if stream_id not in self._sflags:
+            self._sflags[stream_id] = OUT_OPEN
         if unordered is None and reliability is None and not self._stream_config:
             queue.push(stream_id, data, ppid, False)  # the common case: ordered and reliable
         else:
@@ -366,6 +413,134 @@ class Association:
 
     def queued_datagrams(self) -> int:
         return self._queue.waiting(DATAGRAMS)
+
+    # -- streams (RFC 6525; ex_sctp's open_stream / close_stream) ---------------------------------------------------
+
+    def open_stream(
+        self, stream_id: int | None = None, *, expect_peer: bool = True, first: tuple[int, bytes] | None = None
+    ) -> int:
+        """Take a stream id for our use: ``stream_id``, or the lowest free one. With ``expect_peer`` the peer's
+        direction counts as in use too, until the peer resets it: the id is not handed out again before both
+        directions are over. ``first`` = (ppid, payload) is queued as its first message whatever ``sndbuf`` says
+        (mux's one-way marker). Opening an id already in use is a no-op; one whose reset is under way is an
+        error."""
+        flags = self._sflags
+        if stream_id is None:
+            limit = self.outbound_streams
+            stream_id = next((s for s in range(limit) if s not in flags and not self._queue.is_paused(s)), None)
+            if stream_id is None:
+                raise SctpError(f"all {limit} outbound streams are in use")
+        elif not 0 <= stream_id < self.outbound_streams:
+            raise SctpError(f"stream {stream_id} is not open: {self.outbound_streams} outbound streams")
+        f = flags.get(stream_id, 0)
+        if f & OUT_RESETTING:
+            raise SctpError(f"stream {stream_id} is being reset")
+        flags[stream_id] = f | OUT_OPEN | (IN_OPEN if expect_peer else 0)
+        if first is not None:
+            self._queue.push(stream_id, first[1], first[0], False)
+        return stream_id
+
+    def claim_stream(self, stream_id: int, *, ours: bool = True, theirs: bool = True) -> None:
+        """The peer started using ``stream_id`` (its first message since its last reset): with ``theirs`` its
+        direction is in use until it resets it, and with ``ours`` (a bidirectional stream) so is ours, until we
+        reset it. A stream we opened expecting the peer's answer is ours already: nothing changes."""
+        f = self._sflags.get(stream_id, 0)
+        if f & IN_OPEN:
+            return
+        if ours and not f & (OUT_OPEN | OUT_RESETTING):
+            f |= OUT_OPEN
+        if theirs:
+            f |= IN_OPEN
+        if f:
+            self._sflags[stream_id] = f
+
+    def stream_in_use(self, stream_id: int) -> bool:
+        return stream_id in self._sflags or self._queue.is_paused(stream_id)
+
+    def close_stream(self, stream_id: int, *, abort: bool = False, final: tuple[int, bytes] | None = None) -> None:
+        """Reset our outgoing ``stream_id`` (RFC 6525 Outgoing SSN Reset Request), as WebRTC closes a data channel:
+        what was queued on it leaves first, then the reset. ``abort`` drops its unsent messages first (a message
+        partly sent is finished); ``final`` = (ppid, payload) is one last message to send before the reset. Messages
+        sent on it meanwhile wait, and start over at SSN 0 once the peer has performed the reset."""
+        if not self.features & ext.RECONFIG:
+            raise SctpError("stream reset needs RE-CONFIG (RFC 6525), which the peer did not offer")
+        if self.state not in _DATA_FLOWS:
+            raise SctpError(f"cannot reset a stream in state {self.state}")
+        if not 0 <= stream_id < self.outbound_streams:
+            raise SctpError(f"stream {stream_id} is not open: {self.outbound_streams} outbound streams")
+        f = self._sflags.get(stream_id, 0)
+        if f & OUT_RESETTING:
+            return
+        self._finals.pop(stream_id, None)
+        self._reset_out(stream_id, abort, final)
+
+    def _reset_out(
+        self, stream_id: int, abort: bool, final: tuple[int, bytes] | None, response_seq: int | None = None
+    ) -> None:
+        queue = self._queue
+        if abort:
+            dropped = queue.drop_stream(stream_id)
+            if dropped:
+                self.stats["reset_dropped_bytes"] = self.stats.get("reset_dropped_bytes", 0) + dropped
+        if final is not None:
+            queue.push(stream_id, final[1], final[0], False)
+        self._sflags[stream_id] = self._sflags.get(stream_id, 0) | OUT_RESETTING
+        self._reconfig.want_out(stream_id, queue.tail(stream_id), response_seq)
+        queue.pause(stream_id)
+        self._reconf_work = True
+
+    def request_reset(self, stream_id: int, *, notice: tuple[int, bytes] | None = None) -> None:
+        """Ask the peer to reset its outgoing ``stream_id`` (RFC 6525 Incoming SSN Reset Request: QUIC's
+        STOP_SENDING). ``notice`` = (ppid, payload) is an unordered message the peer must have received before the
+        request leaves (it goes aside from the stream's queue, and the request waits for its acknowledgement)."""
+        if not self.features & ext.RECONFIG:
+            raise SctpError("stream reset needs RE-CONFIG (RFC 6525), which the peer did not offer")
+        if self.state not in _DATA_FLOWS:
+            raise SctpError(f"cannot reset a stream in state {self.state}")
+        if not 0 <= stream_id < self.inbound_streams:
+            raise SctpError(f"stream {stream_id} is not open: {self.inbound_streams} inbound streams")
+        chunk: OutChunk | None = None
+        if notice is not None and stream_id < self.outbound_streams:
+            self._queue.push(stream_id, notice[1], notice[0], True, lane=CONTROL)
+            chunk = self._queue.last_in(CONTROL)
+        self._reconfig.want_in(stream_id, chunk)
+        self._reconf_work = True
+
+    def final_message(self, stream_id: int, ppid: int, payload: bytes) -> None:
+        """The message to send last on ``stream_id`` should the peer ask us to reset it (mux's code marker)."""
+        if len(self._finals) < self.outbound_streams:
+            self._finals[stream_id] = (ppid, payload)
+
+    def add_streams(self, *, outgoing: int = 0, incoming: int = 0) -> None:
+        """RFC 6525 Add Streams: ask for ``outgoing`` more outbound streams (the peer decides, up to what it is
+        configured to take) and offer ``incoming`` more inbound ones (we ask the peer to open them), within the
+        ``max_instreams`` we offered in INIT, as usrsctp does. ``StreamsAdded`` tells what came of it."""
+        if not self.features & ext.RECONFIG:
+            raise SctpError("adding streams needs RE-CONFIG (RFC 6525), which the peer did not offer")
+        if self.state not in _DATA_FLOWS:
+            raise SctpError(f"cannot add streams in state {self.state}")
+        if outgoing < 0 or incoming < 0 or not (outgoing or incoming):
+            raise SctpError("add at least one stream")
+        if outgoing > self.can_add_streams():
+            raise SctpError(f"at most {0xFFFF} outbound streams")
+        rcfg = self._reconfig
+        pending_in = rcfg.add_in + self._pending_adds(rc.ADD_IN)
+        if self.inbound_streams + pending_in + incoming > min(self.config.max_instreams, 0xFFFF):
+            raise SctpError(f"at most {self.config.max_instreams} inbound streams (initmsg.max_instreams)")
+        rcfg.add_out += outgoing
+        rcfg.add_in += incoming
+        self._reconf_work = True
+
+    def _pending_adds(self, kind: int) -> int:
+        req = self._reconfig.inflight
+        return sum(p.count for p in req.parts if p.kind == kind and not p.done) if req is not None else 0
+
+    def can_add_streams(self) -> int:
+        """How many more outbound streams we may ask for (0 without RE-CONFIG)."""
+        if not self.features & ext.RECONFIG or self.state != ESTABLISHED:
+            return 0
+        pending = self._reconfig.add_out + self._pending_adds(rc.ADD_OUT)
+        return max(0, 0xFFFF - self.outbound_streams - pending)
 
     def shutdown(self, now: float) -> None:
         """Graceful close: outstanding data is delivered first, then SHUTDOWN."""
@@ -435,6 +610,13 @@ class Association:
             "held_fragments": self._reasm.fragments,
             "gap_ranges": self._rx.ranges,
             "buffered": self.buffered_amount(),
+            "streams_in_use": len(self._sflags),
+            "reconfig": {
+                "in_flight": self._reconfig.inflight is not None,
+                "waiting": len(self._reconfig.out_wanted) + len(self._reconfig.in_wanted),
+                "deferred": len(self._reconfig.deferred),
+                "held_chunks": len(self._held),
+            },
             "primary": {
                 "cwnd": self._cc.cwnd,
                 "ssthresh": self._cc.ssthresh,
@@ -454,7 +636,7 @@ class Association:
 
     def get_timer(self) -> float | None:
         at: float | None = None
-        for t in (self._t3, self._t_sack, self._t1, self._t2, self._t_hb, self._t5, self._t_autoclose):
+        for t in (self._t3, self._t_sack, self._t1, self._t2, self._t_hb, self._t5, self._t_autoclose, self._t_reconf):
             if t is not None and (at is None or t < at):
                 at = t
         return at
@@ -524,6 +706,9 @@ class Association:
                 if self.state in _DATA_FLOWS:
                     self._on_forward_tsn(chunk, now)  # type: ignore[arg-type]
                     got_data = True
+            elif kind is ReconfigChunk and self.features & ext.RECONFIG:
+                if self.state in _DATA_FLOWS or self.state == SHUTDOWN_ACK_SENT:
+                    self._on_reconfig(chunk, now)  # type: ignore[arg-type]
             elif kind is UnknownChunk or kind is ForwardTsnChunk or kind is ReconfigChunk:
                 # extensions we did not agree on are unrecognized to us
                 raw = chunk.serialize()
@@ -562,6 +747,14 @@ class Association:
             self._ctrl = []
         if self._fwd_due:
             enc = self._forward_tsn(now)
+            if enc:
+                if size + len(enc) > budget and packet:
+                    packets.append(packet)
+                    packet, size = [], 0
+                packet.append(enc)
+                size += len(enc)
+        if self._reconf_work and self.state in _DATA_FLOWS:
+            enc = self._reconf_poll(now)
             if enc:
                 if size + len(enc) > budget and packet:
                     packets.append(packet)
@@ -659,6 +852,12 @@ class Association:
                     self._t_hb = self._heartbeat.due(now, self._rtt.rto)
         if packet:
             packets.append(packet)
+        if self._reconf_work and state in _DATA_FLOWS:
+            # a reset whose stream's last data just left: its request goes now, in a packet of its own (control
+            # chunks never follow DATA in a packet)
+            enc = self._reconf_poll(now)
+            if enc:
+                packets.append([enc])
         if last is not None and not queue:
             # RFC 7053: our queue just drained, ask for the SACK now instead of after the peer's delay
             pkt, index, c = last
@@ -689,6 +888,8 @@ class Association:
             self._on_hb_timer(now)
         if self._t_autoclose is not None and now >= self._t_autoclose:
             self._on_autoclose_timer(now)
+        if self._t_reconf is not None and now >= self._t_reconf:
+            self._on_reconf_timer(now)
 
     def _on_autoclose_timer(self, now: float) -> None:
         """gen_sctp's autoclose: an association idle for ``autoclose`` seconds shuts down gracefully."""
@@ -726,6 +927,7 @@ class Association:
         config = self.config
         self.peer_vtag = chunk.initiate_tag
         self._rx = DataTracker(chunk.initial_tsn - 1)
+        self._peer_initial_tsn = chunk.initial_tsn
         self._peer_arwnd = chunk.a_rwnd
         self.outbound_streams = min(config.num_ostreams, chunk.max_instreams)
         self.inbound_streams = min(config.max_instreams, chunk.num_ostreams)
@@ -761,6 +963,7 @@ class Association:
         # messages queued in COOKIE-WAIT/ECHOED already hold SSNs: keep counting from there
         self._queue.set_streams(self.outbound_streams)
         self._reasm.set_streams(self.inbound_streams)
+        self._reconfig = rc.Reconfig(self._initial_tsn, self._peer_initial_tsn)
         self._events.append(ev.AssociationUp(self.outbound_streams, self.inbound_streams, self._peer_arwnd))
 
     def _on_t1(self, now: float) -> None:
@@ -800,6 +1003,7 @@ class Association:
         if local_match and not peer_match:  # B: INIT collision
             self.peer_vtag = cookie.peer_tag
             self._rx = DataTracker(cookie.peer_tsn - 1)
+            self._peer_initial_tsn = cookie.peer_tsn
             self._peer_arwnd = cookie.peer_rwnd
             self.outbound_streams = min(self.config.num_ostreams, cookie.peer_mis)
             self.inbound_streams = min(self.config.max_instreams, cookie.peer_os)
@@ -821,7 +1025,7 @@ class Association:
     def restart(self, cookie: ck.Cookie, now: float) -> None:
         """The peer restarted (§5.2.4 A): rebuild the TCB under new tags, keep this association object."""
         lost = self.buffered_amount()
-        self._reasm.reset(self.inbound_streams)
+        self._reasm.reset(self.inbound_streams)  # held data (deferred resets) included: it is charged there
         self._cc = Congestion(self._mtu)
         self._t3 = self._t2 = self._t5 = self._t_sack = None
         self._load_cookie(cookie)  # a new Outstanding under the new initial TSN
@@ -831,6 +1035,15 @@ class Association:
         self.state = ESTABLISHED
         self._queue.clear(self.outbound_streams)
         self._reasm.set_streams(self.inbound_streams)
+        # stream reconfiguration starts over with the new TSNs; what was held is gone with the rest
+        self._reconfig = rc.Reconfig(self._initial_tsn, self._peer_initial_tsn)
+        self._sflags.clear()
+        self._finals.clear()
+        self._held = []
+        self._holding = False
+        self._rx_special = self._announce
+        self._reconf_work = False
+        self._t_reconf = None
         self._events.append(ev.AssociationRestarted(self.outbound_streams, self.inbound_streams))
         if self.config.hbinterval:
             self._t_hb = self._heartbeat.due(now, self._rtt.rto)
@@ -903,6 +1116,8 @@ class Association:
         if sid >= self.inbound_streams:
             self._ctrl.append(ErrorChunk([invalid_stream_cause(sid)]).serialize())
             return  # acknowledged, not delivered (§6.5)
+        if self._rx_special and self._special_chunk(u, c):
+            return
         if c.beginning and c.ending:
             if c.unordered:
                 reasm.deliver(sid, data, c.ppid, True)
@@ -919,6 +1134,8 @@ class Association:
             self._abort_with(out_of_resource_cause(), f"peer message larger than recbuf ({recbuf} bytes)")
 
     def _after_data(self, now: float) -> None:
+        if self._holding and self._reconfig.deferred[0].last <= self._rx.cum:
+            self._perform_deferred()
         self._data_packets += 1
         if (
             self._sack_now
@@ -1087,6 +1304,329 @@ class Association:
         # carried our cumulative point (those fragments arrived and may still complete)
         self._reasm.forward(u, skips)
 
+    # -- stream reconfiguration (RFC 6525) -------------------------------------------------------------------
+
+    def _on_reconfig(self, chunk: ReconfigChunk, now: float) -> None:
+        stats = self.stats
+        try:
+            params = parse_reconfig_params(chunk.params)
+        except ParseError:
+            stats["reconfig_malformed"] = stats.get("reconfig_malformed", 0) + 1
+            return
+        if not rc.valid_combination(params):
+            stats["reconfig_malformed"] = stats.get("reconfig_malformed", 0) + 1
+            return
+        stats["reconfig_received"] = stats.get("reconfig_received", 0) + 1
+        responses: list[Param] = []
+        for p in params:
+            kind = type(p)
+            if kind is ReconfigResponse:
+                self._on_reconfig_response(p, now)  # type: ignore[arg-type]
+            elif kind is OutgoingSsnResetRequest:
+                self._on_peer_out_reset(p, responses)  # type: ignore[arg-type]
+            elif kind is IncomingSsnResetRequest:
+                self._on_peer_in_reset(p, responses)  # type: ignore[arg-type]
+            elif kind is AddOutgoingStreamsRequest:
+                self._on_peer_add_out(p, responses)  # type: ignore[arg-type]
+            elif kind is AddIncomingStreamsRequest:
+                self._on_peer_add_in(p, responses)  # type: ignore[arg-type]
+            elif kind is SsnTsnResetRequest:
+                seq = p.request_seq  # type: ignore[union-attr]
+                self._answer_simple(seq, rc.SSN_TSN, RESULT_DENIED, responses)  # not supported
+            if self.state == CLOSED:
+                return
+        for i in range(0, len(responses), 2):
+            self._ctrl.append(ReconfigChunk(responses[i : i + 2]).serialize())
+
+    def _answer_simple(self, seq: int, kind: int, result: int, responses: list[Param]) -> None:
+        verdict, cached = self._reconfig.classify(seq)
+        if verdict == rc.NEW:
+            self._reconfig.remember(seq, kind, result)
+        elif verdict == rc.RETRANSMIT:
+            result = cached
+        else:
+            result = RESULT_BAD_SEQUENCE
+        responses.append(ReconfigResponse(seq, result))
+
+    def _on_peer_out_reset(self, p: OutgoingSsnResetRequest, responses: list[Param]) -> None:
+        """§5.2.2: the peer resets its outgoing streams (our inbound ones) after its Last Assigned TSN."""
+        rcfg = self._reconfig
+        seq = p.request_seq
+        verdict, cached = rcfg.classify(seq)
+        if verdict == rc.BAD:
+            responses.append(ReconfigResponse(seq, RESULT_BAD_SEQUENCE))
+            return
+        if verdict == rc.RETRANSMIT:
+            responses.append(ReconfigResponse(seq, cached))  # "In progress" while still deferred
+            return
+        done = rcfg.answer_in(p.response_seq)  # it answers our Incoming SSN Reset Request, if that is in flight
+        if done is not None:
+            self._after_answer(done, RESULT_PERFORMED)
+        rx = self._rx
+        streams = p.streams
+        inbound = self.inbound_streams
+        if any(sid >= inbound for sid in streams):
+            result = RESULT_DENIED
+        else:
+            u = rx.unwrap(p.last_tsn)
+            if u <= rx.cum:
+                self._reset_inbound(streams)
+                result = RESULT_PERFORMED
+            elif u - rx.cum > MAX_AHEAD or len(rcfg.deferred) >= rc.MAX_DEFERRED:
+                result = RESULT_DENIED  # further than an honest sender can be
+            else:
+                rcfg.deferred.append(rc.Deferred(u, frozenset(streams) if streams else None, seq))
+                self._holding = self._rx_special = True
+                result = RESULT_IN_PROGRESS
+        rcfg.remember(seq, rc.OUT, result)
+        responses.append(ReconfigResponse(seq, result))
+
+    def _on_peer_in_reset(self, p: IncomingSsnResetRequest, responses: list[Param]) -> None:
+        """§5.2.3: the peer asks us to reset our outgoing streams: their unsent messages are dropped (the peer wants
+        no more of them) and our Outgoing SSN Reset Request follows, the implicit answer; "Success - Performed"
+        answers at once as well, so a requester need not retransmit while the streams' last data leaves."""
+        rcfg = self._reconfig
+        seq = p.request_seq
+        verdict, cached = rcfg.classify(seq)
+        if verdict != rc.NEW:
+            responses.append(ReconfigResponse(seq, cached if verdict == rc.RETRANSMIT else RESULT_BAD_SEQUENCE))
+            return
+        flags = self._sflags
+        streams = p.streams or sorted(s for s, f in flags.items() if f & OUT_OPEN and s < self.outbound_streams)
+        if any(sid >= self.outbound_streams for sid in streams):
+            result = RESULT_DENIED
+        else:
+            todo = [sid for sid in streams if not flags.get(sid, 0) & OUT_RESETTING]
+            result = RESULT_PERFORMED if todo else RESULT_NOTHING_TO_DO
+            for sid in todo:
+                self._reset_out(sid, True, self._finals.pop(sid, None), seq)
+            if todo:  # a stream whose reset is under way already changes nothing, and is not reported
+                self._events.append(ev.StreamResetRequested(todo))
+        rcfg.remember(seq, rc.IN, result)
+        responses.append(ReconfigResponse(seq, result))
+
+    def _on_peer_add_out(self, p: AddOutgoingStreamsRequest, responses: list[Param]) -> None:
+        """§5.2.5: the peer adds outgoing streams, our inbound ones, within what we offered (``max_instreams``)."""
+        rcfg = self._reconfig
+        seq = p.request_seq
+        verdict, cached = rcfg.classify(seq)
+        if verdict != rc.NEW:
+            responses.append(ReconfigResponse(seq, cached if verdict == rc.RETRANSMIT else RESULT_BAD_SEQUENCE))
+            return
+        done = rcfg.answer_add_in()
+        if done is not None:
+            self._after_answer(done, RESULT_PERFORMED)
+        total = self.inbound_streams + p.count
+        if p.count == 0 or total > min(self.config.max_instreams, 0xFFFF):
+            result = RESULT_DENIED
+        else:
+            self.inbound_streams = total
+            self._reasm.grow(total)
+            self._events.append(ev.StreamsAdded(0, p.count, self.outbound_streams, total))
+            result = RESULT_PERFORMED
+        rcfg.remember(seq, rc.ADD_OUT, result)
+        responses.append(ReconfigResponse(seq, result))
+
+    def _on_peer_add_in(self, p: AddIncomingStreamsRequest, responses: list[Param]) -> None:
+        """§5.2.6: the peer would take more streams from us: we ask for them (our Add Outgoing Streams Request is
+        the answer)."""
+        rcfg = self._reconfig
+        seq = p.request_seq
+        verdict, cached = rcfg.classify(seq)
+        if verdict != rc.NEW:
+            if verdict == rc.BAD or cached != RESULT_PERFORMED:
+                responses.append(ReconfigResponse(seq, cached if verdict == rc.RETRANSMIT else RESULT_BAD_SEQUENCE))
+            return
+        if p.count == 0 or self.can_add_streams() < p.count:
+            rcfg.remember(seq, rc.ADD_IN, RESULT_DENIED)
+            responses.append(ReconfigResponse(seq, RESULT_DENIED))
+            return
+        rcfg.add_out += p.count
+        self._reconf_work = True
+        rcfg.remember(seq, rc.ADD_IN, RESULT_PERFORMED)
+
+    def _on_reconfig_response(self, p: ReconfigResponse, now: float) -> None:
+        rcfg = self._reconfig
+        if rcfg.inflight is not None and any(part.seq == p.response_seq for part in rcfg.inflight.parts):
+            self._error_count = 0  # the peer answered what we sent: the path works, as a HEARTBEAT-ACK says
+        part = rcfg.answer(p.response_seq, p.result)
+        if part is None:
+            if p.result == RESULT_IN_PROGRESS and rcfg.inflight is not None and rcfg.inflight.in_progress:
+                self._t_reconf = now + self._rtt.rto  # ask again an RTO from now, no loss counted
+            return
+        if p.result == RESULT_ALREADY_IN_PROGRESS and rcfg.retry_later(part, now, self._rtt.rto):
+            self._reconf_work = True
+        else:
+            self._after_answer(part, p.result)
+        if rcfg.inflight is None:
+            # nothing in flight: no timer, unless a refused request is to be asked again later
+            self._t_reconf = rcfg.retry_at if rcfg.wanted and rcfg.retry_at > now else None
+            self._reconf_work = self._reconf_work or rcfg.wanted
+            if self.state != ESTABLISHED:
+                self._check_shutdown(now)
+
+    def _after_answer(self, part: rc.Part, result: int) -> None:
+        """One of our requests is answered for good."""
+        ok = result in (RESULT_PERFORMED, RESULT_NOTHING_TO_DO)
+        stats = self.stats
+        kind = part.kind
+        if kind == rc.OUT:
+            queue, flags = self._queue, self._sflags
+            for sid in part.streams:
+                f = flags.get(sid, 0) & ~OUT_RESETTING
+                if ok:
+                    f &= ~OUT_OPEN
+                    if queue.paused_on(sid):
+                        f |= OUT_OPEN  # messages sent meanwhile: a new use of the stream starts at once
+                queue.resume(sid, ok)
+                self._set_flags(sid, f)
+            if ok:
+                self._events.append(ev.OutgoingStreamsReset(list(part.streams)))
+            else:
+                self._events.append(ev.StreamResetFailed(list(part.streams), rc.describe_result(result)))
+        elif kind == rc.IN:
+            if not ok:
+                self._events.append(ev.StreamResetFailed(list(part.streams), rc.describe_result(result), True))
+        elif kind == rc.ADD_OUT:
+            if ok:
+                self.outbound_streams += part.count
+                self._queue.set_streams(self.outbound_streams)
+                self._events.append(ev.StreamsAdded(part.count, 0, self.outbound_streams, self.inbound_streams))
+            else:
+                stats["add_streams_refused"] = stats.get("add_streams_refused", 0) + 1
+        elif kind == rc.ADD_IN and not ok:
+            stats["add_streams_refused"] = stats.get("add_streams_refused", 0) + 1
+        if not ok:
+            stats["reconfig_refused"] = stats.get("reconfig_refused", 0) + 1
+
+    def _set_flags(self, sid: int, f: int) -> None:
+        """Store a stream's new flags; when no direction is in use any more, its id is free again."""
+        flags = self._sflags
+        if f:
+            flags[sid] = f
+        elif flags.pop(sid, None) is not None and not self._queue.is_paused(sid):
+            self._events.append(ev.StreamClosed(sid))
+
+    def _reset_inbound(self, streams: list[int]) -> None:
+        """The peer's reset of ``streams`` (all when empty) is carried out: everything it sent before is
+        delivered, so they start over at SSN 0."""
+        flags = self._sflags
+        if not streams:
+            reasm = self._reasm
+            streams = [
+                s for s in range(self.inbound_streams) if flags.get(s, 0) & IN_OPEN or reasm.opened[s] or reasm.used(s)
+            ]
+        self._reasm.reset_streams(streams)
+        self._events.append(ev.StreamReset(list(streams)))
+        for sid in streams:
+            f = flags.get(sid)
+            if f is not None and f & IN_OPEN:
+                self._set_flags(sid, f & ~IN_OPEN)
+        self.stats["streams_reset_by_peer"] = self.stats.get("streams_reset_by_peer", 0) + len(streams)
+
+    @property
+    def announce_streams(self) -> bool:
+        """Emit ``StreamOpened`` on the peer's first chunk on a stream since its last reset (ex_sctp's
+        ``stream_opened``). Off by default: most users learn of a stream from its first ``DataReceived``."""
+        return self._announce
+
+    @announce_streams.setter
+    def announce_streams(self, on: bool) -> None:
+        self._announce = on
+        self._rx_special = self._holding or on
+
+    def _special_chunk(self, u: int, c: DataChunk) -> bool:
+        """A new chunk while a deferred reset waits or streams are announced: True when it is held."""
+        sid = c.stream_id
+        if self._holding and self._reconfig.holds(u, sid):
+            self._hold(u, c)  # after a reset the peer asked for and we cannot perform yet (RFC 6525 §5.2.2 E2)
+            return True
+        if self._announce:
+            opened = self._reasm.opened
+            if not opened[sid]:
+                opened[sid] = 1
+                self._events.append(ev.StreamOpened(sid))
+        return False
+
+    def _hold(self, u: int, c: DataChunk) -> None:
+        reasm = self._reasm
+        cost = len(c.data) + CHUNK_COST
+        reasm.held += cost
+        reasm.assembling += cost
+        self._held.append((u, c))
+        self.stats["held_for_reset"] = self.stats.get("held_for_reset", 0) + 1
+
+    def _perform_deferred(self) -> None:
+        """The cumulative TSN reached deferred resets' Last Assigned TSNs: carry them out, say so to the peer at
+        once, and deliver what waited (in TSN order, each held again if another reset still covers it)."""
+        rcfg, rx = self._reconfig, self._rx
+        while rcfg.deferred and rcfg.deferred[0].last <= rx.cum:
+            d = rcfg.deferred.pop(0)
+            self._reset_inbound(sorted(d.streams) if d.streams is not None else [])
+            rcfg.update(d.seq, RESULT_PERFORMED)
+            self._ctrl.append(ReconfigChunk([ReconfigResponse(d.seq, RESULT_PERFORMED)]).serialize())
+        self._holding = bool(rcfg.deferred)
+        self._rx_special = self._holding or self._announce
+        held, self._held = self._held, []
+        reasm = self._reasm
+        for u, c in sorted(held, key=lambda item: item[0]):
+            cost = len(c.data) + CHUNK_COST
+            reasm.held -= cost
+            reasm.assembling -= cost
+            self._redeliver(u, c)
+            if self.state == CLOSED:
+                return
+
+    def _redeliver(self, u: int, c: DataChunk) -> None:
+        """A held chunk's turn: what ``_on_data`` does once a chunk is in, minus the TSN bookkeeping done then."""
+        if self._rx_special and self._special_chunk(u, c):
+            return
+        reasm = self._reasm
+        if c.beginning and c.ending:
+            reasm.message(c)
+            return
+        try:
+            reasm.fragment(u, c)
+        except BadFragments:
+            self._abort_with(protocol_violation_cause(b"fragments of one message disagree"), "bad fragments")
+
+    def _reconf_poll(self, now: float) -> bytes:
+        """Our next RE-CONFIG request, when one is ready and none is in flight (b"" otherwise)."""
+        rcfg = self._reconfig
+        if rcfg.inflight is not None:
+            return b""
+        if not rcfg.wanted:
+            self._reconf_work = False
+            return b""
+        out = self._out
+        wire = rcfg.build(now, (out.next_tsn - 1) & MASK, out.cum_acked)
+        if wire is None:
+            return b""
+        self.stats["reconfig_sent"] = self.stats.get("reconfig_sent", 0) + 1
+        self._t_reconf = now + self._rtt.rto
+        self._reconf_work = rcfg.wanted
+        return wire
+
+    def _on_reconf_timer(self, now: float) -> None:
+        """Our request went unanswered for an RTO (a loss, counted as T3's are), or the peer said "In progress"
+        an RTO ago (a retry): send it again, unchanged."""
+        self._t_reconf = None
+        req = self._reconfig.inflight
+        if req is None or self.state not in _DATA_FLOWS:
+            self._reconf_work = self._reconfig.wanted  # a retry after "request already in progress" is due
+            return
+        if req.in_progress:
+            req.in_progress = False
+        else:
+            self._error_count += 1
+            if self._error_count > self.config.asocmaxrxt:
+                self._lost()
+                return
+            self._rtt.backoff()
+            self.stats["reconfig_retransmits"] = self.stats.get("reconfig_retransmits", 0) + 1
+        self._ctrl.append(req.wire)
+        self._t_reconf = now + self._rtt.rto
+
     # -- heartbeats -----------------------------------------------------------------------------------------
 
     def _on_hb_timer(self, now: float) -> None:
@@ -1116,7 +1656,7 @@ class Association:
 
     def _check_shutdown(self, now: float) -> None:
         state = self.state
-        if self._queue or len(self._out):
+        if self._queue or len(self._out) or self._queue.paused or self._reconfig.busy:
             return
         if state == SHUTDOWN_PENDING:
             self.state = SHUTDOWN_SENT
@@ -1192,6 +1732,8 @@ class Association:
             self._events.clear()
         self.state = CLOSED
         self._t1 = self._t2 = self._t3 = self._t5 = self._t_sack = self._t_hb = self._t_autoclose = None
+        self._t_reconf = None
+        self._reconf_work = False
         self._ctrl = []
         self._need_sack = False
         if event is not None:

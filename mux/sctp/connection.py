@@ -1,11 +1,27 @@
 """One SCTP association as mux sees it: core events in, neutral events out, commands down.
 
 Mapping (see README): ESTABLISHED -> connected; each complete user message -> stream data with its
-``ppid`` and ``unordered`` flag in props (``fin`` is always False: SCTP streams have no end); peer
-SHUTDOWN -> shutdown(0); a peer ABORT carrying mux's application close -> shutdown(code); any other
-ABORT, retransmission failure or autoclose -> transport_shutdown; CLOSED -> closed. SCTP streams are
-bidirectional channels: ``open_stream`` hands out the next outbound stream id not yet used, and a
-peer's first message on an id we have not used opens it.
+``ppid`` and ``unordered`` flag in props; peer SHUTDOWN -> shutdown(0); a peer ABORT carrying mux's
+application close -> shutdown(code); any other ABORT, retransmission failure or autoclose ->
+transport_shutdown; CLOSED -> closed.
+
+Streams (RFC 6525 RE-CONFIG, when both ends offer it). A stream id is a pair of directions, each ended by
+its sender's stream reset. ``send(fin=True)`` sends the message, then resets our outgoing stream, as WebRTC
+closes a data channel; the peer sees ``fin`` once everything before it was delivered. ``reset_stream`` drops
+the stream's unsent messages and resets it; ``stop_sending`` asks the peer to reset its direction (an
+Incoming SSN Reset Request), which the peer's core does at once, dropping what it had not sent yet: the
+peer's behaviour gets ``peer_receive_aborted``. ``open_stream`` hands out the lowest id free both ways, so
+ids come back once both directions were reset, and a peer's first message on an id starts a new stream.
+
+SCTP's reset carries no code and looks the same whether it ends a stream or aborts it. Between two mux
+peers (each sends an Adaptation Layer Indication, ``mux.sctp.extensions.MUX``), small marker messages with
+reserved PPIDs carry what the wire cannot, and are never delivered as data: ``RESET_PPID`` (ordered, last
+on the stream) turns the reset that follows into ``peer_send_aborted(code)``; ``STOP_PPID`` (unordered, on a
+lane of its own, acknowledged before the Incoming SSN Reset Request leaves) gives ``peer_receive_aborted``
+its code, and the peer's reset carries it back as QUIC's does; ``UNI_PPID`` (the first message of a stream)
+makes it unidirectional. Other stacks never get a marker: a reset is the end of the stream for them, and
+codes read 0. With a peer that is not mux, a unidirectional stream is opened with an Incoming SSN Reset
+Request right away, so the peer resets (closes) its own direction; data it sends there anyway is dropped.
 
 Closing with a code. SCTP's graceful SHUTDOWN carries nothing, so ``close(0, ...)`` (``Stop()``) is a
 SHUTDOWN and any other code an ABORT whose User-Initiated Abort cause (RFC 9260 §3.3.10.12) reads
@@ -19,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,6 +55,13 @@ _PEER_CLOSING = (SHUTDOWN_RECEIVED, SHUTDOWN_ACK_SENT)
 DGRAM_PPID = 0x6D757864
 #: datagrams queued for sending at most, as over QUIC: beyond it new ones are dropped and counted
 MAX_PENDING_DATAGRAMS = 256
+#: marker messages between mux peers (see the module docstring): "muxr", "muxs", "muxu"
+RESET_PPID = 0x6D757872
+STOP_PPID = 0x6D757873
+UNI_PPID = 0x6D757875
+#: every PPID mux reserves shares these three bytes ("mux"): one shift tells the hot path whether to look closer
+_MUX_PPIDS = 0x6D7578
+_CODE = struct.Struct("!Q")
 
 #: the Upper Layer Abort Reason mux writes for an application close with a code (see the module docstring)
 APP_CLOSE = "application close {code}: {reason}"
@@ -85,8 +109,14 @@ class SctpTransportConnection(Pumped):
         #: the listener's (endpoint's) counters, where what peers cause is counted instead of logged
         self._counters = counters if counters is not None else {}
         self._dgram_dropped = 0
-        self._used_streams: set[int] = set()
-        self._next_stream = 0
+        #: the peer's current use of a stream id we know of: unidirectional or not (its first message starts it,
+        #: its reset ends it; a stream we open expects the peer's answer on it)
+        self._in_epoch: dict[int, bool] = {}
+        #: our unidirectional streams: the peer's direction of these ids is not ours to deliver
+        self._local_uni: set[int] = set()
+        #: codes the peer's markers carried: of its coming reset (``RESET_PPID``) and of its stop (``STOP_PPID``)
+        self._reset_codes: dict[int, int] = {}
+        self._stop_codes: dict[int, int] = {}
         self._closing_by_us = False
         self._peer_shutdown = False
         #: how we closed: the application's code and reason, and ``error`` for an abort or a refusal
@@ -106,24 +136,45 @@ class SctpTransportConnection(Pumped):
         return tuple(self.assoc.peer_addr)
 
     def stream_is_unidirectional(self, stream_id: int) -> bool:
-        return False
+        return self._in_epoch.get(stream_id, False) or stream_id in self._local_uni
+
+    @property
+    def _mux_peer(self) -> bool:
+        return bool(self.assoc.features & ext.MUX)
+
+    @property
+    def _reconfig(self) -> bool:
+        return bool(self.assoc.features & ext.RECONFIG)
 
     def open_stream(self, unidirectional: bool = False) -> int:
+        assoc = self.assoc
+        if unidirectional and not self._reconfig:
+            raise t.TransportError("one-way SCTP streams need RE-CONFIG (RFC 6525), which the peer did not offer")
+        first = (UNI_PPID, b"\x00") if unidirectional and self._mux_peer else None
+        try:
+            stream_id = assoc.open_stream(expect_peer=not unidirectional, first=first)
+        except SctpError as exc:
+            if assoc.state == CLOSED:
+                raise t.ConnectionGone(f"sctp association with {self.peer_address} is closed") from None
+            more = min(assoc.can_add_streams(), max(assoc.outbound_streams, 1))
+            if more and not assoc.stats.get("add_streams_refused"):  # once refused, the peer's mind is made up
+                assoc.add_streams(outgoing=more)  # RFC 6525: streams_available fires when the peer adds them
+                self.driver.touch(self)
+                raise t.TransportError(f"{exc}; asked the peer for {more} more (streams_available follows)") from None
+            raise t.TransportError(str(exc)) from None
         if unidirectional:
-            raise t.TransportError("SCTP streams are bidirectional; open_stream(unidirectional=False)")
-        limit = self.assoc.outbound_streams
-        while self._next_stream < limit and self._next_stream in self._used_streams:
-            self._next_stream += 1
-        if self._next_stream >= limit:
-            raise t.TransportError(f"all {limit} outbound SCTP streams are in use")
-        stream_id = self._next_stream
-        self._used_streams.add(stream_id)
-        self._next_stream += 1
+            self._local_uni.add(stream_id)
+            if first is None and stream_id < assoc.inbound_streams:
+                assoc.request_reset(stream_id)  # not a mux peer: it must not send here, so it ends its direction
+        else:
+            self._in_epoch[stream_id] = False
+        self.driver.touch(self)
         return stream_id
 
     def send(self, stream_id: int, data: bytes, fin: bool, props: Mapping[str, Any] | None) -> int:
         if not data:
-            # SCTP has no empty messages and no stream FIN; ``fin`` only ends our side locally
+            if fin:
+                self._end_stream(stream_id)
             return self.assoc.buffered_amount()
         try:
             if props:
@@ -150,8 +201,29 @@ class SctpTransportConnection(Pumped):
                 # RFC 9260 §9.2: after the peer's SHUTDOWN we accept no new data from our user
                 raise t.ConnectionGone(f"sctp association with {self.peer_address} is shutting down") from None
             raise t.TransportError(f"sctp send on stream {stream_id}: {exc}") from None
+        if fin:
+            self._end_stream(stream_id)
         self.driver.touch(self)
         return buffered
+
+    def _end_stream(self, stream_id: int) -> None:
+        """``fin``: reset our outgoing stream once what was sent on it has left (WebRTC's data channel close).
+        Without RE-CONFIG the peer cannot be told: our side ends locally only."""
+        if not self._reconfig:
+            return
+        try:
+            self.assoc.close_stream(stream_id)
+        except SctpError as exc:
+            self._command_failed("fin", stream_id, exc)
+        self.driver.touch(self)
+
+    def _command_failed(self, what: str, stream_id: int, exc: SctpError) -> None:
+        state = self.assoc.state
+        if state == CLOSED:
+            raise t.ConnectionGone(f"sctp association with {self.peer_address} is closed") from None
+        if state in _PEER_CLOSING:
+            raise t.ConnectionGone(f"sctp association with {self.peer_address} is shutting down") from None
+        raise t.TransportError(f"sctp {what} on stream {stream_id}: {exc}") from None
 
     def send_buffered(self, stream_id: int) -> int:
         return self.assoc.buffered_amount()
@@ -161,10 +233,26 @@ class SctpTransportConnection(Pumped):
             self.driver.touch(self)  # the window reopened: the update leaves now
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
-        raise t.TransportError("SCTP stream reset needs RFC 6525 (RE-CONFIG), not supported yet")
+        """Drop the stream's unsent messages and reset it; a mux peer gets ``error_code`` in a marker first."""
+        if not self._reconfig:
+            raise t.TransportError("SCTP stream reset needs RE-CONFIG (RFC 6525), which the peer did not offer")
+        final = (RESET_PPID, _code_bytes(error_code)) if self._mux_peer else None
+        try:
+            self.assoc.close_stream(stream_id, abort=True, final=final)
+        except SctpError as exc:
+            self._command_failed("reset", stream_id, exc)
+        self.driver.touch(self)
 
     def stop_sending(self, stream_id: int, error_code: int) -> None:
-        raise t.TransportError("SCTP has no stop-sending; RFC 6525 stream reset is not supported yet")
+        """An Incoming SSN Reset Request: the peer resets its direction; a mux peer gets ``error_code`` first."""
+        if not self._reconfig:
+            raise t.TransportError("SCTP stop-sending needs RE-CONFIG (RFC 6525), which the peer did not offer")
+        notice = (STOP_PPID, _code_bytes(error_code)) if self._mux_peer else None
+        try:
+            self.assoc.request_reset(stream_id, notice=notice)
+        except SctpError as exc:
+            self._command_failed("stop_sending", stream_id, exc)
+        self.driver.touch(self)
 
     def send_datagram(self, data: bytes) -> None:
         """An unordered message on stream 0 with PPID ``DGRAM_PPID``, never retransmitted (PR-SCTP ``rexmit`` 0)."""
@@ -271,13 +359,45 @@ class SctpTransportConnection(Pumped):
         assert sink is not None
         kind = type(event)
         if kind is se.DataReceived:
-            if event.ppid == DGRAM_PPID and event.unordered:
-                # a datagram: the mailbox bounds datagrams itself, so its window space comes back at once
-                self.assoc.consumed(len(event.data))
-                sink.deliver(t.DatagramReceived(event.data))
-                return
-            sink.deliver(
-                t.StreamData(event.stream_id, event.data, False, {"ppid": event.ppid, "unordered": event.unordered})
+            ppid = event.ppid
+            if ppid >> 8 == _MUX_PPIDS:
+                if ppid == DGRAM_PPID and event.unordered:
+                    # a datagram: the mailbox bounds datagrams itself, so its window space comes back at once
+                    self.assoc.consumed(len(event.data))
+                    sink.deliver(t.DatagramReceived(event.data))
+                    return
+                if ppid != DGRAM_PPID and self._mux_peer:
+                    self._marker(sink, event)
+                    return
+            sid = event.stream_id
+            if sid not in self._in_epoch:
+                if self._local_uni and sid in self._local_uni:
+                    self.assoc.consumed(len(event.data))  # the peer sends on our one-way stream: not for us
+                    self._counters["uni_data_dropped"] = self._counters.get("uni_data_dropped", 0) + 1
+                    return
+                self._in_epoch[sid] = False
+                self.assoc.claim_stream(sid)
+            sink.deliver(t.StreamData(sid, event.data, False, {"ppid": ppid, "unordered": event.unordered}))
+        elif kind is se.StreamReset:
+            self._peer_reset(sink, event.stream_ids)
+        elif kind is se.StreamResetRequested:
+            for sid in event.stream_ids:
+                if sid not in self._in_epoch and sid not in self._local_uni:
+                    self._new_stream(sink, sid)
+                sink.deliver(t.StopSending(sid, self._stop_codes.pop(sid, 0)))
+        elif kind is se.StreamClosed:
+            sid = event.stream_id
+            self._local_uni.discard(sid)
+            self._in_epoch.pop(sid, None)
+            self._reset_codes.pop(sid, None)
+        elif kind is se.StreamsAdded:
+            if event.outbound:
+                sink.deliver(t.StreamsAvailable(self._free_streams(), 0))
+        elif kind is se.StreamResetFailed:
+            self._counters["stream_resets_refused"] = self._counters.get("stream_resets_refused", 0) + 1
+            peer_log(
+                log, "sctp.reset_refused", "association %s: peer refused to reset streams %s: %s",
+                self.peer_address, event.stream_ids[:16], event.result,
             )
         elif kind is se.SendQueueDrained:
             if sink.blocked:
@@ -295,7 +415,7 @@ class SctpTransportConnection(Pumped):
                     }
                 )
             )
-            sink.deliver(t.StreamsAvailable(event.outbound_streams - len(self._used_streams), 0))
+            sink.deliver(t.StreamsAvailable(self._free_streams(), 0))
         elif kind is se.ShutdownReceived:
             self._peer_shutdown = True
             if not self._closing_by_us:
@@ -322,6 +442,56 @@ class SctpTransportConnection(Pumped):
             peer_log(log, "sctp.peer_error", "association %s: peer reported %s", self.peer_address, event.causes)
         elif kind is se.AssociationRestarted:
             peer_log(log, "sctp.restart", "association %s: peer restarted", self.peer_address)
+
+    def _free_streams(self) -> int:
+        assoc = self.assoc
+        return sum(1 for sid in range(assoc.outbound_streams) if not assoc.stream_in_use(sid))
+
+    def _new_stream(self, sink: t.ConnectionSink, sid: int, *, theirs: bool = True) -> None:
+        """The peer starts a new use of ``sid`` with a reset or a stop-sending rather than a message: announce it
+        with an empty ``StreamData`` (``new_stream``), so the mailbox sees where the previous use ended."""
+        self._in_epoch[sid] = False
+        self.assoc.claim_stream(sid, theirs=theirs)
+        sink.deliver(t.StreamData(sid, b"", False, {}))
+
+    def _marker(self, sink: t.ConnectionSink, event: se.DataReceived) -> None:
+        """A mux peer's marker message (see the module docstring): what it says is kept, never delivered."""
+        self.assoc.consumed(len(event.data))
+        sid, ppid, data = event.stream_id, event.ppid, event.data
+        code = min(_CODE.unpack_from(data)[0], MAX_APP_CODE) if len(data) >= 8 else 0
+        if ppid == RESET_PPID:
+            if sid not in self._in_epoch:  # opened and reset at once: a stream all the same
+                self._new_stream(sink, sid)
+            self._reset_codes[sid] = code
+        elif ppid == STOP_PPID:
+            if sid < self.assoc.outbound_streams:
+                self._stop_codes[sid] = code
+                self.assoc.final_message(sid, RESET_PPID, _code_bytes(code))  # our reset carries it back
+        elif ppid == UNI_PPID and sid not in self._in_epoch:
+            self._in_epoch[sid] = True
+            self.assoc.claim_stream(sid, ours=False)
+            sink.deliver(t.StreamData(sid, b"", False, {"unidirectional": True}))  # new_stream, one-way
+        else:
+            self._counters["unknown_markers"] = self._counters.get("unknown_markers", 0) + 1
+
+    def _peer_reset(self, sink: t.ConnectionSink, stream_ids: list[int]) -> None:
+        """The peer ended its direction of these streams, everything before delivered: ``fin``, or
+        ``peer_send_aborted`` with the code its marker gave."""
+        for sid in stream_ids:
+            if sid in self._local_uni:
+                continue  # our one-way stream: the peer closed the direction it was asked never to use
+            if sid not in self._in_epoch:
+                if self.assoc.stream_in_use(sid):
+                    continue  # the peer's direction of this stream ended already: resetting it again says nothing
+                # a direction the peer ends without having used it: still a stream to the behaviour, whose own
+                # direction is open until it ends it
+                self._new_stream(sink, sid, theirs=False)
+            del self._in_epoch[sid]
+            code = self._reset_codes.pop(sid, None)
+            if code is None:
+                sink.deliver(t.StreamData(sid, b"", True, {}))
+            else:
+                sink.deliver(t.StreamReset(sid, code))
 
     def _aborted(self, sink: t.ConnectionSink, event: se.AssociationAborted) -> None:
         """The association ended by an ABORT, the peer's or ours, or by giving up on the peer."""
@@ -350,6 +520,12 @@ class SctpTransportConnection(Pumped):
     def on_finished(self) -> None:
         if self._on_finished is not None:
             self._on_finished(self)
+
+
+def _code_bytes(code: int) -> bytes:
+    if not 0 <= code <= MAX_APP_CODE:
+        raise t.TransportError(f"an application error code is 0 to 2**62 - 1, not {code}")
+    return _CODE.pack(code)
 
 
 def _sent_by_peer(event: se.AssociationAborted) -> bool:

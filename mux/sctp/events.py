@@ -37,10 +37,62 @@ class DataReceived:
 
 
 @dataclass(slots=True)
-class StreamReset:
-    """Reserved for RFC 6525 stream reset; not emitted yet."""
+class StreamOpened:
+    """The peer's first chunk on a stream since it last reset it (ex_sctp's ``stream_opened``), before any of that
+    stream's ``DataReceived``. Only with ``Association.announce_streams``."""
 
     stream_id: int
+
+
+@dataclass(slots=True)
+class StreamReset:
+    """The peer reset its outgoing streams (RFC 6525), our incoming ones: every message it sent on them before
+    has been delivered, and the next one starts a new use of the stream (ex_sctp's ``stream_closed``)."""
+
+    stream_ids: list[int]
+
+
+@dataclass(slots=True)
+class StreamResetRequested:
+    """The peer asked us to reset our outgoing streams (RFC 6525 Incoming SSN Reset Request): their unsent messages
+    are dropped and the reset is on its way (QUIC's STOP_SENDING). Streams whose reset was under way already are
+    not listed: nothing changes for them."""
+
+    stream_ids: list[int]
+
+
+@dataclass(slots=True)
+class OutgoingStreamsReset:
+    """The peer performed the reset of our outgoing streams: their next message has SSN 0."""
+
+    stream_ids: list[int]
+
+
+@dataclass(slots=True)
+class StreamResetFailed:
+    """The peer refused a reset we asked for (``result`` names its answer); ``incoming`` when it was our request
+    that the peer reset its own outgoing streams. Failed outgoing streams stay in use: their SSNs go on."""
+
+    stream_ids: list[int]
+    result: str
+    incoming: bool = False
+
+
+@dataclass(slots=True)
+class StreamClosed:
+    """Both directions of a stream are reset (or were never used): its id can be opened again."""
+
+    stream_id: int
+
+
+@dataclass(slots=True)
+class StreamsAdded:
+    """RFC 6525 Add Streams: the stream counts grew by ``outbound`` and ``inbound``, to the totals given."""
+
+    outbound: int
+    inbound: int
+    outbound_streams: int
+    inbound_streams: int
 
 
 @dataclass(slots=True)
@@ -92,7 +144,13 @@ Event = (
     AssociationUp
     | AssociationRestarted
     | DataReceived
+    | StreamOpened
     | StreamReset
+    | StreamResetRequested
+    | OutgoingStreamsReset
+    | StreamResetFailed
+    | StreamClosed
+    | StreamsAdded
     | SendQueueDrained
     | ShutdownReceived
     | AssociationAborted

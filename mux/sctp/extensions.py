@@ -3,21 +3,30 @@
 Each side lists what it supports (RFC 5061's Supported Extensions parameter, plus RFC 3758's Forward-TSN-Supported
 parameter for PR-SCTP); an association uses an extension only when both listed it. The result is a bit mask,
 carried in the state cookie so the stateless server remembers it.
+
+``MUX`` is not a protocol extension: every mux endpoint sends an Adaptation Layer Indication (RFC 5061 §4.2.7) with
+the code ``MUX_ADAPTATION``, so two mux peers know each other. Between them a stream reset can carry QUIC's
+application error code in a small marker message (``mux.sctp.connection``); other stacks never get one, and see a
+plain stream reset. Stacks that do not know the parameter skip it (its type's high bits say so).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mux.sctp.params import ForwardTsnSupportedParam, Param, SupportedExtensionsParam
+from mux.sctp.params import AdaptationLayerIndicationParam, ForwardTsnSupportedParam, Param, SupportedExtensionsParam
 
 #: RFC 3758 partial reliability: FORWARD-TSN
 PRSCTP = 1
-#: RFC 6525 stream reconfiguration: RE-CONFIG (not implemented yet: never offered)
+#: RFC 6525 stream reconfiguration: RE-CONFIG
 RECONFIG = 2
 #: RFC 8260 message interleaving: I-DATA, and I-FORWARD-TSN with PR-SCTP (not implemented yet: never offered)
 IDATA = 4
-IMPLEMENTED = PRSCTP
+#: the peer is mux too (its Adaptation Layer Indication carries ``MUX_ADAPTATION``); always offered
+MUX = 8
+IMPLEMENTED = PRSCTP | RECONFIG | MUX
+#: "mux" and a version byte: the adaptation code mux peers recognise each other by
+MUX_ADAPTATION = 0x6D757801
 
 FORWARD_TSN = 192
 RE_CONFIG = 130
@@ -27,7 +36,7 @@ I_FORWARD_TSN = 194
 
 def offered(prsctp: bool, reconfig: bool, idata: bool) -> int:
     """What we put in our INIT or INIT-ACK, from the configuration."""
-    mask = (PRSCTP if prsctp else 0) | (RECONFIG if reconfig else 0) | (IDATA if idata else 0)
+    mask = (PRSCTP if prsctp else 0) | (RECONFIG if reconfig else 0) | (IDATA if idata else 0) | MUX
     return mask & IMPLEMENTED
 
 
@@ -47,6 +56,8 @@ def params(features: int) -> list[Param]:
         out.append(ForwardTsnSupportedParam())
     if types:
         out.append(SupportedExtensionsParam(types))
+    if features & MUX:
+        out.append(AdaptationLayerIndicationParam(MUX_ADAPTATION))
     return out
 
 
@@ -65,4 +76,6 @@ def peer_offers(params: Iterable[Param]) -> int:
                 mask |= RECONFIG
             if I_DATA in types:
                 mask |= IDATA
+        elif kind is AdaptationLayerIndicationParam and p.code == MUX_ADAPTATION:  # type: ignore[union-attr]
+            mask |= MUX
     return mask

@@ -14,6 +14,9 @@ it costs in memory: its bytes plus ``CHUNK_COST`` per held fragment, or ``MESSAG
 earlier SSN or delivered and not yet consumed (the chunk, event and mailbox objects around the bytes). The
 association advertises ``recbuf - held`` as its window, so tiny fragments or messages exhaust a peer's window when
 they exhaust the memory set aside for it, instead of costing eight times what they are charged.
+
+**Stream reset** (RFC 6525): ``reset_streams`` starts a stream over at SSN 0. ``opened`` marks the streams the peer
+sent on since it last reset them, when the association announces them (``StreamOpened``).
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ class Reassembly:
         self._by_start: dict[int, _Run] = {}
         self._by_end: dict[int, _Run] = {}
         self._ssn = [0] * max(inbound_streams, 1)
+        #: per inbound stream, 1 once a chunk arrived on it since its last reset (kept by the association when it
+        #: announces streams)
+        self.opened = bytearray(max(inbound_streams, 1))
         self._waiting: dict[int, dict[int, tuple[bytes, int]]] = {}
         self._events = events
         self._stats = stats
@@ -78,9 +84,34 @@ class Reassembly:
         self._by_end.clear()
         self._waiting.clear()
         self._ssn = [0] * max(inbound_streams, 1)
+        self.opened = bytearray(max(inbound_streams, 1))
 
     def set_streams(self, inbound_streams: int) -> None:
         self._ssn = [0] * max(inbound_streams, 1)
+        self.opened = bytearray(max(inbound_streams, 1))
+
+    def grow(self, inbound_streams: int) -> None:
+        """RFC 6525 Add Streams: more inbound streams; the existing ones keep their state."""
+        n = max(inbound_streams, 1) - len(self._ssn)
+        if n > 0:
+            self._ssn.extend([0] * n)
+            self.opened.extend(bytes(n))
+
+    def used(self, sid: int) -> bool:
+        """Whether ``sid`` delivered an ordered message, or holds one, since it last started over."""
+        return self._ssn[sid] != 0 or sid in self._waiting
+
+    def reset_streams(self, stream_ids: list[int]) -> None:
+        """The peer reset these streams and everything it sent before has been delivered: they start over at SSN 0.
+        A message still waiting for an earlier SSN can never be delivered now (the peer skipped an SSN): dropped."""
+        for sid in stream_ids:
+            waiting = self._waiting.pop(sid, None)
+            if waiting:
+                cost = sum(len(data) + MESSAGE_COST for data, _ppid in waiting.values())
+                self.held -= cost
+                self.assembling -= cost
+            self._ssn[sid] = 0
+            self.opened[sid] = 0
 
     def consumed(self, nbytes: int) -> None:
         """The application is done with one delivered message of ``nbytes``."""

@@ -11,6 +11,11 @@ Without I-DATA a message's fragments must go out back to back; the scheduler mov
 
 An ordered message gets its SSN when its first fragment leaves, not when it is queued: a message abandoned
 before it was ever sent (PR-SCTP, RFC 3758) then leaves no hole in the stream's SSNs for the receiver to wait on.
+
+**Stream reset** (RFC 6525): a stream being reset is *paused*. What was queued before stays in the scheduler and
+leaves first (the reset request waits for its last chunk, ``tail``); what is queued after waits aside, counted in
+``bytes`` and ``chunks`` but out of the scheduler's way, until ``resume`` puts it back, from SSN 0 when the peer
+performed the reset.
 """
 
 from __future__ import annotations
@@ -109,17 +114,22 @@ def _shared(stream_id: int) -> int:
 
 #: the lane datagrams wait in (unordered, never retransmitted messages: see ``Association.send_datagram``)
 DATAGRAMS = -2
+#: the lane of notices (``Association.request_reset``): unordered messages that must not wait behind a stream's data
+#: nor for its reset
+CONTROL = -3
 
 
 class SendQueue:
     __slots__ = (
         "_key",
+        "_paused",
         "_queues",
         "_ssn",
         "active",
         "bytes",
         "chunks",
         "fragmentation_point",
+        "paused",
         "scheduler",
     )
 
@@ -133,15 +143,19 @@ class SendQueue:
         #: streams with chunks waiting, the one sending now first; with ``rr`` it moves to the back at a message's
         #: end. The next chunk is ``active[0].chunks[0]``: the packet loop reads it there (``peek`` costs a call)
         self.active: deque[_Queue] = deque()
-        #: user bytes and chunks waiting
+        #: user bytes and chunks waiting (paused ones included)
         self.bytes = 0
         self.chunks = 0
+        #: per stream being reset, the chunks queued since: they wait for the reset to complete
+        self._paused: dict[int, list[OutChunk]] = {}
+        #: chunks waiting in ``_paused``
+        self.paused = 0
 
     def __bool__(self) -> bool:
         return bool(self.active)
 
     def set_streams(self, streams: int) -> None:
-        """The number of outbound streams was negotiated: messages queued before keep their SSNs."""
+        """The number of outbound streams was negotiated (or grew, RFC 6525): queued messages keep their SSNs."""
         n = max(streams, 1)
         self._ssn = (self._ssn + [0] * n)[:n]
 
@@ -149,7 +163,8 @@ class SendQueue:
         """The peer restarted: everything queued is gone, SSNs start over."""
         self._queues.clear()
         self.active.clear()
-        self.bytes = self.chunks = 0
+        self._paused.clear()
+        self.bytes = self.chunks = self.paused = 0
         self._ssn = [0] * max(streams, 1)
 
     def push(
@@ -168,6 +183,9 @@ class SendQueue:
         from its stream's messages (``DATAGRAMS``): it takes its turn with the streams, not behind them.
         """
         base = FLAG_U if unordered else 0
+        if self._paused and lane is None and stream_id in self._paused:
+            self._push_paused(stream_id, data, ppid & MASK, base, max_rexmit, expires)
+            return
         key = self._key(stream_id) if lane is None else lane
         queue = self._queues.get(key)
         if queue is None:
@@ -188,6 +206,21 @@ class SendQueue:
                 piece = bytes(view[off : off + frag])
                 chunks.append(OutChunk(stream_id, ppid, piece, flags, max_rexmit, expires))
             self.chunks += -(-n // frag)
+        self.bytes += n
+
+    def _push_paused(
+        self, stream_id: int, data: bytes, ppid: int, base: int, max_rexmit: int, expires: float
+    ) -> None:
+        paused = self._paused[stream_id]
+        n = len(data)
+        frag = self.fragmentation_point
+        view = memoryview(data)
+        for off in range(0, n, frag):
+            flags = base | (FLAG_B if off == 0 else 0) | (FLAG_E if off + frag >= n else 0)
+            paused.append(OutChunk(stream_id, ppid, bytes(view[off : off + frag]), flags, max_rexmit, expires))
+        count = -(-n // frag)
+        self.chunks += count
+        self.paused += count
         self.bytes += n
 
     def peek(self) -> OutChunk | None:
@@ -225,6 +258,7 @@ class SendQueue:
         dropped: list[OutChunk] = []
         while chunks:
             c = chunks.popleft()
+            c.abandoned = True
             dropped.append(c)
             self.bytes -= c.size
             self.chunks -= 1
@@ -236,6 +270,11 @@ class SendQueue:
             active.rotate(-1)
         return dropped
 
+    def last_in(self, lane: int) -> OutChunk | None:
+        """The chunk queued last in a lane."""
+        queue = self._queues.get(lane)
+        return queue.chunks[-1] if queue is not None and queue.chunks else None
+
     def waiting(self, lane: int) -> int:
         """Chunks waiting in a lane (or a stream's queue)."""
         queue = self._queues.get(lane)
@@ -244,3 +283,89 @@ class SendQueue:
     def message_ssn(self, stream_id: int) -> int:
         """The SSN of the message whose fragments are leaving on ``stream_id``."""
         return self._queues[self._key(stream_id)].ssn
+
+    # -- stream reset (RFC 6525) --------------------------------------------------------------------------------
+
+    def tail(self, stream_id: int) -> OutChunk | None:
+        """The last chunk queued on ``stream_id`` (paused ones aside): a reset of it waits until that one has left
+        (it then has a TSN) or was given up (``abandoned``)."""
+        queue = self._queues.get(self._key(stream_id))
+        if queue is None:
+            return None
+        for c in reversed(queue.chunks):
+            if c.stream_id == stream_id:
+                return c
+        return None
+
+    def pause(self, stream_id: int) -> None:
+        """Messages queued on ``stream_id`` from now on wait for ``resume``."""
+        self._paused.setdefault(stream_id, [])
+
+    def is_paused(self, stream_id: int) -> bool:
+        return stream_id in self._paused
+
+    def paused_on(self, stream_id: int) -> int:
+        """Chunks waiting for the reset of ``stream_id``."""
+        waiting = self._paused.get(stream_id)
+        return len(waiting) if waiting else 0
+
+    def resume(self, stream_id: int, reset: bool) -> None:
+        """The reset of ``stream_id`` is over: with ``reset`` (the peer performed it) its SSNs start again from 0;
+        what waited is queued again, in order."""
+        waiting = self._paused.pop(stream_id, None)
+        if reset and stream_id < len(self._ssn):
+            self._ssn[stream_id] = 0
+        if not waiting:
+            return
+        key = self._key(stream_id)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _Queue(key)
+        if not queue.chunks:
+            self.active.append(queue)
+        queue.chunks.extend(waiting)
+        self.paused -= len(waiting)
+
+    def drop_stream(self, stream_id: int) -> int:
+        """Drop the unsent messages of ``stream_id`` (a stream reset: they will never be wanted), paused ones too;
+        the rest of a message whose first fragments already left stays, so the peer can complete it. Returns the
+        user bytes dropped."""
+        dropped = 0
+        count = 0
+        waiting = self._paused.get(stream_id)
+        if waiting:
+            dropped += sum(c.size for c in waiting)
+            count += len(waiting)
+            self.paused -= len(waiting)
+            for c in waiting:
+                c.abandoned = True
+            waiting.clear()
+        queue = self._queues.get(self._key(stream_id))
+        if queue is not None and queue.chunks:
+            chunks = queue.chunks
+            kept: deque[OutChunk] = deque()
+            finishing = True  # the head may be the rest of a message that has begun to leave
+            for c in chunks:
+                if c.stream_id != stream_id:
+                    kept.append(c)
+                    finishing = False
+                    continue
+                if finishing and not c.flags & FLAG_B:
+                    kept.append(c)
+                    if c.flags & FLAG_E:
+                        finishing = False
+                    continue
+                finishing = False
+                c.abandoned = True
+                dropped += c.size
+                count += 1
+            if count:
+                queue.chunks = kept
+                if not kept:
+                    try:
+                        self.active.remove(queue)
+                    except ValueError:
+                        pass
+        self.bytes -= dropped
+        self.chunks -= count
+        return dropped
