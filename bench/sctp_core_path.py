@@ -6,7 +6,8 @@ application reads every message.
 
 **Send** (``tx-*``): a client association queues messages (up to its ``sndbuf``) and makes packets; a server
 association in the same process takes them and SACKs them back. Only the sender's work is timed: ``send``,
-``datagrams_to_send`` and taking in the SACKs. One stream, or eight streams at once (the scheduler's work).
+``datagrams_to_send`` and taking in the SACKs. One stream, or eight streams at once (the scheduler's work); over
+DATA, and (``tx-idata-*``) over I-DATA where the checkout offers it, so the ratio there is I-DATA against DATA.
 
 It prints microseconds per packet for each workload. To compare two checkouts, give each with ``--mux-path``:
 they run in their own processes, alternating A B A B, and the ratio is reported from the medians of one run::
@@ -33,11 +34,14 @@ RX_WORKLOADS = {
     "rx-small-reordered": (20, 40, True),
 }
 TX_WORKLOADS = {
-    # name: (message size, streams)
-    "tx-bulk-1200": (1180, 1),
-    "tx-small-40": (40, 1),
-    "tx-bulk-8-streams": (1180, 8),
-    "tx-64k-messages": (65000, 1),
+    # name: (message size, streams, I-DATA offered)
+    "tx-bulk-1200": (1180, 1, False),
+    "tx-small-40": (40, 1, False),
+    "tx-bulk-8-streams": (1180, 8, False),
+    "tx-64k-messages": (65000, 1, False),
+    # with I-DATA (RFC 8260) where the checkout has it (before it, the same over DATA): interleaving per chunk
+    "tx-idata-8-streams": (1180, 8, True),
+    "tx-idata-64k-8-str": (65000, 8, True),
 }
 WORKLOADS = [*RX_WORKLOADS, *TX_WORKLOADS]
 
@@ -111,8 +115,10 @@ def run_tx(workload: str, packets: int) -> float:
     from mux.sctp.config import SctpConfig
     from mux.sctp.endpoint import Endpoint
 
-    size, streams = TX_WORKLOADS[workload]
-    config = SctpConfig(recbuf=4 << 20, sndbuf=4 << 20, nodelay=True, num_ostreams=16, max_instreams=16)
+    size, streams, idata = TX_WORKLOADS[workload]
+    config = SctpConfig(
+        recbuf=4 << 20, sndbuf=4 << 20, nodelay=True, num_ostreams=16, max_instreams=16, intl_enable=idata
+    )
     a, b = ("10.0.0.1", 5001), ("10.0.0.2", 5002)
     client = Endpoint(config, local_port=5001)
     server = Endpoint(config, local_port=5002)

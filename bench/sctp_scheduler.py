@@ -1,4 +1,5 @@
-"""Per-chunk cost of the stream schedulers (mux/sctp/tx/scheduler.py) against today's ``SendQueue``, in one run.
+"""Per-chunk cost of the stream schedulers (mux/sctp/tx/scheduler.py) against the ``SendQueue`` they replaced
+(tests/legacy_send_queue.py), in one run.
 
 For each workload the queue is filled (``push``, timed per message), then drained the way the association's packet
 loop drains it: read the next chunk where it lies (``active[0].chunks[0]`` for ``SendQueue``, ``head.chunks[0]``
@@ -24,9 +25,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from legacy_send_queue import SendQueue  # noqa: E402
 
 from mux.sctp.tx.scheduler import Scheduler, make_scheduler  # noqa: E402
-from mux.sctp.tx.send_queue import SendQueue  # noqa: E402
 
 FRAG = 1200 - 12 - 20  # an I-DATA chunk's payload in a 1200-byte packet
 WORKLOADS = {

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from mux.transport import ConnectionGone
 
+#: quicer's (msquic's) default stream priority
+DEFAULT_PRIORITY = 0x7FFF
+
 if TYPE_CHECKING:
     from mux.connection import Connection
 
@@ -18,7 +21,7 @@ class Stream:
     stream is under its high-water mark, and otherwise waits until the transport has drained it.
     """
 
-    __slots__ = ("closed", "conn", "id", "local", "recv_done", "send_done", "unidirectional")
+    __slots__ = ("_priority", "closed", "conn", "id", "local", "recv_done", "send_done", "unidirectional")
 
     def __init__(self, conn: Connection, stream_id: int, *, unidirectional: bool, local: bool) -> None:
         self.conn = conn
@@ -30,6 +33,30 @@ class Stream:
         self.send_done = unidirectional and not local
         self.recv_done = unidirectional and local
         self.closed = False
+        self._priority = DEFAULT_PRIORITY
+
+    @property
+    def priority(self) -> int:
+        """quicer's stream ``priority``: 0..65535, higher first, 0x7FFF by default (msquic's).
+
+        Over SCTP it is what the ``prio`` (strict) and ``wfq`` (bytes in proportion to priority + 1) schedulers
+        go by (the ``scheduler`` option); ``rr`` and ``fcfs`` ignore it. Over QUIC a stream with data goes before
+        every lower one, equal ones taking turns (aioquic has no priorities: mux orders its streams for each
+        packet). It orders what waits to be sent: data already queued takes its new place at once.
+        """
+        return self._priority
+
+    @priority.setter
+    def priority(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+            raise ValueError(f"a stream priority is an int 0..65535, not {value!r}")
+        if value != self._priority and not self.send_done:
+            try:
+                self.conn._live_transport().set_priority(self.id, value)
+            except ConnectionGone as exc:
+                exc.connection = self.conn
+                raise
+        self._priority = value
 
     @property
     def direction(self) -> str:

@@ -273,6 +273,10 @@ class TransportConnection(Protocol):
 
     def stop_sending(self, stream_id: int, error_code: int) -> None: ...
 
+    def set_priority(self, stream_id: int, priority: int) -> None:
+        """quicer's stream ``priority``: 0..65535, higher first (a transport without priorities ignores it)."""
+        ...
+
     def send_datagram(self, data: bytes) -> None: ...
 
     def close(self, error_code: int, reason: str) -> None:

@@ -11,6 +11,8 @@ from mux import Connection, ConnectionBehaviour, Reject, Stop, Stream
 LOG: dict[int, list[str]] = {}
 #: the props (or argument) of some of those callbacks, by connection id and callback name
 PROPS: dict[int, dict[str, Any]] = {}
+#: per connection id of a Progress server: (stream id, bytes received on it so far) after each message, in order
+PROGRESS: dict[int, list[tuple[int, int]]] = {}
 
 
 class Recording(ConnectionBehaviour):
@@ -102,6 +104,17 @@ class Recording(ConnectionBehaviour):
     def closed(self, conn: Connection, props: dict[str, Any]) -> None:
         self._log("closed")
         self._keep("closed", props)
+
+
+class Progress(ConnectionBehaviour):
+    """Counts what arrives on each stream, in arrival order (``PROGRESS``); answers nothing."""
+
+    def init(self, opts: dict[str, Any]) -> None:
+        self.total: dict[int, int] = {}
+
+    def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> None:
+        n = self.total[stream.id] = self.total.get(stream.id, 0) + len(data)
+        PROGRESS.setdefault(self.conn.id, []).append((stream.id, n))
 
 
 class FireAndForget(ConnectionBehaviour):

@@ -21,13 +21,14 @@ from mux.sctp.chunks import (
     CookieAckChunk,
     CookieEchoChunk,
     DataChunk,
+    IDataChunk,
     InitAckChunk,
     InitChunk,
 )
 from mux.sctp.config import SctpConfig
 from mux.sctp.endpoint import Endpoint
 from mux.sctp.packet import Packet, parse_packet, serialize_packet
-from mux.sctp.params import StateCookieParam
+from mux.sctp.params import Param, StateCookieParam
 
 Addr = tuple[str, int]
 #: what an intercept decides for one datagram: None = the path's usual fate, False = drop, a list = deliver one
@@ -37,7 +38,13 @@ Verdict = bool | list[float] | None
 
 @dataclass(slots=True)
 class Path:
-    """One direction of a link. ``mtu`` is the IP MTU: a datagram with its UDP and IPv4 headers above it is lost."""
+    """One direction of a link. ``mtu`` is the IP MTU: a datagram with its UDP and IPv4 headers above it is lost.
+
+    ``rate`` (bytes per second, UDP and IPv4 headers counted) makes it a bottleneck: datagrams leave one after the
+    other, each taking its size over the rate, queued in order behind those not yet gone; ``delay`` then applies.
+    ``queue`` bounds that queue (datagrams waiting, drop-tail, counted in ``Network.tail_drops``); None: unbounded.
+    Without ``rate`` every datagram leaves at once.
+    """
 
     loss: float = 0.0
     delay: float = 0.01
@@ -45,6 +52,11 @@ class Path:
     reorder_delay: float = 0.03
     dup: float = 0.0
     mtu: int | None = None
+    rate: float | None = None
+    queue: int | None = None
+    #: with ``rate``: when the link has finished sending what was queued on it, and when each queued datagram leaves
+    free_at: float = 0.0
+    departures: list[float] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -118,6 +130,7 @@ class Network:
         self.sent: list[Sent] = []
         self.intercept: Callable[[Sent], Verdict] | None = None
         self.oversize = 0
+        self.tail_drops = 0
         self._queue: list[tuple[float, int, Addr, Addr, bytes]] = []
         self._seq = 0
         self._calls: list[tuple[float, int, Callable[[], None]]] = []
@@ -156,7 +169,7 @@ class Network:
         p = self.paths.get((src, dst))
         if p is None:
             d = self.default
-            p = Path(d.loss, d.delay, d.reorder, d.reorder_delay, d.dup, d.mtu)
+            p = Path(d.loss, d.delay, d.reorder, d.reorder_delay, d.dup, d.mtu, d.rate, d.queue)
             self.paths[(src, dst)] = p
         return p
 
@@ -195,12 +208,23 @@ class Network:
             self.oversize += 1
             return
         rng = self.rng
+        gone = self.now
+        if p.rate is not None:  # serialised behind what the link is still sending; lost or not, it took its time
+            waiting = p.departures
+            while waiting and waiting[0] <= self.now:
+                waiting.pop(0)
+            if p.queue is not None and len(waiting) >= p.queue:
+                self.tail_drops += 1
+                return
+            gone = max(gone, p.free_at) + (len(data) + 28) / p.rate
+            p.free_at = gone
+            waiting.append(gone)
         copies = 2 if rng.random() < p.dup else 1
         for _ in range(copies):
             if rng.random() < p.loss:
                 continue
             extra = rng.uniform(0.0, p.reorder_delay) if rng.random() < p.reorder else 0.0
-            self._schedule(self.now + p.delay + extra, src, dst, data)
+            self._schedule(gone + p.delay + extra, src, dst, data)
             rec.copies += 1
 
     def flush(self) -> None:
@@ -319,10 +343,12 @@ def handshake(net: Network, client: Node, server: Node, max_time: float = 30.0) 
 
 
 class DataBuilder:
-    """DATA chunks in sequence for a hand-driven peer: it keeps ``next_tsn`` and the SSN of each stream."""
+    """DATA (and I-DATA) chunks in sequence for a hand-driven peer: it keeps ``next_tsn``, the SSN of each stream
+    and, for I-DATA, the next MID of each (stream, unordered)."""
 
     next_tsn: int
     ssn: dict[int, int]
+    mids: dict[tuple[int, bool], int]
 
     def data(
         self,
@@ -350,6 +376,41 @@ class DataBuilder:
                     self.ssn[stream_id] = (ssn + 1) & 0xFFFF
         return DataChunk(tsn, stream_id, ssn, ppid, payload, unordered, beginning, ending, immediate)
 
+    def idata(
+        self,
+        payload: bytes,
+        *,
+        stream_id: int = 0,
+        ppid: int = 0,
+        tsn: int | None = None,
+        mid: int | None = None,
+        fsn: int = 0,
+        unordered: bool = False,
+        beginning: bool = True,
+        ending: bool = True,
+    ) -> IDataChunk:
+        """One I-DATA chunk (RFC 8260); without an explicit ``tsn``/``mid`` the next ones in sequence are taken (the
+        MID moves on after a message's last fragment)."""
+        if tsn is None:
+            tsn = self.next_tsn
+            self.next_tsn = (tsn + 1) & 0xFFFFFFFF
+        if mid is None:
+            key = (stream_id, unordered)
+            mid = self.mids.get(key, 0)
+            if ending:
+                self.mids[key] = (mid + 1) & 0xFFFFFFFF
+        return IDataChunk(
+            tsn,
+            stream_id,
+            mid,
+            ppid if beginning else 0,
+            0 if beginning else fsn,
+            payload,
+            unordered,
+            beginning,
+            ending,
+        )
+
 
 @dataclass
 class RawPeer(DataBuilder):
@@ -368,6 +429,7 @@ class RawPeer(DataBuilder):
     #: the first TSN the association under test will use
     peer_initial_tsn: int
     ssn: dict[int, int] = field(default_factory=dict)
+    mids: dict[tuple[int, bool], int] = field(default_factory=dict)
 
     def packet(self, *chunks: Chunk | bytes, vtag: int | None = None) -> bytes:
         return serialize_packet(self.port, self.peer_port, self.peer_tag if vtag is None else vtag, chunks)
@@ -384,9 +446,11 @@ def raw_connect(
     a_rwnd: int = 1 << 20,
     os_: int = 16,
     mis: int = 16,
+    params: list[Param] | None = None,
 ) -> tuple[Association, RawPeer, list[bytes]]:
-    """Open an association to ``server`` by hand. Returns it, the peer, and its first packets (COOKIE-ACK...)."""
-    init = InitChunk(tag, a_rwnd, os_, mis, tsn, [])
+    """Open an association to ``server`` by hand, offering ``params`` (extensions) in the INIT. Returns it, the
+    peer, and its first packets (COOKIE-ACK...)."""
+    init = InitChunk(tag, a_rwnd, os_, mis, tsn, list(params or []))
     server.receive_datagram(serialize_packet(port, server.local_port, 0, [init]), addr, now)
     replies = server.datagrams_to_send(now)
     assert len(replies) == 1, replies

@@ -48,6 +48,16 @@ def test_good_file_and_defaults(tmp_path: Path) -> None:
     assert cfg.listener_name(lst) == "quic:4433"
 
 
+@pytest.mark.parametrize("scheduler", ["rr", "fcfs", "prio", "wfq"])
+def test_sctp_scheduler_option_reaches_the_core(tmp_path: Path, scheduler: str) -> None:
+    from mux.sctp.options import core_config
+
+    sctp = f"transport: sctp, port: 0, scheduler: {scheduler}"
+    text = GOOD.replace("transport: quic, port: 4433, alpn: [echo]", sctp)
+    (lst,) = cfg.load(write(tmp_path, text)).listeners
+    assert core_config(lst).scheduler == scheduler  # type: ignore[arg-type]  # an SCTP listener's options
+
+
 def test_shipped_configs_are_valid() -> None:
     for path in Path("conf").glob("*.yaml"):
         if path.name != "ab.yaml":
@@ -72,6 +82,11 @@ def test_shipped_configs_are_valid() -> None:
         (GOOD.replace("behaviours.echo:Echo", "behaviours.nope:Echo"), "behaviour", "cannot import module"),
         (GOOD.replace("behaviours.echo:Echo", "behaviours.echo:Nope"), "behaviour", "has no attribute"),
         (GOOD.replace("behaviours.echo:Echo", "mux.pool:AcceptorPool"), "behaviour", "not a subclass"),
+        (
+            GOOD.replace("transport: quic, port: 4433, alpn: [echo]", "transport: sctp, port: 0, scheduler: lifo"),
+            "listeners[0].scheduler",
+            "'rr', 'fcfs', 'prio' or 'wfq'",
+        ),
     ],
 )
 def test_errors_name_file_key_and_expectation(tmp_path: Path, text: str, path: str, expected: str) -> None:

@@ -583,3 +583,36 @@ async def test_datagrams_go_both_ways(make_server: ServerFactory, transport: str
     assert (await client.next("data"))[2] == b"after"
     conn.close()
     await conn.wait_closed()
+
+
+async def test_stream_priority_sends_a_higher_stream_first(make_server: ServerFactory, transport: str) -> None:
+    """quicer's stream ``priority`` (0..65535, higher first, 0x7FFF by default). Two streams get 300 KB each at
+    once, the lower one first: the higher one's data all arrives before half of the lower one's. Over SCTP with
+    the ``prio`` scheduler (``rr`` and ``fcfs`` ignore priorities); over QUIC mux orders aioquic's streams."""
+    server, url, options = await start(make_server, transport, "tests.apps:Progress")
+    if transport == "sctp":
+        options = {**options, "scheduler": "prio"}
+    conn = await connect(tb.Client(), url, options=options)
+    low, high = conn.open_stream(), conn.open_stream()
+    assert low.priority == high.priority == 0x7FFF
+    for bad in (70_000, -1, True):
+        with pytest.raises(ValueError):
+            high.priority = bad
+    low.priority = 10
+    high.priority = 1000
+    assert (low.priority, high.priority) == (10, 1000)
+    size, piece = 300_000, 10_000
+    for s in (low, high):
+        for _ in range(size // piece):
+            s.send(bytes(piece))  # queued at once: both have all of theirs waiting
+    (server_conn,) = server.pool.connections
+    async with asyncio.timeout(10):
+        while {n for sid, n in tb.PROGRESS.get(server_conn.id, []) if n == size} != {size} or sum(
+            1 for sid, n in tb.PROGRESS.get(server_conn.id, []) if n == size
+        ) < 2:
+            await asyncio.sleep(0.01)
+    log = tb.PROGRESS[server_conn.id]
+    high_done = log.index((high.id, size))
+    low_then = max((n for sid, n in log[:high_done] if sid == low.id), default=0)
+    assert low_then <= size // 2, (low_then, log[:high_done][-5:])
+    conn.close()

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from legacy_send_queue import SendQueue
 
 from mux.sctp import events as ev
 from mux.sctp.chunks import (
@@ -46,7 +47,7 @@ from mux.sctp.tx.scheduler import (
     encode_idata,
     make_scheduler,
 )
-from mux.sctp.tx.send_queue import OutChunk, SendQueue
+from mux.sctp.tx.send_queue import OutChunk
 
 hyp = settings(derandomize=True, deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 MASK = 0xFFFFFFFF
@@ -886,14 +887,19 @@ ops_st = st.lists(
 
 
 @settings(derandomize=True, deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.sampled_from(list(SCHEDULERS)), idata=st.booleans(), ops=ops_st)
+@given(
+    name=st.sampled_from(list(SCHEDULERS)), idata=st.booleans(), budget=st.sampled_from([0, 1, 4 * FRAG]), ops=ops_st
+)
 def test_schedulers_keep_their_promises_under_random_operations(
-    name: str, idata: bool, ops: list[tuple[Any, ...]]
+    name: str, idata: bool, budget: int, ops: list[tuple[Any, ...]]
 ) -> None:
     """Every chunk leaves once or is dropped, a stream's in the order queued; without interleaving a message's
     fragments leave back to back; a paused stream's later messages wait; numbers run on per stream and kind,
-    from 0 after a reset; the counters add up; and there is a head exactly when something may go."""
+    from 0 after a reset; the counters add up; and there is a head exactly when something may go. With an
+    interleaving budget, the messages of more than one chunk that may be leaving (counted from when their queue
+    may send them to their last chunk) stay within it, or are one alone; no message is ever stuck behind it."""
     s = make_scheduler(name, 5, FRAG, idata=idata)
+    s.set_budget(budget)
     pushed: dict[int, list[bytes]] = {}  # per queue key, the chunks' data in push order (each unique)
     left: list[OutChunk] = []
     paused_data: set[bytes] = set()
@@ -992,6 +998,10 @@ def test_schedulers_keep_their_promises_under_random_operations(
                 pushed[-100 - sid] = []
         elif kind == "priority":
             s.set_priority(op[1], op[2])
+        counted = [q.busy for q in s._queues.values() if q.busy]
+        assert s.started == sum(counted) and (s.started <= budget or len(counted) == 1)
+        assert not s.gated or all(q.busy for q in s._queues.values() if q.in_progress())  # leaving: counted
+        assert not counted or s.gated
         total = sum(len(v) for v in pushed.values())
         assert s.chunks == total and s.bytes == sum(len(d) for v in pushed.values() for d in v)
         assert s.paused == sum(len(v) for k, v in pushed.items() if k <= -100)
@@ -1005,6 +1015,7 @@ def test_schedulers_keep_their_promises_under_random_operations(
     while s:
         check_take(s.take())
     assert all(not v for v in pushed.values()) and s.bytes == s.chunks == 0 and s.head is None
+    assert s.started == 0 and not s._parked
 
 
 def _last_piece(data: bytes, q: list[bytes], i: int) -> bool:

@@ -3,6 +3,10 @@
 Each test checks the data byte for byte (or message and byte counts for bulk) and that the association ends
 with SHUTDOWN, never ABORT, whichever side starts it. The programs come from Debian's libusrsctp-examples
 (see tests/usrsctp.py for how they behave); without them the module is skipped.
+
+usrsctp has I-DATA (RFC 8260) but leaves it off, and no example program turns it on; with ``interleaving`` the
+programs run with a small LD_PRELOAD shim (``usrsctp.interleaving``) that sets the two socket options every socket
+needs for it, so the same tests run over I-DATA and I-FORWARD-TSN too (checked: both ends agreed on it).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any, ClassVar
 import pytest
 
 from mux import Connection, ConnectionBehaviour, Stream, connect, registry
+from mux.sctp import extensions as ext
 from tests import usrsctp
 from tests.conftest import ServerFactory
 
@@ -129,6 +134,11 @@ async def only_instance(cls: type[Recorder], timeout: float = 5.0) -> Recorder:
     return cls.instances[0]
 
 
+def features(recorder: Recorder) -> int:
+    """What the recorder's association agreed (``mux.sctp.extensions`` bits)."""
+    return int(recorder.conn._tconn.assoc.features)  # type: ignore[attr-defined]
+
+
 def assert_graceful(recorder: Recorder, *, by: str) -> None:
     """The association ended by SHUTDOWN: no transport_shutdown (ABORT, timeout...) and a clean ``closed``."""
     kinds = recorder.kinds()
@@ -163,7 +173,8 @@ async def test_usrsctp_client_against_our_echo_server(make_server: ServerFactory
     assert_graceful(server, by="peer")
 
 
-async def test_our_client_against_usrsctp_echo_server() -> None:
+@pytest.mark.parametrize("interleaving", [False, True])
+async def test_our_client_against_usrsctp_echo_server(interleaving: bool) -> None:
     echo_udp, client_udp = usrsctp.free_udp_ports(2)
     rng = random.Random(6951)
     ordered = [
@@ -175,13 +186,14 @@ async def test_our_client_against_usrsctp_echo_server() -> None:
         (b"z", 1),
     ]
     unordered = [(rng.randbytes(n), 99) for n in (7, 3000, 10000)]
-    with usrsctp.running(usrsctp.echo_server(echo_udp, client_udp)) as (echo,):
+    with usrsctp.running(usrsctp.echo_server(echo_udp, client_udp, interleaving=interleaving)) as (echo,):
         client = Recorder()
         conn = await connect(
             client,
             f"sctp://127.0.0.1:{echo_udp}",
             options={"sctp_port": usrsctp.ECHO_PORT, "local_udp_port": client_udp},
         )
+        assert bool(features(client) & ext.IDATA) == interleaving
         first, second = conn.open_stream(), conn.open_stream()
         for data, ppid in ordered:
             await first.send(data, ppid=ppid)
@@ -212,12 +224,21 @@ async def test_our_client_against_usrsctp_echo_server() -> None:
         assert sorted(seen) == sorted(expected), echo.tail()
 
 
-@pytest.mark.parametrize(("length", "count"), [(1200, 3000), (9000, 300)])
-async def test_tsctp_bulk_into_our_server(make_server: ServerFactory, length: int, count: int) -> None:
+@pytest.mark.parametrize(
+    ("length", "count", "interleaving"), [(1200, 3000, False), (9000, 300, False), (9000, 300, True)]
+)
+async def test_tsctp_bulk_into_our_server(
+    make_server: ServerFactory, length: int, count: int, interleaving: bool
+) -> None:
     server_udp = await sctp_server(make_server, Discard)
     client_udp = usrsctp.free_udp_port()
     program = usrsctp.tsctp_client(
-        remote_udp=server_udp, local_udp=client_udp, port=SCTP_PORT, length=length, messages=count
+        remote_udp=server_udp,
+        local_udp=client_udp,
+        port=SCTP_PORT,
+        length=length,
+        messages=count,
+        interleaving=interleaving,
     )
     with usrsctp.running(program) as (tsctp,):
         code = await asyncio.to_thread(tsctp.wait, 30)
@@ -231,19 +252,23 @@ async def test_tsctp_bulk_into_our_server(make_server: ServerFactory, length: in
     assert server.count == sent.messages
     assert server.bytes == sent.bytes == count * length
     assert server.lengths == {length} and server.foreign == 0
+    assert bool(features(server) & ext.IDATA) == interleaving
     assert_graceful(server, by="peer")
 
 
-@pytest.mark.parametrize(("length", "count"), [(1200, 3000), (9000, 300)])
-async def test_our_bulk_into_tsctp_server(length: int, count: int) -> None:
+@pytest.mark.parametrize(
+    ("length", "count", "interleaving"), [(1200, 3000, False), (9000, 300, False), (9000, 300, True)]
+)
+async def test_our_bulk_into_tsctp_server(length: int, count: int, interleaving: bool) -> None:
     server_udp, client_udp = usrsctp.free_udp_ports(2)
-    with usrsctp.running(usrsctp.tsctp_server(server_udp, TSCTP_PORT)) as (tsctp,):
+    with usrsctp.running(usrsctp.tsctp_server(server_udp, TSCTP_PORT, interleaving=interleaving)) as (tsctp,):
         client = Recorder()
         conn = await connect(
             client,
             f"sctp://127.0.0.1:{server_udp}",
             options={"sctp_port": TSCTP_PORT, "local_udp_port": client_udp},
         )
+        assert bool(features(client) & ext.IDATA) == interleaving
         stream = conn.open_stream()
         message = bytes([length % 251]) * length
         for _ in range(count):
@@ -266,11 +291,14 @@ def _assoc_stats(recorder: Recorder) -> dict[str, Any]:
     return stats
 
 
-@pytest.mark.parametrize(("policy", "value"), [(2, 0), (1, 20)])  # tsctp -P: 2 = rtx (count), 1 = ttl (ms)
+@pytest.mark.parametrize(
+    ("policy", "value", "interleaving"), [(2, 0, False), (1, 20, False), (2, 0, True)]
+)  # tsctp -P: 2 = rtx (count), 1 = ttl (ms)
 async def test_usrsctp_abandons_messages_and_its_forward_tsns_move_us_on(
-    make_server: ServerFactory, policy: int, value: int
+    make_server: ServerFactory, policy: int, value: int, interleaving: bool
 ) -> None:
-    """tsctp gives lost messages up (PR-SCTP); our receiver follows its FORWARD-TSNs and never stalls."""
+    """tsctp gives lost messages up (PR-SCTP); our receiver follows its FORWARD-TSNs (I-FORWARD-TSNs) and never
+    stalls."""
     from mux.impair.model import Impairment
     from mux.impair.proxy import ImpairProxy
 
@@ -287,6 +315,7 @@ async def test_usrsctp_abandons_messages_and_its_forward_tsns_move_us_on(
             length=length,
             messages=count,
             extra=["-P", policy, "-t", value],
+            interleaving=interleaving,
         )
         with usrsctp.running(program) as (tsctp,):
             code = await asyncio.to_thread(tsctp.wait, 60)
@@ -297,17 +326,21 @@ async def test_usrsctp_abandons_messages_and_its_forward_tsns_move_us_on(
     stats = _assoc_stats(server)
     assert stats.get("forward_tsns_received", 0) > 0, stats  # usrsctp did give messages up, and told us
     assert 0 < server.count < count and server.lengths == {length} and server.foreign == 0
+    assert bool(features(server) & ext.IDATA) == interleaving
     assert_graceful(server, by="peer")
 
 
-async def test_our_abandoned_messages_are_skipped_by_usrsctp() -> None:
-    """We give lost messages up (rexmit 0) and usrsctp's receiver follows our FORWARD-TSNs to a graceful end."""
+@pytest.mark.parametrize(("length", "interleaving"), [(1000, False), (1000, True), (3000, True)])
+async def test_our_abandoned_messages_are_skipped_by_usrsctp(length: int, interleaving: bool) -> None:
+    """We give lost messages up (rexmit 0) and usrsctp's receiver follows our FORWARD-TSNs (I-FORWARD-TSNs,
+    naming a message by its MID, some of them messages of three chunks) to a graceful end."""
     from mux.impair.model import Impairment
     from mux.impair.proxy import ImpairProxy
 
     server_udp, client_udp = usrsctp.free_udp_ports(2)
-    count, length = 2000, 1000
-    with usrsctp.running(usrsctp.tsctp_server(server_udp, TSCTP_PORT)) as (tsctp,):
+    count = 2000
+    tsctp_server = usrsctp.tsctp_server(server_udp, TSCTP_PORT, interleaving=interleaving)
+    with usrsctp.running(tsctp_server) as (tsctp,):
         async with ImpairProxy(
             ("127.0.0.1", 0), ("127.0.0.1", server_udp), up=Impairment(loss=0.05), down=Impairment(loss=0.05), seed=3
         ) as proxy:
@@ -325,6 +358,7 @@ async def test_our_abandoned_messages_are_skipped_by_usrsctp() -> None:
             await asyncio.wait_for(conn.wait_closed(), 30)
             assert_graceful(client, by="local")
             stats = _assoc_stats(client)
+            assert bool(features(client) & ext.IDATA) == interleaving
             (report,) = await asyncio.to_thread(usrsctp.wait_received, tsctp, 1, 10)
             errors = usrsctp.receive_errors(tsctp)
     assert errors == [], errors

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from mux.sctp import events as ev
 from mux.sctp import extensions as ext
 from mux.sctp.association import ESTABLISHED, Association, BufferFull
-from mux.sctp.chunks import DataChunk, ForwardTsnChunk, SackChunk
+from mux.sctp.chunks import DataChunk, ForwardTsnChunk, IDataChunk, IForwardTsnChunk, SackChunk
 from mux.sctp.config import SctpConfig
 from mux.sctp.endpoint import Endpoint
 from tests.sctp_link import Network, Node, chunks_of, drain, handshake, raw_connect
@@ -100,10 +100,15 @@ def test_both_ends_agree_on_pr_sctp_and_not_when_one_declines() -> None:
     assert net.run_until(lambda: bool(b.of(sa, ev.DataReceived)), 10)
 
 
+@pytest.mark.parametrize("idata", [False, True])
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize(("reliability", "param"), [("rexmit", 0), ("rexmit", 1), ("timed", 30)])
-def test_a_policy_gives_messages_up_and_the_stream_goes_on(seed: int, reliability: str, param: int) -> None:
-    net, a, b, ca, sa = setup(10 + seed, path=LOSSY)
+def test_a_policy_gives_messages_up_and_the_stream_goes_on(
+    seed: int, reliability: str, param: int, idata: bool
+) -> None:
+    """Over DATA with FORWARD-TSN, and over I-DATA (RFC 8260) with I-FORWARD-TSN, abandoning by message."""
+    net, a, b, ca, sa = setup(10 + seed, path=LOSSY, intl_enable=idata)
+    assert bool(ca.features & ext.IDATA) == idata
     rng = random.Random(seed)
     frag = ca.fragmentation_point
     msgs = [
@@ -127,6 +132,10 @@ def test_a_policy_gives_messages_up_and_the_stream_goes_on(seed: int, reliabilit
     assert len({e.ppid for e in got}) < 620  # some were given up, on a 10% lossy link
     assert sa.status()["held_bytes"] == 0 and sa.status()["held_fragments"] == 0  # no partial message left over
     assert not b.of(sa, ev.AssociationAborted) and not a.of(ca, ev.AssociationAborted)
+    kinds = {type(c) for s in net.sent_by(A) for c in s.chunks()}
+    assert kinds & {DataChunk, IDataChunk, ForwardTsnChunk, IForwardTsnChunk} == (
+        {IDataChunk, IForwardTsnChunk} if idata else {DataChunk, ForwardTsnChunk}
+    )
 
 
 def test_a_timed_message_that_expires_in_the_queue_never_leaves_and_takes_no_ssn() -> None:
@@ -190,10 +199,11 @@ def test_a_forward_tsn_beyond_reason_is_dropped() -> None:
     assert [e.data for e in drain(assoc) if isinstance(e, ev.DataReceived)] == [b"in sequence"]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 1_000_000),
     loss=st.sampled_from([0.0, 0.05, 0.2]),
+    idata=st.booleans(),
     policies=st.lists(
         st.tuples(
             st.sampled_from(["reliable", "rexmit", "timed"]),
@@ -207,9 +217,11 @@ def test_a_forward_tsn_beyond_reason_is_dropped() -> None:
     ),
 )
 def test_whatever_is_given_up_nothing_is_delivered_twice_out_of_order_or_in_part(
-    seed: int, loss: float, policies: list[tuple[str, int, bool, int, int]]
+    seed: int, loss: float, idata: bool, policies: list[tuple[str, int, bool, int, int]]
 ) -> None:
-    net, _a, b, ca, sa = setup(seed, path={"loss": loss, "reorder": loss / 2, "dup": loss / 4, "delay": 0.01})
+    """Over DATA, and over I-DATA whose fragments interleave and whose abandoning goes by message."""
+    path = {"loss": loss, "reorder": loss / 2, "dup": loss / 4, "delay": 0.01}
+    net, _a, b, ca, sa = setup(seed, path=path, intl_enable=idata)
     rng = random.Random(seed)
     msgs = [
         Sent(i + 1, stream, unordered, rng.randbytes(size), rel, param * 20 if rel == "timed" else param)
@@ -219,4 +231,4 @@ def test_whatever_is_given_up_nothing_is_delivered_twice_out_of_order_or_in_part
     net.run_for(2.0)
     check(msgs, b.of(sa, ev.DataReceived))
     assert sa.status()["held_fragments"] == 0
-    assert not [c for s in net.sent for c in s.chunks() if isinstance(c, DataChunk) and not c.data]
+    assert not [c for s in net.sent for c in s.chunks() if isinstance(c, DataChunk | IDataChunk) and not c.data]

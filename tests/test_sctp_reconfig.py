@@ -23,6 +23,7 @@ from mux.sctp.chunks import (
     CookieAckChunk,
     CookieEchoChunk,
     DataChunk,
+    IDataChunk,
     InitAckChunk,
     InitChunk,
     ReconfigChunk,
@@ -92,9 +93,7 @@ def reconf_connect(
     ack = parse_packet(reply).chunks[0]
     assert isinstance(ack, InitAckChunk)
     cookie = next(p.cookie for p in ack.params if isinstance(p, StateCookieParam))
-    assoc = server.receive_datagram(
-        serialize_packet(6000, 5000, ack.initiate_tag, [CookieEchoChunk(cookie)]), A, NOW
-    )
+    assoc = server.receive_datagram(serialize_packet(6000, 5000, ack.initiate_tag, [CookieEchoChunk(cookie)]), A, NOW)
     assert assoc is not None and assoc.features & ext.RECONFIG
     while server.next_event() is not None:
         pass
@@ -305,7 +304,7 @@ def our_request(assoc: Association, now: float = NOW) -> list[ReconfigParam]:
 
 
 def test_answers_to_our_requests_in_progress_busy_and_implicit() -> None:
-    """"In progress": asked again an RTO later, same sequence number, no loss counted, until an unsolicited
+    """ "In progress": asked again an RTO later, same sequence number, no loss counted, until an unsolicited
     "Performed" ends it. "Request already in progress" (the peer has one of its own out): asked again later as a
     new request. An Incoming SSN Reset Request is answered by the peer's Outgoing SSN Reset Request naming it."""
     server, assoc, peer = reconf_connect()
@@ -348,9 +347,14 @@ def test_answers_to_our_requests_in_progress_busy_and_implicit() -> None:
     assert assoc._reconfig.inflight is None  # the peer's reset was the answer to ours
 
 
-def test_messages_sent_during_a_reset_wait_for_it() -> None:
-    """What is sent on a stream while its reset is under way leaves only after the peer performed it."""
-    net, _na, nb, ca, sb = pair(6, delay=0.05)
+@pytest.mark.parametrize("idata", [False, True])
+def test_messages_sent_during_a_reset_wait_for_it(idata: bool) -> None:
+    """What is sent on a stream while its reset is under way leaves only after the peer performed it, numbered from
+    0 again (SSNs, or with I-DATA both MID counters: RFC 8260 §2.3.2)."""
+    cfg = SctpConfig(intl_enable=idata)
+    net, _na, nb, ca, sb = pair(6, cfg, cfg, delay=0.05)
+    assert bool(ca.features & ext.IDATA) == idata
+    data_kind = IDataChunk if idata else DataChunk
     ca.send(4, b"before", now=net.now)
     ca.close_stream(4)
     for i in range(3):
@@ -361,9 +365,9 @@ def test_messages_sent_during_a_reset_wait_for_it() -> None:
     (request,) = of_kind(reconfigs(net.sent_by(A)), OutgoingSsnResetRequest)
     for s in net.sent_by(A):
         for c in s.chunks():
-            if isinstance(c, DataChunk) and c.stream_id == 4 and c.data.startswith(b"during"):
+            if isinstance(c, data_kind) and c.stream_id == 4 and c.data.startswith(b"during"):
                 assert s.time > performed and c.tsn != request.last_tsn and c.ssn == int(c.data[-1:])
-    other = next(s.time for s in net.sent_by(A) for c in s.chunks() if isinstance(c, DataChunk) and c.stream_id == 5)
+    other = next(s.time for s in net.sent_by(A) for c in s.chunks() if isinstance(c, data_kind) and c.stream_id == 5)
     assert other < performed
 
 
@@ -474,17 +478,23 @@ ACTIONS = st.lists(
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(actions=ACTIONS, seed=st.integers(0, 1 << 16), loss=st.sampled_from([0.0, 0.05, 0.2]), unordered=st.booleans())
+@given(
+    actions=ACTIONS,
+    seed=st.integers(0, 1 << 16),
+    loss=st.sampled_from([0.0, 0.05, 0.2]),
+    unordered=st.booleans(),
+    idata=st.booleans(),
+)
 def test_resets_and_losses_never_duplicate_reorder_or_cross_epochs(
-    actions: list[tuple[str, int, int]], seed: int, loss: float, unordered: bool
+    actions: list[tuple[str, int, int]], seed: int, loss: float, unordered: bool, idata: bool
 ) -> None:
     """A sends messages on four streams (one at a time, or ten at once), resets some of them (``close``) and B asks
     it to reset others (``stop``, which drops A's unsent messages there), now and then after a pause (``wait``, up
     to 300 ms); the link loses, reorders and duplicates. B never gets a message twice,
     never out of order on an ordered stream, and never a message of one use of a stream before the reset that
     ended the previous use nor after the reset that ended its own; every message of a use A ended itself
-    arrives."""
-    patient = SctpConfig(asocmaxrxt=50, rto_max=3000)  # what is tested here is never to give up the path
+    arrives. Over DATA, and over I-DATA (RFC 8260), where a reset starts both MID counters over."""
+    patient = SctpConfig(asocmaxrxt=50, rto_max=3000, intl_enable=idata)  # never to give up the path is tested
     net, na, nb, ca, sb = pair(seed, patient, patient, **{**LOSSY, "loss": 0.0})
     for path in net.paths.values():  # lossy from here on (a handshake at 20% loss can take longer than a test)
         path.loss = loss

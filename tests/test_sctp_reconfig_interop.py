@@ -54,14 +54,20 @@ class Rtcweb:
     """A running ``rtcweb`` server: commands go to its stdin as the test goes on (``usrsctp.Program`` feeds stdin
     once), its output, line buffered, to a file."""
 
-    def __init__(self, local_udp: int, remote_udp: int) -> None:
+    def __init__(self, local_udp: int, remote_udp: int, *, interleaving: bool = False) -> None:
         fd, self._out = tempfile.mkstemp(prefix="usrsctp-rtcweb-", suffix=".out")
+        preload = usrsctp._preload(False, interleaving)  # I-DATA on (usrsctp.interleaving)
         argv = [str(usrsctp.path("rtcweb")), str(local_udp), str(remote_udp), str(RTCWEB_PORT)]
         if shutil.which("stdbuf"):
             argv = ["stdbuf", "-oL", *argv]
         with os.fdopen(fd, "ab") as out:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **preload} if preload else None,
             )
         deadline = time.monotonic() + 5
         while not usrsctp.udp_port_taken(local_udp):
@@ -162,14 +168,16 @@ class Peer(ConnectionBehaviour):
 
 
 @contextlib.asynccontextmanager
-async def rtcweb_and_us(loss: float = 0.0, **options: Any) -> AsyncIterator[tuple[Rtcweb, Peer, Connection]]:
+async def rtcweb_and_us(
+    loss: float = 0.0, interleaving: bool = False, **options: Any
+) -> AsyncIterator[tuple[Rtcweb, Peer, Connection]]:
     """rtcweb serving, and our client connected to it (through a proxy losing ``loss`` of each direction's
-    packets, when given)."""
+    packets, when given); with ``interleaving`` over I-DATA (RFC 8260)."""
     from mux.impair.model import Impairment
     from mux.impair.proxy import ImpairProxy
 
     rtc_udp, our_udp = usrsctp.free_udp_ports(2)
-    rtc = Rtcweb(rtc_udp, our_udp)
+    rtc = Rtcweb(rtc_udp, our_udp, interleaving=interleaving)
     proxy: ImpairProxy | None = None
     try:
         target = rtc_udp
@@ -186,6 +194,7 @@ async def rtcweb_and_us(loss: float = 0.0, **options: Any) -> AsyncIterator[tupl
             timeout=20,
         )
         await rtc.wait_for(r"^Association change SCTP_COMM_UP.*RE-CONFIG")
+        assert ("idata" in conn.stats()["sctp"]["extensions"]) == interleaving
         try:
             yield rtc, peer, conn
         finally:
@@ -198,11 +207,13 @@ async def rtcweb_and_us(loss: float = 0.0, **options: Any) -> AsyncIterator[tupl
         rtc.close()
 
 
-async def test_a_data_channel_closes_by_stream_resets_both_ways_and_its_ids_come_back() -> None:
+@pytest.mark.parametrize("interleaving", [False, True])
+async def test_a_data_channel_closes_by_stream_resets_both_ways_and_its_ids_come_back(interleaving: bool) -> None:
     """rtcweb opens a channel (its stream 1), we answer on a stream of ours; we close our side with ``fin``: usrsctp
     performs our reset and rtcweb resets its stream in turn, which we see as ``fin``. Opened again, the channel
-    comes on stream 1 again: a new stream to us, after the old one's ``stream_closed``."""
-    async with rtcweb_and_us() as (rtc, peer, conn):
+    comes on stream 1 again: a new stream to us, after the old one's ``stream_closed`` (over I-DATA, both MID
+    counters of the stream start over)."""
+    async with rtcweb_and_us(interleaving=interleaving) as (rtc, peer, conn):
         rtc.command("open 0 0 0")
         await peer.until(lambda: 1 in peer.answers and peer.of("data")[-1][2] == ACK, 5, "no channel")
         ours = conn.streams[peer.answers[1]]
@@ -291,11 +302,13 @@ async def test_a_reset_usrsctp_refuses_leaves_the_association_working() -> None:
         assert props["by"] == "local" and "error" not in props, props
 
 
-async def test_channels_open_and_close_through_loss() -> None:
+@pytest.mark.parametrize("interleaving", [False, True])
+async def test_channels_open_and_close_through_loss(interleaving: bool) -> None:
     """Through a proxy losing a tenth of the packets each way, rtcweb opens and closes channels over and over
     (RE-CONFIG requests and responses lost and sent again, by both stacks); every one ends closed both ways, and
     the association with a SHUTDOWN."""
-    async with rtcweb_and_us(loss=0.1, rtoinfo={"initial": 300, "min": 100, "max": 1000}) as (rtc, peer, conn):
+    timers = {"initial": 300, "min": 100, "max": 1000}
+    async with rtcweb_and_us(loss=0.1, interleaving=interleaving, rtoinfo=timers) as (rtc, peer, conn):
         for cycle in range(1, 7):
             rtc.command("open 0 0 0")
             created = (await rtc.wait_for(r"^Channel with id (\d+) created\.$", cycle, 20))[-1]

@@ -216,9 +216,46 @@ class Program:
 
 
 _SILENCER = "#include <stdint.h>\nvoid usrsctp_sysctl_set_sctp_debug_on(uint32_t on) { (void)on; }\n"
+#: every socket the program makes offers I-DATA (RFC 8260): usrsctp has it, off by default, and no example program
+#: turns it on. The options and their values are usrsctp's (usrsctp.h; its own fuzzers set them the same way):
+#: SCTP_FRAGMENT_INTERLEAVE level 2 first, which SCTP_INTERLEAVING_SUPPORTED requires.
+_INTERLEAVING = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdint.h>
+#include <sys/socket.h>
+struct socket;
+extern int usrsctp_setsockopt(struct socket *, int, int, const void *, socklen_t);
+typedef struct socket *(*socket_fn)(int, int, int, void *, void *, uint32_t, void *);
+struct socket *usrsctp_socket(int domain, int type, int protocol, void *receive_cb, void *send_cb,
+                              uint32_t sb_threshold, void *ulp_info) {
+    static socket_fn real;
+    if (real == 0) real = (socket_fn)dlsym(RTLD_NEXT, "usrsctp_socket");
+    struct socket *so = real(domain, type, protocol, receive_cb, send_cb, sb_threshold, ulp_info);
+    if (so != 0) {
+        int level = 2;                           /* SCTP_FRAG_LEVEL_2 */
+        struct { uint32_t id, value; } on = {0, 1};  /* SCTP_FUTURE_ASSOC: on */
+        usrsctp_setsockopt(so, 132, 0x00000010, &level, sizeof level);  /* IPPROTO_SCTP, SCTP_FRAGMENT_INTERLEAVE */
+        usrsctp_setsockopt(so, 132, 0x00001206, &on, sizeof on);        /* SCTP_INTERLEAVING_SUPPORTED */
+    }
+    return so;
+}
+"""
 
 
 @functools.cache
+def _shim(silent: bool, interleaving: bool) -> Path | None:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="usrsctp-shim-"))
+    atexit.register(shutil.rmtree, folder, True)
+    source, library = folder / "shim.c", folder / "shim.so"
+    source.write_text((_SILENCER if silent else "") + (_INTERLEAVING if interleaving else ""))
+    built = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", library, source, "-ldl"], capture_output=True)
+    return library if built.returncode == 0 else None
+
+
 def silencer() -> Path | None:
     """An LD_PRELOAD library that turns off the debug logging Debian builds into the programs, or None.
 
@@ -226,23 +263,20 @@ def silencer() -> Path | None:
     and does nothing, so usrsctp keeps its default (off). tsctp then runs 2-4x faster on loopback, since it no
     longer formats and writes a dozen lines per message. Needs a C compiler; built once per process.
     """
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        return None
-    folder = Path(tempfile.mkdtemp(prefix="usrsctp-silencer-"))
-    atexit.register(shutil.rmtree, folder, True)
-    source, library = folder / "silencer.c", folder / "silencer.so"
-    source.write_text(_SILENCER)
-    built = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", library, source], capture_output=True)
-    return library if built.returncode == 0 else None
+    return _shim(True, False)
 
 
-def _preload(silent: bool) -> dict[str, str] | None:
-    if not silent:
+def interleaving() -> Path | None:
+    """An LD_PRELOAD library that makes the programs offer I-DATA (``_INTERLEAVING``), or None without a compiler."""
+    return _shim(False, True)
+
+
+def _preload(silent: bool, interleaving: bool = False) -> dict[str, str] | None:
+    if not silent and not interleaving:
         return None
-    library = silencer()
+    library = _shim(silent, interleaving)
     if library is None:
-        raise RuntimeError("cannot silence usrsctp's debug logging without a C compiler (cc)")
+        raise RuntimeError("cannot build the LD_PRELOAD shim for the usrsctp programs without a C compiler (cc)")
     return {"LD_PRELOAD": str(library)}
 
 
@@ -265,8 +299,11 @@ def wait_listening(program: Program, udp_port: int, timeout: float = 5.0) -> Non
 # -- the programs -----------------------------------------------------------------------------------------------
 
 
-def echo_server(local_udp: int, remote_udp: int) -> Program:
-    program = Program([path("echo_server"), local_udp, remote_udp], line_buffered=True)
+def echo_server(local_udp: int, remote_udp: int, *, interleaving: bool = False) -> Program:
+    """``interleaving``: it offers I-DATA too (see ``interleaving()``)."""
+    program = Program(
+        [path("echo_server"), local_udp, remote_udp], line_buffered=True, env=_preload(False, interleaving)
+    )
     wait_listening(program, local_udp)
     return program
 
@@ -286,12 +323,15 @@ def client(lines: bytes, *, remote_udp: int, local_udp: int, port: int = ECHO_PO
     return Program([path("client"), host, port, 0, local_udp, remote_udp], stdin=lines)
 
 
-def tsctp_server(local_udp: int, port: int, *, extra: Iterable[object] = (), silent: bool = False) -> Program:
-    """A tsctp server; ``silent`` runs it without its debug logging (see ``silencer``)."""
+def tsctp_server(
+    local_udp: int, port: int, *, extra: Iterable[object] = (), silent: bool = False, interleaving: bool = False
+) -> Program:
+    """A tsctp server; ``silent`` runs it without its debug logging (see ``silencer``), ``interleaving`` offering
+    I-DATA (see ``interleaving()``)."""
     program = Program(
         [path("tsctp"), "-E", local_udp, "-p", port, *extra],
         keep=r"^([0-9]+, [0-9]+, |sctp_recvv)",
-        env=_preload(silent),
+        env=_preload(silent, interleaving),
     )
     wait_listening(program, local_udp)
     return program
@@ -309,6 +349,7 @@ def tsctp_client(
     extra: Iterable[object] = (),
     quiet: bool = False,
     silent: bool = False,
+    interleaving: bool = False,
 ) -> Program:
     """tsctp sending ``messages`` messages (exactly that many) or for ``seconds`` seconds, then shutting down.
 
@@ -322,7 +363,10 @@ def tsctp_client(
     if messages is not None:
         args += ["-n", messages]
     return Program(
-        [path("tsctp"), *args, *extra, host], keep=r"^(Sending of|Throughput was)", quiet=quiet, env=_preload(silent)
+        [path("tsctp"), *args, *extra, host],
+        keep=r"^(Sending of|Throughput was)",
+        quiet=quiet,
+        env=_preload(silent, interleaving),
     )
 
 

@@ -31,6 +31,38 @@ ALERT_BAD_CERTIFICATE = 42
 ALERT_CERTIFICATE_REQUIRED = 116
 TRANSPORT_CLOSE = 0x0  # any frame_type value makes aioquic send a transport CONNECTION_CLOSE
 HANDSHAKE_IDLE = "handshake idle timeout"
+#: quicer's (msquic's) default stream priority
+DEFAULT_PRIORITY = 0x7FFF
+
+
+def _by_priority(base: type[Any]) -> type[Any]:
+    """``base`` (an aioquic connection class) serving its streams by priority, higher first.
+
+    aioquic fills each packet from its streams in the order of a list it rotates after every packet (the streams
+    just served go to its end): round robin. Read through this property, the list is first sorted by priority,
+    stably, so a stream with data goes before every lower one and equal ones still take their turns: strict
+    priority, as the SCTP ``prio`` scheduler. A connection becomes one of these when a stream first gets a priority
+    other than the default; others pay nothing.
+    """
+    cached = _PRIORITISED.get(base)
+    if cached is None:
+
+        def get(self: Any) -> list[Any]:
+            queue: list[Any] = self.__dict__["_streams_queue"]
+            if len(queue) > 1:
+                priorities: dict[int, int] = self.__dict__["_mux_priorities"]
+                queue.sort(key=lambda stream: -priorities.get(stream.stream_id, DEFAULT_PRIORITY))
+            return queue
+
+        def set_(self: Any, value: list[Any]) -> None:
+            self.__dict__["_streams_queue"] = value
+
+        attrs = {"_streams_queue": property(get, set_)}
+        cached = _PRIORITISED[base] = type(f"Prioritised{base.__name__}", (base,), attrs)
+    return cached
+
+
+_PRIORITISED: dict[type[Any], type[Any]] = {}
 
 
 class QuicTransportConnection(Pumped):
@@ -140,6 +172,25 @@ class QuicTransportConnection(Pumped):
 
     def stop_sending(self, stream_id: int, error_code: int) -> None:
         self.quic.stop_stream(stream_id, error_code)
+        self.driver.touch(self)
+
+    def set_priority(self, stream_id: int, priority: int) -> None:
+        """quicer's stream ``priority`` (0..65535, higher first): aioquic has none, so the connection serves its
+        streams through ``_by_priority`` from the first priority other than the default on."""
+        if not 0 <= priority <= 0xFFFF:
+            raise t.TransportError(f"a stream priority is 0..65535, not {priority}")
+        quic = self.quic
+        priorities: dict[int, int] | None = quic.__dict__.get("_mux_priorities")
+        if priorities is None:
+            if priority == DEFAULT_PRIORITY:
+                return
+            priorities = quic.__dict__["_mux_priorities"] = {}
+            quic.__class__ = _by_priority(type(quic))
+        priorities[stream_id] = priority
+        if len(priorities) > 64 + 2 * len(quic._streams):  # forget the streams aioquic has discarded
+            live = quic._streams
+            for sid in [sid for sid in priorities if sid not in live]:
+                del priorities[sid]
         self.driver.touch(self)
 
     def send_datagram(self, data: bytes) -> None:

@@ -4,23 +4,23 @@ The pump methods carry aioquic's ``QuicConnection`` names so one UDP driver serv
 The server side is built by the endpoint from a valid COOKIE-ECHO (``from_cookie``); the client side is
 created by ``Endpoint.connect`` and starts with ``connect(now)``.
 
-This module is the state machine (handshake, shutdown, abort, timers) and the dispatcher: it hands each
+This module is the state machine (establishment, shutdown, abort, timers) and the dispatcher: it hands each
 chunk to the part whose job it is and assembles outgoing packets from what the parts have ready.
 
-* ``rx.tracker``: which TSNs came, and the SACK that says so; ``rx.reassembly``: the messages they make,
-  delivered in order per stream, and what holding them costs (our advertised window is what is left).
-* ``tx.send_queue``: what the application queued, per stream, and the scheduler that picks the next chunk;
-  ``tx.outstanding``: what is in flight and what SACKs say of it; ``tx.congestion``: how much may be in
-  flight; ``tx.rtt``: the retransmission timeout.
-* ``heartbeat``: probes of an idle path.
-* ``reconfig``: stream reconfiguration (RFC 6525): resetting and adding streams, both ways.
+* ``handshake``: INIT, COOKIE-ECHO and T1, a stale cookie, collisions and the peer's restart.
+* ``rx.tracker``: which TSNs came, and the SACK that says so; ``rx.reassembly`` (DATA) or ``rx.interleaved``
+  (I-DATA, RFC 8260): the messages they make, delivered in order per stream, and what holding them costs (our
+  advertised window is what is left).
+* ``tx.scheduler``: what the application queued, per stream, and the stream scheduler that picks the next chunk
+  (with I-DATA, streams interleave chunk by chunk); ``tx.outstanding``: what is in flight; ``tx.retransmission``:
+  what SACKs and T3 do to it, and PR-SCTP's abandoning (RFC 3758; with I-DATA by message); ``tx.congestion``: how
+  much may be in flight; ``tx.rtt``: the retransmission timeout.
+* ``heartbeat``: probes of an idle path; ``shutdown``: the graceful close.
+* ``streams``: what each stream id is used for, and RE-CONFIG (RFC 6525) applied to them, with ``reconfig``
+  keeping the protocol's bookkeeping: resetting and adding streams, both ways.
 
-**Streams** (RFC 6525). Each stream id has two directions. Ours is in use from ``open_stream`` or its first message
-until the peer performed its reset (``close_stream``); the peer's, from ``open_stream`` (when we expect it to
-answer on it) or ``claim_stream`` until the peer reset it. An id in use neither way is free: ``open_stream`` hands
-it out again, and ``StreamClosed`` says when one becomes free. Resetting a stream never reorders it: what was queued
-on it before leaves first, with its old SSNs; what is queued after waits, and starts at SSN 0 once the peer has
-performed the reset.
+The parts that work on the association (handshake, streams, retransmission, shutdown) get it as their context,
+as dcsctp's handlers get their socket's: the association owns the shared state, each part its own.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from mux.sctp import events as ev
 from mux.sctp import extensions as ext
 from mux.sctp import reconfig as rc
 from mux.sctp.chunks import (
-    FLAG_B,
-    FLAG_E,
     AbortChunk,
     CookieAckChunk,
     CookieEchoChunk,
@@ -44,6 +42,8 @@ from mux.sctp.chunks import (
     ForwardTsnChunk,
     HeartbeatAckChunk,
     HeartbeatChunk,
+    IDataChunk,
+    IForwardTsnChunk,
     InitAckChunk,
     InitChunk,
     ReconfigChunk,
@@ -54,90 +54,54 @@ from mux.sctp.chunks import (
     UnknownChunk,
 )
 from mux.sctp.config import SctpConfig
+from mux.sctp.handshake import Handshake
 from mux.sctp.heartbeat import Heartbeat
 from mux.sctp.packet import Packet, chunk_action, parse_packet, serialize_packet
 from mux.sctp.params import (
-    RESULT_ALREADY_IN_PROGRESS,
-    RESULT_BAD_SEQUENCE,
-    RESULT_DENIED,
-    RESULT_IN_PROGRESS,
-    RESULT_NOTHING_TO_DO,
-    RESULT_PERFORMED,
-    STALE_COOKIE,
-    AddIncomingStreamsRequest,
-    AddOutgoingStreamsRequest,
-    CookiePreservativeParam,
     ErrorCause,
-    IncomingSsnResetRequest,
-    OutgoingSsnResetRequest,
-    Param,
     ParseError,
-    ReconfigResponse,
-    SsnTsnResetRequest,
-    StateCookieParam,
-    UnknownParam,
-    cookie_while_shutting_down_cause,
     describe,
     invalid_stream_cause,
-    missing_param_cause,
     no_user_data_cause,
     out_of_resource_cause,
-    param_action,
-    parse_reconfig_params,
     protocol_violation_cause,
     unrecognized_chunk_cause,
-    unrecognized_params_cause,
     user_abort_cause,
 )
+from mux.sctp.rx.interleaved import InterleavedReassembly, TooLarge
 from mux.sctp.rx.reassembly import CHUNK_COST, MESSAGE_COST, BadFragments, Reassembly
 from mux.sctp.rx.tracker import DUPLICATE, MAX_AHEAD, NEXT, NO_ROOM, TOO_FAR, DataTracker
+from mux.sctp.shutdown import Shutdown
+from mux.sctp.state import (
+    CAN_SEND,
+    CLOSED,
+    COOKIE_ECHOED,
+    COOKIE_WAIT,
+    DATA_FLOWS,
+    ESTABLISHED,
+    SHUTDOWN_ACK_SENT,
+    SHUTDOWN_PENDING,
+    SHUTDOWN_SENT,
+    BufferFull,
+    SctpError,
+)
+from mux.sctp.streams import OUT_OPEN, Streams
 from mux.sctp.tx.congestion import Congestion
-from mux.sctp.tx.outstanding import BEYOND, Outstanding
+from mux.sctp.tx.outstanding import Outstanding
+from mux.sctp.tx.retransmission import Retransmission
 from mux.sctp.tx.rtt import RttEstimator
-from mux.sctp.tx.send_queue import CONTROL, DATAGRAMS, OutChunk, SendQueue
+from mux.sctp.tx.scheduler import encode_idata, make_scheduler
+from mux.sctp.tx.send_queue import DATAGRAMS, OutChunk
 
 Addr = tuple[Any, ...]
 
 MASK = 0xFFFFFFFF
-HALF = 0x80000000
 
-CLOSED = "closed"
-COOKIE_WAIT = "cookie_wait"
-COOKIE_ECHOED = "cookie_echoed"
-ESTABLISHED = "established"
-SHUTDOWN_PENDING = "shutdown_pending"
-SHUTDOWN_SENT = "shutdown_sent"
-SHUTDOWN_RECEIVED = "shutdown_received"
-SHUTDOWN_ACK_SENT = "shutdown_ack_sent"
-
-_CAN_SEND = (ESTABLISHED, COOKIE_WAIT, COOKIE_ECHOED)
-_RELIABILITY = ("reliable", "rexmit", "timed")
-_RELIABLE = (True, "reliable", 0)
-_DATA_FLOWS = (ESTABLISHED, SHUTDOWN_PENDING, SHUTDOWN_RECEIVED, SHUTDOWN_SENT)
 #: bytes charged per queued or unacknowledged chunk on top of its payload: the ``OutChunk`` record and its cached
 #: encoding's header (measured with tracemalloc, tests/test_sctp_rx.py)
 OUT_COST = 256
-#: bookkeeping charged per held chunk on top of its payload, so tiny chunks cannot bloat memory for free
 #: received HEARTBEAT infos longer than this are not echoed back (an amplification guard)
 _MAX_HB_INFO = 1024
-#: what a stream id is used for, per direction (``Association._sflags``): our direction is in use, its reset is
-#: asked for, and the peer's direction is in use (it sent, or we opened the stream expecting it to answer)
-OUT_OPEN = 1
-OUT_RESETTING = 2
-IN_OPEN = 4
-
-
-class SctpError(Exception):
-    """A user command cannot be carried out (bad stream, association closed)."""
-
-
-class BufferFull(SctpError):
-    """The send queue is over ``sndbuf``: wait for ``SendQueueDrained``."""
-
-
-def tsn_lt(a: int, b: int) -> bool:
-    """Serial-number ``a < b`` on 32 bits (RFC 1982)."""
-    return a != b and ((b - a) & MASK) < HALF
 
 
 class Association:
@@ -168,7 +132,8 @@ class Association:
         ip_overhead = 40 if ":" in str(peer_addr[0]) else 20
         #: room for chunks in one packet: path MTU minus IP, UDP (RFC 6951) and the SCTP common header
         self._budget = config.pmtu - ip_overhead - 8 - 12
-        frag = self._budget - 16
+        # cut at I-DATA's size whenever we offer it: messages queued before the handshake ends must fit either way
+        frag = self._budget - (20 if self._offered & ext.IDATA else 16)
         if config.maxseg:
             frag = min(frag, config.maxseg)
         self.fragmentation_point = max(frag & ~3, 4)
@@ -179,39 +144,33 @@ class Association:
 
         # send side: what waits (``_queue``), what is in flight (``_out``), how much may be (``_cc``)
         self._initial_tsn = self._rng.randrange(0, 1 << 32)
-        self._queue = SendQueue(config.num_ostreams, self.fragmentation_point)
+        self._queue = make_scheduler(config.scheduler, config.num_ostreams, self.fragmentation_point)
         self._out = Outstanding(self._initial_tsn)
         self._cc = Congestion(self._mtu)
         self._peer_arwnd = 0
         self._blocked = False
-        #: PR-SCTP: a FORWARD-TSN is due, and when one last left (it is repeated at most once per RTO)
+        #: PR-SCTP: a FORWARD-TSN is due (``Retransmission`` builds it)
         self._fwd_due = False
-        self._fwd_sent_at = 0.0
-        #: per outbound stream: (ordered, reliability, param), ex_sctp's configure_stream
-        self._stream_config: dict[int, tuple[bool, str, int]] = {}
-        self._announce = False
-        #: RFC 6525: per stream id in use, ``OUT_OPEN | OUT_RESETTING | IN_OPEN``; free ids are absent
-        self._sflags: dict[int, int] = {}
+        self._retx = Retransmission(self)
         self._peer_initial_tsn = 0
         self._reconfig = rc.Reconfig(self._initial_tsn, 0)
         #: a request of ours waits to be built (checked on every packet assembly while set)
         self._reconf_work = False
-        #: data held by a deferred reset of the peer's (RFC 6525 §5.2.2 E2): (unwrapped TSN, chunk)
-        self._holding = False
-        self._held: list[tuple[int, DataChunk]] = []
-        #: ``_holding or announce_streams``: the one test the receive path makes for either
+        #: a deferred reset holds data, or streams are announced: the one test the receive path makes for either
         self._rx_special = False
-        #: per stream: the message to send last when the peer asks us to reset it (``final_message``)
-        self._finals: dict[int, tuple[int, bytes]] = {}
+        self._streams = Streams(self)
+        #: per outbound stream: (ordered, reliability, param), ex_sctp's configure_stream (``Streams.config``, which
+        #: ``send`` looks at without a call)
+        self._stream_config = self._streams.config
+        #: RFC 6525: per stream id in use, ``OUT_OPEN | OUT_RESETTING | IN_OPEN`` (``Streams.flags``, which
+        #: ``send`` updates without a call)
+        self._sflags = self._streams.flags
 
         # timers and error counting
         self._rtt = RttEstimator(config.rto_initial / 1000.0, config.rto_min / 1000.0, config.rto_max / 1000.0)
-        self._heartbeat = Heartbeat(config.hbinterval, self._rng)
+        self._heartbeat = Heartbeat(self, self._rng)
         self._error_count = 0
         self._t1: float | None = None
-        self._t1_rto = config.rto_initial / 1000.0
-        self._init_attempts = 0  # INITs sent, stale-cookie restarts included (§5.2.6)
-        self._echo_attempts = 0  # COOKIE-ECHOs sent
         self._t2: float | None = None
         self._t3: float | None = None
         self._t5: float | None = None
@@ -221,10 +180,8 @@ class Association:
         self._t_reconf: float | None = None
         self._last_data = 0.0  # when user data last left or arrived (autoclose counts from here)
         self._last_activity = 0.0
-        self._init_packet = b""
-        self._cookie_echo = b""
-        self._cookie_echo_sent_at: float | None = None
-        self._cookie_preservative_ms = 0
+        self._handshake = Handshake(self)
+        self._shutdown = Shutdown(self)
 
         # receive side: which TSNs came (``_rx``) and the messages they make (``_reasm``, built below)
         self._rx = DataTracker(0)
@@ -252,7 +209,10 @@ class Association:
             "messages_sent": 0,
             "messages_received": 0,
         }
-        self._reasm = Reassembly(config.max_instreams, self._events, self.stats)
+        self._reasm: Reassembly | InterleavedReassembly = Reassembly(config.max_instreams, self._events, self.stats)
+        #: what the handshake agreed (``_adopt_features``): the data chunk type and its header size
+        self._data_kind: type[DataChunk | IDataChunk] = DataChunk
+        self._hdr = 16
 
     # -- construction ---------------------------------------------------------------------------------------
 
@@ -289,7 +249,7 @@ class Association:
         """Release a held association: send the COOKIE-ACK, deliver the events."""
         if self._on_hold:
             self._on_hold = False
-            if self.config.hbinterval and self.state in _DATA_FLOWS:
+            if self.config.hbinterval and self.state in DATA_FLOWS:
                 self._t_hb = self._heartbeat.due(now, self._rtt.rto)
 
     def _load_cookie(self, cookie: ck.Cookie) -> None:
@@ -307,43 +267,15 @@ class Association:
 
     def connect(self, now: float) -> None:
         """Client side: send INIT and wait for INIT-ACK (T1-init retransmits it)."""
-        if self.state != CLOSED:
-            raise SctpError(f"connect in state {self.state}")
-        self.state = COOKIE_WAIT
-        self._init_attempts = 0
-        self._t1_rto = self.config.rto_initial / 1000.0
-        self._send_init(now)
-
-    def _send_init(self, now: float) -> None:
-        c = self.config
-        params: list[Any] = ext.params(self._offered)
-        if self._cookie_preservative_ms:
-            params.append(CookiePreservativeParam(self._cookie_preservative_ms))
-        init = InitChunk(self.local_vtag, c.recbuf, c.num_ostreams, c.max_instreams, self._initial_tsn, params)
-        self._init_packet = serialize_packet(self.local_port, self.remote_port, 0, [init])
-        self._raw.append(self._init_packet)
-        self._init_attempts += 1
-        self._t1 = now + self._t1_rto
+        self._handshake.connect(now)
 
     # -- user commands --------------------------------------------------------------------------------------
 
     def configure_stream(
         self, stream_id: int, *, ordered: bool = True, reliability: str = "reliable", param: int = 0
     ) -> None:
-        """A stream's defaults for ``send``, as ex_sctp's configure_stream: ordered or not, and its PR-SCTP policy.
-
-        ``reliability`` is ``reliable`` (retransmit until acknowledged), ``rexmit`` (at most ``param``
-        retransmissions) or ``timed`` (give up ``param`` ms after it was queued). Without PR-SCTP agreed with the
-        peer, every message is reliable.
-        """
-        if reliability not in _RELIABILITY:
-            raise SctpError(f"reliability must be one of {', '.join(_RELIABILITY)}, not {reliability!r}")
-        if param < 0:
-            raise SctpError(f"the reliability parameter must be >= 0, not {param}")
-        if ordered and reliability == "reliable":
-            self._stream_config.pop(stream_id, None)
-        else:
-            self._stream_config[stream_id] = (ordered, reliability, param)
+        """A stream's defaults for ``send``, as ex_sctp's configure_stream: see ``Streams.configure``."""
+        self._streams.configure(stream_id, ordered, reliability, param)
 
     def send(
         self,
@@ -356,12 +288,12 @@ class Association:
         param: int | None = None,
         now: float = 0.0,
     ) -> int:
-        """Queue one user message; it leaves as one or more DATA chunks. Returns ``buffered_amount()``.
+        """Queue one user message; it leaves as one or more DATA (or I-DATA) chunks. Returns ``buffered_amount()``.
 
         ``unordered``, ``reliability`` and ``param`` default to the stream's (``configure_stream``); ``now``
         dates a ``timed`` message.
         """
-        if self.state not in _CAN_SEND:
+        if self.state not in CAN_SEND:
             raise SctpError(f"cannot send in state {self.state}")
         if not 0 <= stream_id < self.outbound_streams:
             raise SctpError(f"stream {stream_id} is not open: {self.outbound_streams} outbound streams")
@@ -377,20 +309,7 @@ class Association:
         if unordered is None and reliability is None and not self._stream_config:
             queue.push(stream_id, data, ppid, False)  # the common case: ordered and reliable
         else:
-            ordered, mode, limit = self._stream_config.get(stream_id, _RELIABLE)
-            if unordered is None:
-                unordered = not ordered
-            if reliability is not None:
-                if reliability not in _RELIABILITY:
-                    raise SctpError(f"reliability must be one of {', '.join(_RELIABILITY)}, not {reliability!r}")
-                mode, limit = reliability, param if param is not None else 0
-            max_rexmit, expires = -1, 0.0
-            if self.features & ext.PRSCTP:
-                if mode == "rexmit":
-                    max_rexmit = max(limit, 0)
-                elif mode == "timed":
-                    expires = now + max(limit, 0) / 1000.0 or 1e-9
-            queue.push(stream_id, data, ppid, unordered, max_rexmit, expires)
+            self._streams.push(stream_id, data, ppid, unordered, reliability, param, now)
         self.stats["messages_sent"] += 1
         buffered = queue.bytes + OUT_COST * queue.chunks + sent
         if buffered > sndbuf // 2:
@@ -400,7 +319,7 @@ class Association:
     def send_datagram(self, data: bytes, *, ppid: int, now: float = 0.0) -> None:
         """An unreliable message: unordered on stream 0, never retransmitted (PR-SCTP ``rexmit`` 0), queued in a
         lane of its own so it takes its turn with the streams instead of waiting behind stream 0's messages."""
-        if self.state not in _CAN_SEND:
+        if self.state not in CAN_SEND:
             raise SctpError(f"cannot send in state {self.state}")
         if not self.features & ext.PRSCTP:
             raise SctpError("datagrams need PR-SCTP, which the peer did not offer")
@@ -414,133 +333,56 @@ class Association:
     def queued_datagrams(self) -> int:
         return self._queue.waiting(DATAGRAMS)
 
-    # -- streams (RFC 6525; ex_sctp's open_stream / close_stream) ---------------------------------------------------
+    def set_priority(self, stream_id: int, priority: int) -> None:
+        """quicer's stream ``priority``: 0..65535, higher first, 0x7FFF by default. The ``prio`` scheduler sends
+        strictly by it, ``wfq`` shares the bytes in proportion to priority + 1; ``rr`` and ``fcfs`` ignore it."""
+        if not 0 <= stream_id < self.outbound_streams:
+            raise SctpError(f"stream {stream_id} is not open: {self.outbound_streams} outbound streams")
+        try:
+            self._queue.set_priority(stream_id, priority)
+        except ValueError as exc:
+            raise SctpError(str(exc)) from None
+
+    def priority(self, stream_id: int) -> int:
+        return self._queue.priority(stream_id)
+
+    # -- streams (RFC 6525; ex_sctp's open_stream / close_stream): see ``Streams`` --------------------------------
 
     def open_stream(
         self, stream_id: int | None = None, *, expect_peer: bool = True, first: tuple[int, bytes] | None = None
     ) -> int:
-        """Take a stream id for our use: ``stream_id``, or the lowest free one. With ``expect_peer`` the peer's
-        direction counts as in use too, until the peer resets it: the id is not handed out again before both
-        directions are over. ``first`` = (ppid, payload) is queued as its first message whatever ``sndbuf`` says
-        (mux's one-way marker). Opening an id already in use is a no-op; one whose reset is under way is an
-        error."""
-        flags = self._sflags
-        if stream_id is None:
-            limit = self.outbound_streams
-            stream_id = next((s for s in range(limit) if s not in flags and not self._queue.is_paused(s)), None)
-            if stream_id is None:
-                raise SctpError(f"all {limit} outbound streams are in use")
-        elif not 0 <= stream_id < self.outbound_streams:
-            raise SctpError(f"stream {stream_id} is not open: {self.outbound_streams} outbound streams")
-        f = flags.get(stream_id, 0)
-        if f & OUT_RESETTING:
-            raise SctpError(f"stream {stream_id} is being reset")
-        flags[stream_id] = f | OUT_OPEN | (IN_OPEN if expect_peer else 0)
-        if first is not None:
-            self._queue.push(stream_id, first[1], first[0], False)
-        return stream_id
+        return self._streams.open_stream(stream_id, expect_peer, first)
 
     def claim_stream(self, stream_id: int, *, ours: bool = True, theirs: bool = True) -> None:
-        """The peer started using ``stream_id`` (its first message since its last reset): with ``theirs`` its
-        direction is in use until it resets it, and with ``ours`` (a bidirectional stream) so is ours, until we
-        reset it. A stream we opened expecting the peer's answer is ours already: nothing changes."""
-        f = self._sflags.get(stream_id, 0)
-        if f & IN_OPEN:
-            return
-        if ours and not f & (OUT_OPEN | OUT_RESETTING):
-            f |= OUT_OPEN
-        if theirs:
-            f |= IN_OPEN
-        if f:
-            self._sflags[stream_id] = f
+        self._streams.claim_stream(stream_id, ours, theirs)
 
     def stream_in_use(self, stream_id: int) -> bool:
-        return stream_id in self._sflags or self._queue.is_paused(stream_id)
+        return self._streams.in_use(stream_id)
 
     def close_stream(self, stream_id: int, *, abort: bool = False, final: tuple[int, bytes] | None = None) -> None:
-        """Reset our outgoing ``stream_id`` (RFC 6525 Outgoing SSN Reset Request), as WebRTC closes a data channel:
-        what was queued on it leaves first, then the reset. ``abort`` drops its unsent messages first (a message
-        partly sent is finished); ``final`` = (ppid, payload) is one last message to send before the reset. Messages
-        sent on it meanwhile wait, and start over at SSN 0 once the peer has performed the reset."""
-        if not self.features & ext.RECONFIG:
-            raise SctpError("stream reset needs RE-CONFIG (RFC 6525), which the peer did not offer")
-        if self.state not in _DATA_FLOWS:
-            raise SctpError(f"cannot reset a stream in state {self.state}")
-        if not 0 <= stream_id < self.outbound_streams:
-            raise SctpError(f"stream {stream_id} is not open: {self.outbound_streams} outbound streams")
-        f = self._sflags.get(stream_id, 0)
-        if f & OUT_RESETTING:
-            return
-        self._finals.pop(stream_id, None)
-        self._reset_out(stream_id, abort, final)
-
-    def _reset_out(
-        self, stream_id: int, abort: bool, final: tuple[int, bytes] | None, response_seq: int | None = None
-    ) -> None:
-        queue = self._queue
-        if abort:
-            dropped = queue.drop_stream(stream_id)
-            if dropped:
-                self.stats["reset_dropped_bytes"] = self.stats.get("reset_dropped_bytes", 0) + dropped
-        if final is not None:
-            queue.push(stream_id, final[1], final[0], False)
-        self._sflags[stream_id] = self._sflags.get(stream_id, 0) | OUT_RESETTING
-        self._reconfig.want_out(stream_id, queue.tail(stream_id), response_seq)
-        queue.pause(stream_id)
-        self._reconf_work = True
+        self._streams.close_stream(stream_id, abort, final)
 
     def request_reset(self, stream_id: int, *, notice: tuple[int, bytes] | None = None) -> None:
-        """Ask the peer to reset its outgoing ``stream_id`` (RFC 6525 Incoming SSN Reset Request: QUIC's
-        STOP_SENDING). ``notice`` = (ppid, payload) is an unordered message the peer must have received before the
-        request leaves (it goes aside from the stream's queue, and the request waits for its acknowledgement)."""
-        if not self.features & ext.RECONFIG:
-            raise SctpError("stream reset needs RE-CONFIG (RFC 6525), which the peer did not offer")
-        if self.state not in _DATA_FLOWS:
-            raise SctpError(f"cannot reset a stream in state {self.state}")
-        if not 0 <= stream_id < self.inbound_streams:
-            raise SctpError(f"stream {stream_id} is not open: {self.inbound_streams} inbound streams")
-        chunk: OutChunk | None = None
-        if notice is not None and stream_id < self.outbound_streams:
-            self._queue.push(stream_id, notice[1], notice[0], True, lane=CONTROL)
-            chunk = self._queue.last_in(CONTROL)
-        self._reconfig.want_in(stream_id, chunk)
-        self._reconf_work = True
+        self._streams.request_reset(stream_id, notice)
 
     def final_message(self, stream_id: int, ppid: int, payload: bytes) -> None:
-        """The message to send last on ``stream_id`` should the peer ask us to reset it (mux's code marker)."""
-        if len(self._finals) < self.outbound_streams:
-            self._finals[stream_id] = (ppid, payload)
+        self._streams.final_message(stream_id, ppid, payload)
 
     def add_streams(self, *, outgoing: int = 0, incoming: int = 0) -> None:
-        """RFC 6525 Add Streams: ask for ``outgoing`` more outbound streams (the peer decides, up to what it is
-        configured to take) and offer ``incoming`` more inbound ones (we ask the peer to open them), within the
-        ``max_instreams`` we offered in INIT, as usrsctp does. ``StreamsAdded`` tells what came of it."""
-        if not self.features & ext.RECONFIG:
-            raise SctpError("adding streams needs RE-CONFIG (RFC 6525), which the peer did not offer")
-        if self.state not in _DATA_FLOWS:
-            raise SctpError(f"cannot add streams in state {self.state}")
-        if outgoing < 0 or incoming < 0 or not (outgoing or incoming):
-            raise SctpError("add at least one stream")
-        if outgoing > self.can_add_streams():
-            raise SctpError(f"at most {0xFFFF} outbound streams")
-        rcfg = self._reconfig
-        pending_in = rcfg.add_in + self._pending_adds(rc.ADD_IN)
-        if self.inbound_streams + pending_in + incoming > min(self.config.max_instreams, 0xFFFF):
-            raise SctpError(f"at most {self.config.max_instreams} inbound streams (initmsg.max_instreams)")
-        rcfg.add_out += outgoing
-        rcfg.add_in += incoming
-        self._reconf_work = True
-
-    def _pending_adds(self, kind: int) -> int:
-        req = self._reconfig.inflight
-        return sum(p.count for p in req.parts if p.kind == kind and not p.done) if req is not None else 0
+        self._streams.add_streams(outgoing, incoming)
 
     def can_add_streams(self) -> int:
-        """How many more outbound streams we may ask for (0 without RE-CONFIG)."""
-        if not self.features & ext.RECONFIG or self.state != ESTABLISHED:
-            return 0
-        pending = self._reconfig.add_out + self._pending_adds(rc.ADD_OUT)
-        return max(0, 0xFFFF - self.outbound_streams - pending)
+        return self._streams.can_add_streams()
+
+    @property
+    def announce_streams(self) -> bool:
+        """Emit ``StreamOpened`` on the peer's first chunk on a stream since its last reset (ex_sctp's
+        ``stream_opened``). Off by default: most users learn of a stream from its first ``DataReceived``."""
+        return self._streams.announce
+
+    @announce_streams.setter
+    def announce_streams(self, on: bool) -> None:
+        self._streams.set_announce(on)
 
     def shutdown(self, now: float) -> None:
         """Graceful close: outstanding data is delivered first, then SHUTDOWN."""
@@ -551,7 +393,7 @@ class Association:
             self.abort("shutdown before the association was up")
         elif state == ESTABLISHED:
             self.state = SHUTDOWN_PENDING
-            self._check_shutdown(now)
+            self._shutdown.check(now)
 
     def abort(self, reason: str = "") -> None:
         """Send ABORT with a User-Initiated Abort cause and close at once."""
@@ -588,7 +430,7 @@ class Association:
         reasm = self._reasm
         reasm.held -= nbytes + MESSAGE_COST  # Reassembly.consumed, inlined: this runs per message
         # RFC 9260 §6.2: tell the sender when the window opens by a packet or more while it may be stalled on it
-        if self._rwnd_sent >= self._stalled_below or self._need_sack or self.state not in _DATA_FLOWS:
+        if self._rwnd_sent >= self._stalled_below or self._need_sack or self.state not in DATA_FLOWS:
             return False
         if self._recbuf - reasm.held - self._rwnd_sent >= self._update_step:
             self._need_sack = True
@@ -611,11 +453,14 @@ class Association:
             "gap_ranges": self._rx.ranges,
             "buffered": self.buffered_amount(),
             "streams_in_use": len(self._sflags),
+            "extensions": ext.names(self.features),
+            "scheduler": self._queue.name,
+            "interleaving": self._queue.interleave,
             "reconfig": {
                 "in_flight": self._reconfig.inflight is not None,
                 "waiting": len(self._reconfig.out_wanted) + len(self._reconfig.in_wanted),
                 "deferred": len(self._reconfig.deferred),
-                "held_chunks": len(self._held),
+                "held_chunks": len(self._streams.held),
             },
             "primary": {
                 "cwnd": self._cc.cwnd,
@@ -667,10 +512,11 @@ class Association:
         self.stats["rx_packets"] += 1
         self._last_activity = now
         got_data = False
+        data_kind = self._data_kind
         for chunk in chunks:
             kind = type(chunk)
-            if kind is DataChunk:
-                if self.state in _DATA_FLOWS:
+            if kind is data_kind:  # DATA, or I-DATA once agreed (the receive path takes either)
+                if self.state in DATA_FLOWS:
                     self._on_data(chunk, now)  # type: ignore[arg-type]
                     got_data = True
             elif kind is SackChunk:
@@ -680,15 +526,16 @@ class Association:
                 if len(info) <= _MAX_HB_INFO:
                     self._ctrl.append(HeartbeatAckChunk(info).serialize())
             elif kind is HeartbeatAckChunk:
-                self._on_heartbeat_ack(chunk.info, now)  # type: ignore[union-attr]
+                self._heartbeat.on_ack(chunk.info, now)  # type: ignore[union-attr]
             elif kind is InitAckChunk:
-                self._on_init_ack(chunk, now)  # type: ignore[arg-type]
+                self._handshake.on_init_ack(chunk, now)  # type: ignore[arg-type]
             elif kind is CookieAckChunk:
-                self._on_cookie_ack(now)
+                self._handshake.on_cookie_ack(now)
+                data_kind = self._data_kind  # DATA may follow in this packet, as the handshake agreed
             elif kind is ShutdownChunk:
-                self._on_shutdown(chunk.cum_tsn, now)  # type: ignore[union-attr]
+                self._shutdown.on_shutdown(chunk.cum_tsn, now)  # type: ignore[union-attr]
             elif kind is ShutdownAckChunk:
-                self._on_shutdown_ack(packet.vtag, now)
+                self._shutdown.on_shutdown_ack(packet.vtag, now)
             elif kind is ShutdownCompleteChunk:
                 if self.state == SHUTDOWN_ACK_SENT:
                     self._finish(None)
@@ -702,14 +549,25 @@ class Association:
                 self._on_error(chunk.causes, now)  # type: ignore[union-attr]
             elif kind is CookieEchoChunk or kind is InitChunk:
                 pass  # the endpoint handles these before the association sees the packet
-            elif kind is ForwardTsnChunk and self.features & ext.PRSCTP:
-                if self.state in _DATA_FLOWS:
+            elif (kind is ForwardTsnChunk or kind is IForwardTsnChunk) and self._forward_agreed(kind):
+                if self.state in DATA_FLOWS:
                     self._on_forward_tsn(chunk, now)  # type: ignore[arg-type]
                     got_data = True
             elif kind is ReconfigChunk and self.features & ext.RECONFIG:
-                if self.state in _DATA_FLOWS or self.state == SHUTDOWN_ACK_SENT:
-                    self._on_reconfig(chunk, now)  # type: ignore[arg-type]
-            elif kind is UnknownChunk or kind is ForwardTsnChunk or kind is ReconfigChunk:
+                if self.state in DATA_FLOWS or self.state == SHUTDOWN_ACK_SENT:
+                    self._streams.on_reconfig(chunk, now)  # type: ignore[arg-type]
+            elif (kind is DataChunk or kind is ForwardTsnChunk) and self.features & ext.IDATA:
+                # RFC 8260 §2.1, §2.3.1: once I-DATA is agreed, DATA and FORWARD-TSN must not be used
+                name = "DATA" if kind is DataChunk else "FORWARD-TSN"
+                self._abort_with(protocol_violation_cause(name.encode()), f"peer sent {name} on an I-DATA association")
+                return
+            elif (
+                kind is UnknownChunk
+                or kind is ForwardTsnChunk
+                or kind is ReconfigChunk
+                or kind is IDataChunk
+                or kind is IForwardTsnChunk
+            ):
                 # extensions we did not agree on are unrecognized to us
                 raw = chunk.serialize()
                 ctype = raw[0]
@@ -737,46 +595,33 @@ class Association:
         packets: list[list[bytes]] = []
         packet: list[bytes] = []
         size = 0
-        if self._ctrl:
-            for enc in self._ctrl:
-                if size + len(enc) > budget and packet:
-                    packets.append(packet)
-                    packet, size = [], 0
-                packet.append(enc)
-                size += len(enc)
-            self._ctrl = []
+        ctrl = self._ctrl  # control chunks first, then a FORWARD-TSN, our RE-CONFIG request and a SACK
         if self._fwd_due:
-            enc = self._forward_tsn(now)
-            if enc:
-                if size + len(enc) > budget and packet:
-                    packets.append(packet)
-                    packet, size = [], 0
-                packet.append(enc)
-                size += len(enc)
-        if self._reconf_work and self.state in _DATA_FLOWS:
-            enc = self._reconf_poll(now)
-            if enc:
-                if size + len(enc) > budget and packet:
-                    packets.append(packet)
-                    packet, size = [], 0
-                packet.append(enc)
-                size += len(enc)
+            ctrl.append(self._retx.forward_tsn(now))
+        if self._reconf_work and self.state in DATA_FLOWS:
+            ctrl.append(self._streams.poll(now))
         if self._need_sack:
-            enc = self._build_sack()
-            if size + len(enc) > budget and packet:
-                packets.append(packet)
-                packet, size = [], 0
-            packet.append(enc)
-            size += len(enc)
+            ctrl.append(self._build_sack())
+        if ctrl:
+            self._ctrl = []
+            for enc in ctrl:
+                if not enc:
+                    continue
+                if size + len(enc) > budget and packet:
+                    packets.append(packet)
+                    packet, size = [], 0
+                packet.append(enc)
+                size += len(enc)
         state = self.state
         last: tuple[list[bytes], int, OutChunk] | None = None
         inflight = self._out
         queue = self._queue
-        if state in _DATA_FLOWS and (inflight.rtx or queue):
+        if state in DATA_FLOWS and (inflight.rtx or queue):
             sent_any = False
             cc = self._cc
             cwnd = cc.cwnd
             stats = self.stats
+            hdr = self._hdr  # DATA's 16 bytes or I-DATA's 20
             # retransmissions first (§6.1, §7.2.4); at least one packet's worth goes whatever cwnd says
             rtx = inflight.rtx
             rtx_packets = 0
@@ -787,7 +632,7 @@ class Association:
                     continue
                 if inflight.flight + c.size > cwnd and rtx_packets > 0:
                     break
-                n = 16 + ((c.size + 3) & ~3)
+                n = hdr + ((c.size + 3) & ~3)
                 if size + n > budget and packet:
                     packets.append(packet)
                     packet, size = [], 0
@@ -813,11 +658,12 @@ class Association:
                     burst = cc.burst(self.config.max_burst)
                     full_packets = 0
                     new_chunks = 0
-                    take, add, active = queue.take, inflight.add, queue.active
-                    while active:
-                        c = active[0].chunks[0]  # queue.peek(), inlined
+                    take = queue.take
+                    add = inflight.add_idata if hdr == 20 else inflight.add
+                    while (head := queue.head) is not None:
+                        c = head.chunks[0]  # queue.peek(), inlined
                         if c.expires and now >= c.expires:  # PR-SCTP timed: its message lapsed before it left
-                            self._abandon_queued(c)
+                            self._retx.abandon_queued(c)
                             continue
                         flight = inflight.flight
                         avail = self._peer_arwnd - flight
@@ -826,7 +672,7 @@ class Association:
                                 break
                         elif c.size > avail and inflight.bytes:
                             break  # zero-window probe only when nothing at all is outstanding (§6.1 rule A)
-                        n = 16 + ((c.size + 3) & ~3)
+                        n = hdr + ((c.size + 3) & ~3)
                         if size + n > budget and packet:
                             packets.append(packet)
                             packet, size = [], 0
@@ -852,16 +698,16 @@ class Association:
                     self._t_hb = self._heartbeat.due(now, self._rtt.rto)
         if packet:
             packets.append(packet)
-        if self._reconf_work and state in _DATA_FLOWS:
+        if self._reconf_work and state in DATA_FLOWS:
             # a reset whose stream's last data just left: its request goes now, in a packet of its own (control
             # chunks never follow DATA in a packet)
-            enc = self._reconf_poll(now)
+            enc = self._streams.poll(now)
             if enc:
                 packets.append([enc])
         if last is not None and not queue:
             # RFC 7053: our queue just drained, ask for the SACK now instead of after the peer's delay
             pkt, index, c = last
-            pkt[index] = c.encode(immediate=True)
+            pkt[index] = encode_idata(c, True) if self._hdr == 20 else c.encode(immediate=True)
         if packets:
             lp, rp, tag = self.local_port, self.remote_port, self.peer_vtag
             out.extend((serialize_packet(lp, rp, tag, p), addr) for p in packets)
@@ -874,22 +720,22 @@ class Association:
             self._need_sack = True
         if self._t3 is not None and now >= self._t3:
             self._t3 = None
-            self._on_t3(now)
+            self._retx.on_t3(now)
         if self._t1 is not None and now >= self._t1:
             self._t1 = None
-            self._on_t1(now)
+            self._handshake.on_t1(now)
         if self._t2 is not None and now >= self._t2:
             self._t2 = None
-            self._on_t2(now)
+            self._shutdown.on_t2(now)
         if self._t5 is not None and now >= self._t5:
             self._finish(ev.AssociationAborted("shutdown guard timer expired"))
             self._raw.append(serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [AbortChunk()]))
         if self._t_hb is not None and now >= self._t_hb:
-            self._on_hb_timer(now)
+            self._heartbeat.on_timer(now)
         if self._t_autoclose is not None and now >= self._t_autoclose:
             self._on_autoclose_timer(now)
         if self._t_reconf is not None and now >= self._t_reconf:
-            self._on_reconf_timer(now)
+            self._streams.on_timer(now)
 
     def _on_autoclose_timer(self, now: float) -> None:
         """gen_sctp's autoclose: an association idle for ``autoclose`` seconds shuts down gracefully."""
@@ -902,56 +748,44 @@ class Association:
         else:
             self._t_autoclose = max(due, now + 0.001)
 
-    # -- handshake ------------------------------------------------------------------------------------------
+    # -- handshake: see ``Handshake`` -----------------------------------------------------------------------
 
-    def _on_init_ack(self, chunk: InitAckChunk, now: float) -> None:
-        if self.state != COOKIE_WAIT:
-            return  # §5.2.3: an INIT-ACK in any other state is discarded
-        cookie: bytes | None = None
-        unrecognized: list[bytes] = []
-        for param in chunk.params:
-            if type(param) is StateCookieParam:
-                cookie = param.cookie
-            elif type(param) is UnknownParam:
-                stop, report = param_action(param.type)
-                if report:
-                    unrecognized.append(param.serialize())
-                if stop:
-                    break
-        if chunk.initiate_tag == 0 or chunk.num_ostreams == 0 or chunk.max_instreams == 0:
-            self._abort_with(protocol_violation_cause(b"invalid INIT-ACK"), "peer sent an invalid INIT-ACK")
-            return
-        if cookie is None:
-            self._abort_with(missing_param_cause([StateCookieParam.TYPE]), "INIT-ACK without a state cookie")
-            return
-        config = self.config
-        self.peer_vtag = chunk.initiate_tag
-        self._rx = DataTracker(chunk.initial_tsn - 1)
-        self._peer_initial_tsn = chunk.initial_tsn
-        self._peer_arwnd = chunk.a_rwnd
-        self.outbound_streams = min(config.num_ostreams, chunk.max_instreams)
-        self.inbound_streams = min(config.max_instreams, chunk.num_ostreams)
-        self.features = self._offered & ext.peer_offers(chunk.params)
-        self._cookie_echo = CookieEchoChunk(cookie).serialize()
-        self._ctrl.append(self._cookie_echo)
-        if unrecognized:
-            self._ctrl.append(ErrorChunk([unrecognized_params_cause(b"".join(unrecognized))]).serialize())
-        self.state = COOKIE_ECHOED
-        self._echo_attempts = 1
-        self._t1_rto = self._rtt.rto
-        self._t1 = now + self._t1_rto
-        self._cookie_echo_sent_at = now
+    def handle_cookie_echo(self, cookie: ck.Cookie, now: float) -> str:
+        """A valid COOKIE-ECHO for this existing association: §5.2.4 table 2. Returns the action taken.
 
-    def _on_cookie_ack(self, now: float) -> None:
-        if self.state != COOKIE_ECHOED:
-            return
-        if self._cookie_echo_sent_at is not None and self._echo_attempts == 1:
-            self._rtt.sample(now - self._cookie_echo_sent_at)
-        self._t1 = None
-        self._establish(now)
+        "restart" (A) is left to the endpoint, which resets us with ``restart``; "discard" (C) means nothing.
+        """
+        return self._handshake.on_cookie_echo(cookie, now)
+
+    def restart(self, cookie: ck.Cookie, now: float) -> None:
+        """The peer restarted (§5.2.4 A): rebuild the TCB under new tags, keep this association object."""
+        self._handshake.restart(cookie, now)
+
+    def _adopt_features(self) -> None:
+        """Put the data path on what the handshake agreed: I-DATA or DATA (RFC 8260), I-FORWARD-TSN or FORWARD-TSN.
+        With I-DATA the streams interleave, within a budget of half the peer's initial window for the messages in
+        progress (``Scheduler.set_budget``), and the receiver refuses one message larger than its window."""
+        features = self.features
+        idata = bool(features & ext.IDATA)
+        self._data_kind = IDataChunk if idata else DataChunk
+        self._hdr = 20 if idata else 16
+        self._queue.set_idata(idata)
+        self._queue.set_budget(self._peer_arwnd // 2 if idata else 0)
+        reasm = self._reasm
+        if idata != (type(reasm) is InterleavedReassembly):
+            events, stats, n = self._events, self.stats, self.inbound_streams
+            fresh = InterleavedReassembly(n, events, stats, self._recbuf) if idata else Reassembly(n, events, stats)
+            fresh.held = reasm.held - reasm.assembling  # what the application holds stays charged
+            self._reasm = fresh
+
+    def _forward_agreed(self, kind: type) -> bool:
+        """PR-SCTP is agreed, and ``kind`` is its forward chunk: I-FORWARD-TSN with I-DATA, FORWARD-TSN without."""
+        features = self.features
+        return bool(features & ext.PRSCTP) and (kind is IForwardTsnChunk) == bool(features & ext.IDATA)
 
     def _establish(self, now: float) -> None:
         self.state = ESTABLISHED
+        self._adopt_features()
         self._t1 = None
         self._error_count = 0
         self._last_activity = now
@@ -966,107 +800,14 @@ class Association:
         self._reconfig = rc.Reconfig(self._initial_tsn, self._peer_initial_tsn)
         self._events.append(ev.AssociationUp(self.outbound_streams, self.inbound_streams, self._peer_arwnd))
 
-    def _on_t1(self, now: float) -> None:
-        if self.state not in (COOKIE_WAIT, COOKIE_ECHOED):
-            return
-        waiting = self.state == COOKIE_WAIT
-        attempts = self._init_attempts if waiting else self._echo_attempts
-        if attempts >= self.config.max_attempts:
-            what = "INIT" if waiting else "COOKIE-ECHO"
-            self._finish(ev.AssociationAborted(f"no answer to {what} after {attempts} attempts"))
-            return
-        self._t1_rto = min(self._t1_rto * 2, self.config.max_init_timeo / 1000.0)
-        if waiting:
-            self._raw.append(self._init_packet)
-            self._init_attempts += 1
-        else:
-            self._ctrl.append(self._cookie_echo)
-            self._echo_attempts += 1
-        self._t1 = now + self._t1_rto
-
-    def handle_cookie_echo(self, cookie: ck.Cookie, now: float) -> str:
-        """A valid COOKIE-ECHO for this existing association: §5.2.4 table 2. Returns the action taken.
-
-        "restart" (A) is left to the endpoint, which resets us with ``restart``; "discard" (C) means nothing.
-        """
-        local_match = cookie.local_tag == self.local_vtag
-        peer_match = cookie.peer_tag == self.peer_vtag
-        if not local_match and not peer_match:
-            if cookie.tie_local == self.local_vtag and cookie.tie_peer == self.peer_vtag:
-                if self.state == SHUTDOWN_ACK_SENT:
-                    # the peer restarted while we were closing: finish the close first (§5.2.4 A)
-                    self._ctrl.append(ShutdownAckChunk().serialize())
-                    self._ctrl.append(ErrorChunk([cookie_while_shutting_down_cause()]).serialize())
-                    return "shutting-down"
-                return "restart"
-            return "discard"
-        if local_match and not peer_match:  # B: INIT collision
-            self.peer_vtag = cookie.peer_tag
-            self._rx = DataTracker(cookie.peer_tsn - 1)
-            self._peer_initial_tsn = cookie.peer_tsn
-            self._peer_arwnd = cookie.peer_rwnd
-            self.outbound_streams = min(self.config.num_ostreams, cookie.peer_mis)
-            self.inbound_streams = min(self.config.max_instreams, cookie.peer_os)
-            self.features = cookie.features
-            self._ctrl.append(CookieAckChunk().serialize())
-            if self.state in (COOKIE_WAIT, COOKIE_ECHOED):
-                self._establish(now)
-            return "collision"
-        if not local_match and peer_match:  # C: a late cookie from an earlier collision
-            return "discard"
-        # D: both tags match: a duplicate or retransmitted COOKIE-ECHO
-        if not self._on_hold:  # a held association sends its COOKIE-ACK on proceed
-            self._ctrl.append(CookieAckChunk().serialize())
-        if self.state in (COOKIE_WAIT, COOKIE_ECHOED):
-            self._t1 = None
-            self._establish(now)
-        return "duplicate"
-
-    def restart(self, cookie: ck.Cookie, now: float) -> None:
-        """The peer restarted (§5.2.4 A): rebuild the TCB under new tags, keep this association object."""
-        lost = self.buffered_amount()
-        self._reasm.reset(self.inbound_streams)  # held data (deferred resets) included: it is charged there
-        self._cc = Congestion(self._mtu)
-        self._t3 = self._t2 = self._t5 = self._t_sack = None
-        self._load_cookie(cookie)  # a new Outstanding under the new initial TSN
-        self._ctrl.append(CookieAckChunk().serialize())
-        self.stats["restarts"] = self.stats.get("restarts", 0) + 1
-        self.stats["restart_lost_bytes"] = self.stats.get("restart_lost_bytes", 0) + lost
-        self.state = ESTABLISHED
-        self._queue.clear(self.outbound_streams)
-        self._reasm.set_streams(self.inbound_streams)
-        # stream reconfiguration starts over with the new TSNs; what was held is gone with the rest
-        self._reconfig = rc.Reconfig(self._initial_tsn, self._peer_initial_tsn)
-        self._sflags.clear()
-        self._finals.clear()
-        self._held = []
-        self._holding = False
-        self._rx_special = self._announce
-        self._reconf_work = False
-        self._t_reconf = None
-        self._events.append(ev.AssociationRestarted(self.outbound_streams, self.inbound_streams))
-        if self.config.hbinterval:
-            self._t_hb = self._heartbeat.due(now, self._rtt.rto)
-
     def _on_error(self, causes: list[ErrorCause], now: float) -> None:
-        if self.state == COOKIE_ECHOED and any(c.code == STALE_COOKIE for c in causes):
-            # §5.2.6: start over with a Cookie Preservative asking for the lifetime we were short of
-            stale = next(c for c in causes if c.code == STALE_COOKIE)
-            staleness_us = int.from_bytes(stale.info[:4], "big") if len(stale.info) >= 4 else 0
-            if self._init_attempts >= self.config.max_attempts:
-                self._finish(ev.AssociationAborted("stale cookie", list(causes)))
-                return
-            self._cookie_preservative_ms = min(2 * (staleness_us // 1000 + 1), 3_600_000)
-            self.state = COOKIE_WAIT
-            self.peer_vtag = 0
-            self._t1_rto = self.config.rto_initial / 1000.0
-            self._send_init(now)
-            return
-        self._events.append(ev.PeerError(list(causes)))
+        if not self._handshake.on_stale_cookie(causes, now):
+            self._events.append(ev.PeerError(list(causes)))
 
     # -- receiving data -------------------------------------------------------------------------------------
 
-    def _on_data(self, c: DataChunk, now: float) -> None:
+    def _on_data(self, c: DataChunk | IDataChunk, now: float) -> None:
+        """One DATA or I-DATA chunk (``IDataChunk.ssn`` is its MID; the reassembly is the matching one)."""
         stats = self.stats
         stats["rx_data_chunks"] += 1
         rx = self._rx
@@ -1116,7 +857,7 @@ class Association:
         if sid >= self.inbound_streams:
             self._ctrl.append(ErrorChunk([invalid_stream_cause(sid)]).serialize())
             return  # acknowledged, not delivered (§6.5)
-        if self._rx_special and self._special_chunk(u, c):
+        if self._rx_special and self._streams.special_chunk(u, c):
             return
         if c.beginning and c.ending:
             if c.unordered:
@@ -1125,17 +866,20 @@ class Association:
                 reasm.ordered(sid, c.ssn, data, c.ppid)
             return
         try:
-            reasm.fragment(u, c)
+            reasm.fragment(u, c)  # type: ignore[arg-type]
+        except TooLarge:  # I-DATA: this message alone holds more than the window
+            self._abort_with(out_of_resource_cause(), f"peer message larger than recbuf ({recbuf} bytes)")
+            return
         except BadFragments:
             self._abort_with(protocol_violation_cause(b"fragments of one message disagree"), "bad fragments")
             return
-        if reasm.fragment_bytes > recbuf and not rx.has_gaps:
+        if reasm.fragment_bytes > recbuf and not rx.has_gaps and reasm.one_message:
             # nothing is missing, yet what waits fills the window: a message bigger than the window never completes
             self._abort_with(out_of_resource_cause(), f"peer message larger than recbuf ({recbuf} bytes)")
 
     def _after_data(self, now: float) -> None:
-        if self._holding and self._reconfig.deferred[0].last <= self._rx.cum:
-            self._perform_deferred()
+        if self._rx_special:
+            self._streams.after_data()
         self._data_packets += 1
         if (
             self._sack_now
@@ -1167,124 +911,15 @@ class Association:
     # -- acknowledgements -----------------------------------------------------------------------------------
 
     def _on_sack(self, s: SackChunk, now: float) -> None:
-        if self.state not in _DATA_FLOWS and self.state != SHUTDOWN_ACK_SENT:
+        if self.state not in DATA_FLOWS and self.state != SHUTDOWN_ACK_SENT:
             return
-        self._process_ack(s.cum_tsn, s.a_rwnd, s.gaps, now)
+        self._retx.on_ack(s.cum_tsn, s.a_rwnd, s.gaps, now)
 
-    def _process_ack(self, cum: int, a_rwnd: int | None, gaps: list[tuple[int, int]], now: float) -> None:
-        out = self._out
-        flight_before = out.flight
-        d, acked_bytes, newly = out.ack(cum, gaps, now, self._rtt)
-        if d == BEYOND:
-            self._abort_with(
-                protocol_violation_cause(b"cumulative TSN ack beyond the highest TSN sent"), "peer acked unsent data"
-            )
-            return
-        if a_rwnd is not None:
-            self._peer_arwnd = a_rwnd
-        cc = self._cc
-        if acked_bytes:
-            self._error_count = 0
-        if d:
-            cc.on_cum_ack(cum)
-        if newly and newly[-1] > out.head:
-            marked = out.mark_misses(newly, now)
-            if out.lapsed:
-                self._abandon_lapsed()
-            if marked:
-                self.stats["fast_retransmits"] += marked
-                if cc.recovery_exit is None:
-                    cc.on_fast_retransmit((out.next_tsn - 1) & MASK)
-                    self._t3 = now + self._rtt.rto
-        if d and acked_bytes and cc.recovery_exit is None:
-            cc.on_acked(acked_bytes, flight_before)
-        if out.flight <= 0:
-            out.flight = 0
-            cc.pba = 0
-        # T3 (§6.3.2): restart when the earliest outstanding TSN is acked, stop when nothing is outstanding
-        if len(out.sent) == out.head:
-            self._t3 = None
-        elif d:
-            self._t3 = now + self._rtt.rto
-        if self.features & ext.PRSCTP and out.head < len(out.sent) and out.sent[out.head].abandoned:
-            # §3.5 C1-C3: abandoned chunks right above the cumulative ack point: tell the peer to move past them
-            # (again, if it has not within an RTO of the last FORWARD-TSN)
-            adv = out.advanced()
-            if adv is not None and (adv[0] != out.forwarded or now - self._fwd_sent_at >= self._rtt.rto):
-                self._fwd_due = True
-        cc.acked_since_send += acked_bytes
-        if self._blocked and self.buffered_amount() <= self.config.sndbuf // 2:
-            self._blocked = False
-            self._events.append(ev.SendQueueDrained())
-        if self.state != ESTABLISHED:
-            self._check_shutdown(now)
+    # -- PR-SCTP (RFC 3758): the sender's side is ``Retransmission``'s ------------------------------------------
 
-    def _on_t3(self, now: float) -> None:
-        if self.state not in _DATA_FLOWS and self.state != SHUTDOWN_ACK_SENT:
-            return
-        if not len(self._out):
-            return
-        self.stats["t3_expiries"] += 1
-        self._error_count += 1
-        if self._error_count > self.config.asocmaxrxt:
-            self._lost()
-            return
-        self._cc.on_t3()
-        self._rtt.backoff()
-        out = self._out
-        out.mark_all(now)
-        if out.lapsed:
-            self._abandon_lapsed()
-        if self.features & ext.PRSCTP and out.advanced() is not None:
-            self._fwd_due = True  # §3.5 C4: the FORWARD-TSN goes again
-        self._t3 = now + self._rtt.rto
-
-    # -- PR-SCTP (RFC 3758) -----------------------------------------------------------------------------------
-
-    def _abandon_lapsed(self) -> None:
-        """Abandon the messages of the chunks whose policy lapsed as they came due for retransmission."""
-        out = self._out
-        lapsed, out.lapsed = out.lapsed, []
-        for c in lapsed:
-            if c.abandoned:
-                continue
-            if not out.abandon(c):
-                self._queue.drop_message()  # the message's later fragments never left: they never will
-                out.skip_rest(c)
-            self.stats["abandoned_messages"] = self.stats.get("abandoned_messages", 0) + 1
-        if out.advanced() is not None:
-            self._fwd_due = True
-
-    def _abandon_queued(self, c: OutChunk) -> None:
-        """The message at the head of the send queue lapsed (``timed``) before all of it left."""
-        self._queue.drop_message()
-        self.stats["abandoned_messages"] = self.stats.get("abandoned_messages", 0) + 1
-        if not c.flags & FLAG_B:  # its first fragments are out: abandon those too
-            out = self._out
-            last = out.sent[-1] if out.sent else None
-            if last is not None and last.stream_id == c.stream_id and not last.flags & FLAG_E:
-                out.abandon(last)
-                out.skip_rest(last)
-            if out.advanced() is not None:
-                self._fwd_due = True
-
-    def _forward_tsn(self, now: float) -> bytes:
-        """The FORWARD-TSN chunk that moves the peer past what we abandoned (§3.5 C2), or nothing."""
-        self._fwd_due = False
-        out = self._out
-        adv = out.advanced()
-        if adv is None:
-            return b""
-        new_cum, streams = adv
-        out.forwarded = new_cum
-        self._fwd_sent_at = now
-        self.stats["forward_tsns_sent"] = self.stats.get("forward_tsns_sent", 0) + 1
-        if self._t3 is None:
-            self._t3 = now + self._rtt.rto
-        return ForwardTsnChunk(new_cum, sorted(streams.items())).serialize()
-
-    def _on_forward_tsn(self, chunk: ForwardTsnChunk, now: float) -> None:
-        """§3.6: skip what the peer abandoned, drop partial messages below it, release what waited on it."""
+    def _on_forward_tsn(self, chunk: ForwardTsnChunk | IForwardTsnChunk, now: float) -> None:
+        """§3.6: skip what the peer abandoned, drop partial messages below it, release what waited on it (with
+        I-FORWARD-TSN, by the (stream, U, MID) it names: RFC 8260 §2.3.1)."""
         self.stats["forward_tsns_received"] = self.stats.get("forward_tsns_received", 0) + 1
         self._sack_now = True  # always answered by a SACK at once
         rx = self._rx
@@ -1295,6 +930,9 @@ class Association:
             self.stats["rwnd_drops"] += 1  # as for DATA: further than any honest sender can be
             return
         rx.forward(u)
+        if isinstance(chunk, IForwardTsnChunk):
+            self._reasm.forward(u, chunk.streams)  # type: ignore[arg-type]  # streams we lack are ignored there
+            return
         inbound = self.inbound_streams
         skips: dict[int, int] = {}
         for sid, ssn in chunk.streams:
@@ -1302,415 +940,9 @@ class Association:
                 skips[sid] = ssn
         # only what the peer abandoned is dropped: up to its New Cumulative TSN, not to where ranges above it
         # carried our cumulative point (those fragments arrived and may still complete)
-        self._reasm.forward(u, skips)
-
-    # -- stream reconfiguration (RFC 6525) -------------------------------------------------------------------
-
-    def _on_reconfig(self, chunk: ReconfigChunk, now: float) -> None:
-        stats = self.stats
-        try:
-            params = parse_reconfig_params(chunk.params)
-        except ParseError:
-            stats["reconfig_malformed"] = stats.get("reconfig_malformed", 0) + 1
-            return
-        if not rc.valid_combination(params):
-            stats["reconfig_malformed"] = stats.get("reconfig_malformed", 0) + 1
-            return
-        stats["reconfig_received"] = stats.get("reconfig_received", 0) + 1
-        responses: list[Param] = []
-        for p in params:
-            kind = type(p)
-            if kind is ReconfigResponse:
-                self._on_reconfig_response(p, now)  # type: ignore[arg-type]
-            elif kind is OutgoingSsnResetRequest:
-                self._on_peer_out_reset(p, responses)  # type: ignore[arg-type]
-            elif kind is IncomingSsnResetRequest:
-                self._on_peer_in_reset(p, responses)  # type: ignore[arg-type]
-            elif kind is AddOutgoingStreamsRequest:
-                self._on_peer_add_out(p, responses)  # type: ignore[arg-type]
-            elif kind is AddIncomingStreamsRequest:
-                self._on_peer_add_in(p, responses)  # type: ignore[arg-type]
-            elif kind is SsnTsnResetRequest:
-                seq = p.request_seq  # type: ignore[union-attr]
-                self._answer_simple(seq, rc.SSN_TSN, RESULT_DENIED, responses)  # not supported
-            if self.state == CLOSED:
-                return
-        for i in range(0, len(responses), 2):
-            self._ctrl.append(ReconfigChunk(responses[i : i + 2]).serialize())
-
-    def _answer_simple(self, seq: int, kind: int, result: int, responses: list[Param]) -> None:
-        verdict, cached = self._reconfig.classify(seq)
-        if verdict == rc.NEW:
-            self._reconfig.remember(seq, kind, result)
-        elif verdict == rc.RETRANSMIT:
-            result = cached
-        else:
-            result = RESULT_BAD_SEQUENCE
-        responses.append(ReconfigResponse(seq, result))
-
-    def _on_peer_out_reset(self, p: OutgoingSsnResetRequest, responses: list[Param]) -> None:
-        """§5.2.2: the peer resets its outgoing streams (our inbound ones) after its Last Assigned TSN."""
-        rcfg = self._reconfig
-        seq = p.request_seq
-        verdict, cached = rcfg.classify(seq)
-        if verdict == rc.BAD:
-            responses.append(ReconfigResponse(seq, RESULT_BAD_SEQUENCE))
-            return
-        if verdict == rc.RETRANSMIT:
-            responses.append(ReconfigResponse(seq, cached))  # "In progress" while still deferred
-            return
-        done = rcfg.answer_in(p.response_seq)  # it answers our Incoming SSN Reset Request, if that is in flight
-        if done is not None:
-            self._after_answer(done, RESULT_PERFORMED)
-        rx = self._rx
-        streams = p.streams
-        inbound = self.inbound_streams
-        if any(sid >= inbound for sid in streams):
-            result = RESULT_DENIED
-        else:
-            u = rx.unwrap(p.last_tsn)
-            if u <= rx.cum:
-                self._reset_inbound(streams)
-                result = RESULT_PERFORMED
-            elif u - rx.cum > MAX_AHEAD or len(rcfg.deferred) >= rc.MAX_DEFERRED:
-                result = RESULT_DENIED  # further than an honest sender can be
-            else:
-                rcfg.deferred.append(rc.Deferred(u, frozenset(streams) if streams else None, seq))
-                self._holding = self._rx_special = True
-                result = RESULT_IN_PROGRESS
-        rcfg.remember(seq, rc.OUT, result)
-        responses.append(ReconfigResponse(seq, result))
-
-    def _on_peer_in_reset(self, p: IncomingSsnResetRequest, responses: list[Param]) -> None:
-        """§5.2.3: the peer asks us to reset our outgoing streams: their unsent messages are dropped (the peer wants
-        no more of them) and our Outgoing SSN Reset Request follows, the implicit answer; "Success - Performed"
-        answers at once as well, so a requester need not retransmit while the streams' last data leaves."""
-        rcfg = self._reconfig
-        seq = p.request_seq
-        verdict, cached = rcfg.classify(seq)
-        if verdict != rc.NEW:
-            responses.append(ReconfigResponse(seq, cached if verdict == rc.RETRANSMIT else RESULT_BAD_SEQUENCE))
-            return
-        flags = self._sflags
-        streams = p.streams or sorted(s for s, f in flags.items() if f & OUT_OPEN and s < self.outbound_streams)
-        if any(sid >= self.outbound_streams for sid in streams):
-            result = RESULT_DENIED
-        else:
-            todo = [sid for sid in streams if not flags.get(sid, 0) & OUT_RESETTING]
-            result = RESULT_PERFORMED if todo else RESULT_NOTHING_TO_DO
-            for sid in todo:
-                self._reset_out(sid, True, self._finals.pop(sid, None), seq)
-            if todo:  # a stream whose reset is under way already changes nothing, and is not reported
-                self._events.append(ev.StreamResetRequested(todo))
-        rcfg.remember(seq, rc.IN, result)
-        responses.append(ReconfigResponse(seq, result))
-
-    def _on_peer_add_out(self, p: AddOutgoingStreamsRequest, responses: list[Param]) -> None:
-        """§5.2.5: the peer adds outgoing streams, our inbound ones, within what we offered (``max_instreams``)."""
-        rcfg = self._reconfig
-        seq = p.request_seq
-        verdict, cached = rcfg.classify(seq)
-        if verdict != rc.NEW:
-            responses.append(ReconfigResponse(seq, cached if verdict == rc.RETRANSMIT else RESULT_BAD_SEQUENCE))
-            return
-        done = rcfg.answer_add_in()
-        if done is not None:
-            self._after_answer(done, RESULT_PERFORMED)
-        total = self.inbound_streams + p.count
-        if p.count == 0 or total > min(self.config.max_instreams, 0xFFFF):
-            result = RESULT_DENIED
-        else:
-            self.inbound_streams = total
-            self._reasm.grow(total)
-            self._events.append(ev.StreamsAdded(0, p.count, self.outbound_streams, total))
-            result = RESULT_PERFORMED
-        rcfg.remember(seq, rc.ADD_OUT, result)
-        responses.append(ReconfigResponse(seq, result))
-
-    def _on_peer_add_in(self, p: AddIncomingStreamsRequest, responses: list[Param]) -> None:
-        """§5.2.6: the peer would take more streams from us: we ask for them (our Add Outgoing Streams Request is
-        the answer)."""
-        rcfg = self._reconfig
-        seq = p.request_seq
-        verdict, cached = rcfg.classify(seq)
-        if verdict != rc.NEW:
-            if verdict == rc.BAD or cached != RESULT_PERFORMED:
-                responses.append(ReconfigResponse(seq, cached if verdict == rc.RETRANSMIT else RESULT_BAD_SEQUENCE))
-            return
-        if p.count == 0 or self.can_add_streams() < p.count:
-            rcfg.remember(seq, rc.ADD_IN, RESULT_DENIED)
-            responses.append(ReconfigResponse(seq, RESULT_DENIED))
-            return
-        rcfg.add_out += p.count
-        self._reconf_work = True
-        rcfg.remember(seq, rc.ADD_IN, RESULT_PERFORMED)
-
-    def _on_reconfig_response(self, p: ReconfigResponse, now: float) -> None:
-        rcfg = self._reconfig
-        if rcfg.inflight is not None and any(part.seq == p.response_seq for part in rcfg.inflight.parts):
-            self._error_count = 0  # the peer answered what we sent: the path works, as a HEARTBEAT-ACK says
-        part = rcfg.answer(p.response_seq, p.result)
-        if part is None:
-            if p.result == RESULT_IN_PROGRESS and rcfg.inflight is not None and rcfg.inflight.in_progress:
-                self._t_reconf = now + self._rtt.rto  # ask again an RTO from now, no loss counted
-            return
-        if p.result == RESULT_ALREADY_IN_PROGRESS and rcfg.retry_later(part, now, self._rtt.rto):
-            self._reconf_work = True
-        else:
-            self._after_answer(part, p.result)
-        if rcfg.inflight is None:
-            # nothing in flight: no timer, unless a refused request is to be asked again later
-            self._t_reconf = rcfg.retry_at if rcfg.wanted and rcfg.retry_at > now else None
-            self._reconf_work = self._reconf_work or rcfg.wanted
-            if self.state != ESTABLISHED:
-                self._check_shutdown(now)
-
-    def _after_answer(self, part: rc.Part, result: int) -> None:
-        """One of our requests is answered for good."""
-        ok = result in (RESULT_PERFORMED, RESULT_NOTHING_TO_DO)
-        stats = self.stats
-        kind = part.kind
-        if kind == rc.OUT:
-            queue, flags = self._queue, self._sflags
-            for sid in part.streams:
-                f = flags.get(sid, 0) & ~OUT_RESETTING
-                if ok:
-                    f &= ~OUT_OPEN
-                    if queue.paused_on(sid):
-                        f |= OUT_OPEN  # messages sent meanwhile: a new use of the stream starts at once
-                queue.resume(sid, ok)
-                self._set_flags(sid, f)
-            if ok:
-                self._events.append(ev.OutgoingStreamsReset(list(part.streams)))
-            else:
-                self._events.append(ev.StreamResetFailed(list(part.streams), rc.describe_result(result)))
-        elif kind == rc.IN:
-            if not ok:
-                self._events.append(ev.StreamResetFailed(list(part.streams), rc.describe_result(result), True))
-        elif kind == rc.ADD_OUT:
-            if ok:
-                self.outbound_streams += part.count
-                self._queue.set_streams(self.outbound_streams)
-                self._events.append(ev.StreamsAdded(part.count, 0, self.outbound_streams, self.inbound_streams))
-            else:
-                stats["add_streams_refused"] = stats.get("add_streams_refused", 0) + 1
-        elif kind == rc.ADD_IN and not ok:
-            stats["add_streams_refused"] = stats.get("add_streams_refused", 0) + 1
-        if not ok:
-            stats["reconfig_refused"] = stats.get("reconfig_refused", 0) + 1
-
-    def _set_flags(self, sid: int, f: int) -> None:
-        """Store a stream's new flags; when no direction is in use any more, its id is free again."""
-        flags = self._sflags
-        if f:
-            flags[sid] = f
-        elif flags.pop(sid, None) is not None and not self._queue.is_paused(sid):
-            self._events.append(ev.StreamClosed(sid))
-
-    def _reset_inbound(self, streams: list[int]) -> None:
-        """The peer's reset of ``streams`` (all when empty) is carried out: everything it sent before is
-        delivered, so they start over at SSN 0."""
-        flags = self._sflags
-        if not streams:
-            reasm = self._reasm
-            streams = [
-                s for s in range(self.inbound_streams) if flags.get(s, 0) & IN_OPEN or reasm.opened[s] or reasm.used(s)
-            ]
-        self._reasm.reset_streams(streams)
-        self._events.append(ev.StreamReset(list(streams)))
-        for sid in streams:
-            f = flags.get(sid)
-            if f is not None and f & IN_OPEN:
-                self._set_flags(sid, f & ~IN_OPEN)
-        self.stats["streams_reset_by_peer"] = self.stats.get("streams_reset_by_peer", 0) + len(streams)
-
-    @property
-    def announce_streams(self) -> bool:
-        """Emit ``StreamOpened`` on the peer's first chunk on a stream since its last reset (ex_sctp's
-        ``stream_opened``). Off by default: most users learn of a stream from its first ``DataReceived``."""
-        return self._announce
-
-    @announce_streams.setter
-    def announce_streams(self, on: bool) -> None:
-        self._announce = on
-        self._rx_special = self._holding or on
-
-    def _special_chunk(self, u: int, c: DataChunk) -> bool:
-        """A new chunk while a deferred reset waits or streams are announced: True when it is held."""
-        sid = c.stream_id
-        if self._holding and self._reconfig.holds(u, sid):
-            self._hold(u, c)  # after a reset the peer asked for and we cannot perform yet (RFC 6525 §5.2.2 E2)
-            return True
-        if self._announce:
-            opened = self._reasm.opened
-            if not opened[sid]:
-                opened[sid] = 1
-                self._events.append(ev.StreamOpened(sid))
-        return False
-
-    def _hold(self, u: int, c: DataChunk) -> None:
-        reasm = self._reasm
-        cost = len(c.data) + CHUNK_COST
-        reasm.held += cost
-        reasm.assembling += cost
-        self._held.append((u, c))
-        self.stats["held_for_reset"] = self.stats.get("held_for_reset", 0) + 1
-
-    def _perform_deferred(self) -> None:
-        """The cumulative TSN reached deferred resets' Last Assigned TSNs: carry them out, say so to the peer at
-        once, and deliver what waited (in TSN order, each held again if another reset still covers it)."""
-        rcfg, rx = self._reconfig, self._rx
-        while rcfg.deferred and rcfg.deferred[0].last <= rx.cum:
-            d = rcfg.deferred.pop(0)
-            self._reset_inbound(sorted(d.streams) if d.streams is not None else [])
-            rcfg.update(d.seq, RESULT_PERFORMED)
-            self._ctrl.append(ReconfigChunk([ReconfigResponse(d.seq, RESULT_PERFORMED)]).serialize())
-        self._holding = bool(rcfg.deferred)
-        self._rx_special = self._holding or self._announce
-        held, self._held = self._held, []
-        reasm = self._reasm
-        for u, c in sorted(held, key=lambda item: item[0]):
-            cost = len(c.data) + CHUNK_COST
-            reasm.held -= cost
-            reasm.assembling -= cost
-            self._redeliver(u, c)
-            if self.state == CLOSED:
-                return
-
-    def _redeliver(self, u: int, c: DataChunk) -> None:
-        """A held chunk's turn: what ``_on_data`` does once a chunk is in, minus the TSN bookkeeping done then."""
-        if self._rx_special and self._special_chunk(u, c):
-            return
-        reasm = self._reasm
-        if c.beginning and c.ending:
-            reasm.message(c)
-            return
-        try:
-            reasm.fragment(u, c)
-        except BadFragments:
-            self._abort_with(protocol_violation_cause(b"fragments of one message disagree"), "bad fragments")
-
-    def _reconf_poll(self, now: float) -> bytes:
-        """Our next RE-CONFIG request, when one is ready and none is in flight (b"" otherwise)."""
-        rcfg = self._reconfig
-        if rcfg.inflight is not None:
-            return b""
-        if not rcfg.wanted:
-            self._reconf_work = False
-            return b""
-        out = self._out
-        wire = rcfg.build(now, (out.next_tsn - 1) & MASK, out.cum_acked)
-        if wire is None:
-            return b""
-        self.stats["reconfig_sent"] = self.stats.get("reconfig_sent", 0) + 1
-        self._t_reconf = now + self._rtt.rto
-        self._reconf_work = rcfg.wanted
-        return wire
-
-    def _on_reconf_timer(self, now: float) -> None:
-        """Our request went unanswered for an RTO (a loss, counted as T3's are), or the peer said "In progress"
-        an RTO ago (a retry): send it again, unchanged."""
-        self._t_reconf = None
-        req = self._reconfig.inflight
-        if req is None or self.state not in _DATA_FLOWS:
-            self._reconf_work = self._reconfig.wanted  # a retry after "request already in progress" is due
-            return
-        if req.in_progress:
-            req.in_progress = False
-        else:
-            self._error_count += 1
-            if self._error_count > self.config.asocmaxrxt:
-                self._lost()
-                return
-            self._rtt.backoff()
-            self.stats["reconfig_retransmits"] = self.stats.get("reconfig_retransmits", 0) + 1
-        self._ctrl.append(req.wire)
-        self._t_reconf = now + self._rtt.rto
-
-    # -- heartbeats -----------------------------------------------------------------------------------------
-
-    def _on_hb_timer(self, now: float) -> None:
-        if self.state not in _DATA_FLOWS:
-            self._t_hb = None
-            return
-        heartbeat, rtt = self._heartbeat, self._rtt
-        if heartbeat.nonce is not None:  # the last probe went unanswered (§8.3)
-            self._error_count += 1
-            rtt.backoff()
-            if self._error_count > self.config.asocmaxrxt:
-                self._lost()
-                return
-        self._ctrl.append(heartbeat.probe(now))
-        self._t_hb = now + rtt.rto
-
-    def _on_heartbeat_ack(self, info: bytes, now: float) -> None:
-        sample = self._heartbeat.acked(info, now)
-        if sample is None:
-            return
-        self._error_count = 0
-        self._rtt.sample(sample)
-        if self.config.hbinterval and self.state in _DATA_FLOWS:
-            self._t_hb = self._heartbeat.due(now, self._rtt.rto)
+        self._reasm.forward(u, skips)  # type: ignore[arg-type]
 
     # -- closing --------------------------------------------------------------------------------------------
-
-    def _check_shutdown(self, now: float) -> None:
-        state = self.state
-        if self._queue or len(self._out) or self._queue.paused or self._reconfig.busy:
-            return
-        if state == SHUTDOWN_PENDING:
-            self.state = SHUTDOWN_SENT
-            self._ctrl.append(ShutdownChunk(self._rx.cum_tsn).serialize())
-            self._t2 = now + self._rtt.rto
-            self._t5 = now + 5 * self.config.rto_max / 1000.0
-            self._t3 = None
-        elif state == SHUTDOWN_RECEIVED:
-            self.state = SHUTDOWN_ACK_SENT
-            self._ctrl.append(ShutdownAckChunk().serialize())
-            self._t2 = now + self._rtt.rto
-            self._t3 = None
-
-    def _on_shutdown(self, cum: int, now: float) -> None:
-        state = self.state
-        if state not in _DATA_FLOWS:
-            return
-        self._process_ack(cum, None, [], now)
-        if self.state == CLOSED:
-            return
-        if state in (ESTABLISHED, SHUTDOWN_PENDING):
-            self.state = SHUTDOWN_RECEIVED
-            self._events.append(ev.ShutdownReceived())
-            self._check_shutdown(now)
-        elif state == SHUTDOWN_SENT:
-            self.state = SHUTDOWN_ACK_SENT
-            self._ctrl.append(ShutdownAckChunk().serialize())
-            self._t2 = now + self._rtt.rto
-
-    def _on_shutdown_ack(self, vtag: int, now: float) -> None:
-        if self.state in (SHUTDOWN_SENT, SHUTDOWN_ACK_SENT):
-            self._raw.append(
-                serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [ShutdownCompleteChunk()])
-            )
-            self._finish(None)
-        elif self.state in (COOKIE_WAIT, COOKIE_ECHOED):
-            # §8.5.1 E: treat as out of the blue
-            self._raw.append(
-                serialize_packet(self.local_port, self.remote_port, vtag, [ShutdownCompleteChunk(t_bit=True)])
-            )
-
-    def _on_t2(self, now: float) -> None:
-        if self.state not in (SHUTDOWN_SENT, SHUTDOWN_ACK_SENT):
-            return
-        self._error_count += 1
-        if self._error_count > self.config.asocmaxrxt:
-            self._lost()
-            return
-        self._rtt.backoff()
-        if self.state == SHUTDOWN_SENT:
-            self._ctrl.append(ShutdownChunk(self._rx.cum_tsn).serialize())
-        else:
-            self._ctrl.append(ShutdownAckChunk().serialize())
-        self._t2 = now + self._rtt.rto
 
     def _lost(self) -> None:
         self._abort_with(protocol_violation_cause(b"communication lost"), "communication lost", send_cause=False)

@@ -118,6 +118,11 @@ class IDataChunk:
             (IDATA_HEADER.pack(64, flags, n, self.tsn, self.stream_id, 0, self.mid, field), data, _PAD[n & 3])
         )
 
+    @property
+    def ssn(self) -> int:
+        """The MID, under DATA's name: the association's receive path takes either chunk."""
+        return self.mid
+
 
 @dataclass(slots=True)
 class InitChunk:

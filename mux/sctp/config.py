@@ -47,5 +47,7 @@ class SctpConfig:
     prsctp_enable: bool = True
     reconf_enable: bool = True
     intl_enable: bool = True
-    #: how the streams share the send queue: ``rr`` round robin per message, ``fcfs`` first come first served
+    #: how the streams share the send queue (RFC 8260 §3, ``tx.scheduler``): ``rr`` round robin (a message per turn
+    #: without I-DATA, a chunk with it), ``fcfs`` first come first served, ``prio`` strictly by stream priority,
+    #: ``wfq`` weighted fair queueing by stream priority
     scheduler: str = "rr"

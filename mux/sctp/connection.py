@@ -43,8 +43,9 @@ from mux import transport as t
 from mux.logs import peer_log
 from mux.sctp import events as se
 from mux.sctp import extensions as ext
-from mux.sctp.association import CLOSED, SHUTDOWN_ACK_SENT, SHUTDOWN_RECEIVED, Association, SctpError
+from mux.sctp.association import Association
 from mux.sctp.params import CAUSE_NAMES, USER_INITIATED_ABORT, ErrorCause, describe
+from mux.sctp.state import CLOSED, SHUTDOWN_ACK_SENT, SHUTDOWN_RECEIVED, SctpError
 from mux.udp import Address, Driver, Pumped
 
 log = logging.getLogger("mux.sctp")
@@ -254,6 +255,13 @@ class SctpTransportConnection(Pumped):
             self._command_failed("stop_sending", stream_id, exc)
         self.driver.touch(self)
 
+    def set_priority(self, stream_id: int, priority: int) -> None:
+        """quicer's stream ``priority`` (``SctpOptions.scheduler`` says what it does: ``prio`` and ``wfq`` use it)."""
+        try:
+            self.assoc.set_priority(stream_id, priority)
+        except SctpError as exc:
+            raise t.TransportError(f"sctp priority on stream {stream_id}: {exc}") from None
+
     def send_datagram(self, data: bytes) -> None:
         """An unordered message on stream 0 with PPID ``DGRAM_PPID``, never retransmitted (PR-SCTP ``rexmit`` 0)."""
         assoc = self.assoc
@@ -396,8 +404,12 @@ class SctpTransportConnection(Pumped):
         elif kind is se.StreamResetFailed:
             self._counters["stream_resets_refused"] = self._counters.get("stream_resets_refused", 0) + 1
             peer_log(
-                log, "sctp.reset_refused", "association %s: peer refused to reset streams %s: %s",
-                self.peer_address, event.stream_ids[:16], event.result,
+                log,
+                "sctp.reset_refused",
+                "association %s: peer refused to reset streams %s: %s",
+                self.peer_address,
+                event.stream_ids[:16],
+                event.result,
             )
         elif kind is se.SendQueueDrained:
             if sink.blocked:

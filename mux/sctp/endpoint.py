@@ -26,7 +26,7 @@ from mux.logs import limited_log
 from mux.sctp import cookie as ck
 from mux.sctp import events as ev
 from mux.sctp import extensions as ext
-from mux.sctp.association import CLOSED, COOKIE_ECHOED, COOKIE_WAIT, SHUTDOWN_ACK_SENT, Addr, Association
+from mux.sctp.association import Addr, Association
 from mux.sctp.chunks import (
     AbortChunk,
     CookieAckChunk,
@@ -51,6 +51,7 @@ from mux.sctp.params import (
     param_action,
     stale_cookie_cause,
 )
+from mux.sctp.state import CLOSED, COOKIE_ECHOED, COOKIE_WAIT, SHUTDOWN_ACK_SENT
 
 log = logging.getLogger("mux.sctp")
 
@@ -355,7 +356,7 @@ class Endpoint:
             peer_port=packet.src_port,
             tie_local=tie_local,
             tie_peer=tie_peer,
-            features=self._offered & ext.peer_offers(init.params),
+            features=ext.agree(self._offered, ext.peer_offers(init.params)),
         )
         params: list[Param] = [StateCookieParam(ck.encode(cookie, self._secret, addr))]
         params.extend(ext.params(self._offered))

@@ -20,11 +20,13 @@ from mux.sctp.params import AdaptationLayerIndicationParam, ForwardTsnSupportedP
 PRSCTP = 1
 #: RFC 6525 stream reconfiguration: RE-CONFIG
 RECONFIG = 2
-#: RFC 8260 message interleaving: I-DATA, and I-FORWARD-TSN with PR-SCTP (not implemented yet: never offered)
+#: RFC 8260 message interleaving: I-DATA instead of DATA (with PR-SCTP, I-FORWARD-TSN instead of FORWARD-TSN)
 IDATA = 4
 #: the peer is mux too (its Adaptation Layer Indication carries ``MUX_ADAPTATION``); always offered
 MUX = 8
-IMPLEMENTED = PRSCTP | RECONFIG | MUX
+#: I-FORWARD-TSN is listed (RFC 8260 §2.3.1): what PR-SCTP needs once I-DATA is in use
+IFORWARD = 16
+IMPLEMENTED = PRSCTP | RECONFIG | IDATA | MUX | IFORWARD
 #: "mux" and a version byte: the adaptation code mux peers recognise each other by
 MUX_ADAPTATION = 0x6D757801
 
@@ -37,7 +39,18 @@ I_FORWARD_TSN = 194
 def offered(prsctp: bool, reconfig: bool, idata: bool) -> int:
     """What we put in our INIT or INIT-ACK, from the configuration."""
     mask = (PRSCTP if prsctp else 0) | (RECONFIG if reconfig else 0) | (IDATA if idata else 0) | MUX
+    if prsctp and idata:
+        mask |= IFORWARD
     return mask & IMPLEMENTED
+
+
+def agree(ours: int, theirs: int) -> int:
+    """What an association uses: what both offered. A peer offering I-DATA and PR-SCTP without I-FORWARD-TSN
+    (RFC 8260 §2.3 says it must) cannot skip messages under I-DATA: PR-SCTP is kept, over DATA."""
+    mask = ours & theirs
+    if mask & IDATA and mask & PRSCTP and not mask & IFORWARD:
+        mask &= ~IDATA
+    return mask
 
 
 def params(features: int) -> list[Param]:
@@ -49,7 +62,7 @@ def params(features: int) -> list[Param]:
         types.append(RE_CONFIG)
     if features & IDATA:
         types.append(I_DATA)
-        if features & PRSCTP:
+        if features & IFORWARD:
             types.append(I_FORWARD_TSN)
     out: list[Param] = []
     if features & PRSCTP:
@@ -59,6 +72,11 @@ def params(features: int) -> list[Param]:
     if features & MUX:
         out.append(AdaptationLayerIndicationParam(MUX_ADAPTATION))
     return out
+
+
+def names(features: int) -> list[str]:
+    """The protocol extensions in use, by name (``status()``)."""
+    return [name for bit, name in ((PRSCTP, "prsctp"), (RECONFIG, "reconfig"), (IDATA, "idata")) if features & bit]
 
 
 def peer_offers(params: Iterable[Param]) -> int:
@@ -76,6 +94,8 @@ def peer_offers(params: Iterable[Param]) -> int:
                 mask |= RECONFIG
             if I_DATA in types:
                 mask |= IDATA
+            if I_FORWARD_TSN in types:
+                mask |= IFORWARD
         elif kind is AdaptationLayerIndicationParam and p.code == MUX_ADAPTATION:  # type: ignore[union-attr]
             mask |= MUX
     return mask

@@ -56,8 +56,9 @@ class SctpOptions(DriverOptions):
     prsctp_enable: bool = True
     reconf_enable: bool = True
     intl_enable: bool = True
-    #: how the streams share the send queue: round robin one message per stream, or first come first served
-    scheduler: Literal["rr", "fcfs"] = "rr"
+    #: how the streams share the send queue (RFC 8260 §3): round robin (a message per turn, or with I-DATA a chunk),
+    #: first come first served, strict priority, or weighted fair queueing by ``stream.priority``
+    scheduler: Literal["rr", "fcfs", "prio", "wfq"] = "rr"
 
 
 class SctpListenerOptions(ListenerBase, SctpOptions):

@@ -34,7 +34,7 @@ from mux.sctp import events as ev
 from mux.sctp.chunks import IDataChunk
 from mux.sctp.rx.reassembly import CHUNK_COST, MESSAGE_COST, BadFragments
 
-__all__ = ["CHUNK_COST", "MESSAGE_COST", "BadFragments", "InterleavedReassembly"]
+__all__ = ["CHUNK_COST", "MESSAGE_COST", "BadFragments", "InterleavedReassembly", "TooLarge"]
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
@@ -42,16 +42,21 @@ HALF = 0x80000000
 _FLOOR_EXPIRY = 0x40000000
 
 
+class TooLarge(BadFragments):
+    """One message's fragments hold more than the receive window: it can never complete."""
+
+
 class _Partial(dict[int, bytes]):
     """One message's fragments so far, by FSN (a dict itself: one object per message, not two); ``end`` is its
-    last fragment's FSN once that came (-1 before), ``ppid`` its first fragment's."""
+    last fragment's FSN once that came (-1 before), ``ppid`` its first fragment's, ``nbytes`` their bytes."""
 
-    __slots__ = ("end", "ppid")
+    __slots__ = ("end", "nbytes", "ppid")
 
     def __init__(self) -> None:
         super().__init__()
         self.end = -1
         self.ppid = 0
+        self.nbytes = 0
 
 
 class _Lane:
@@ -75,7 +80,13 @@ def _unwrap(mid: int, ref: int) -> int:
 
 
 class InterleavedReassembly:
-    def __init__(self, inbound_streams: int, events: deque[Any], stats: dict[str, int]) -> None:
+    #: held fragments may belong to many messages at once: their total says nothing of what one message needs
+    #: (the association's whole-window rule is ``Reassembly``'s; here ``limit`` is checked per message)
+    one_message = False
+
+    def __init__(self, inbound_streams: int, events: deque[Any], stats: dict[str, int], limit: int = 1 << 62) -> None:
+        #: the most one message may hold (the receive window): a fragment taking one past it raises ``TooLarge``
+        self.limit = limit
         #: bytes charged for everything received and not yet consumed (the window's complement)
         self.held = 0
         #: the part of ``held`` still here: fragments, and ordered messages waiting for an earlier MID
@@ -125,6 +136,10 @@ class InterleavedReassembly:
             self._streams += n
             self._next.extend([0] * n)
             self.opened.extend(bytes(n))
+
+    def used(self, sid: int) -> bool:
+        """Whether ``sid`` delivered an ordered message, or holds a message, since it last started over."""
+        return self._next[sid] != 0 or sid in self._ordered or sid in self._unordered
 
     def reset_streams(self, streams: Iterable[int]) -> None:
         """RFC 6525 incoming SSN reset (with I-DATA, RFC 8260 §2.3.2): both MID sequences of each stream start
@@ -222,8 +237,11 @@ class InterleavedReassembly:
         self.fragment_bytes += len(data)
         self._nfrags += 1
         msg[fsn] = data
+        msg.nbytes += len(data)
         if beginning:
             msg.ppid = c.ppid
+        if msg.nbytes > self.limit:
+            raise TooLarge(f"a message of more than {self.limit} bytes")
         if end < 0 or len(msg) <= end:
             return
         # FSNs 0..end are all here (distinct, none above end): the message is complete

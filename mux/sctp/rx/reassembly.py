@@ -52,6 +52,10 @@ class BadFragments(Exception):
 
 
 class Reassembly:
+    #: without interleaving the fragments held belong to one message at a time (a sender sends a message's
+    #: fragments back to back): their total is what that message needs
+    one_message = True
+
     def __init__(self, inbound_streams: int, events: deque[Any], stats: dict[str, int]) -> None:
         #: bytes charged for everything received and not yet consumed (the window's complement)
         self.held = 0

@@ -17,6 +17,7 @@ from collections import deque
 
 from mux.sctp.chunks import FLAG_B, FLAG_E, FLAG_U
 from mux.sctp.tx.rtt import RttEstimator
+from mux.sctp.tx.scheduler import encode_idata
 from mux.sctp.tx.send_queue import OutChunk
 
 MASK = 0xFFFFFFFF
@@ -58,6 +59,22 @@ class Outstanding:
         c.sent = 1
         c.sent_at = now
         wire = c.encode()
+        c.wire = wire
+        self.bytes += c.size
+        self.flight += c.size
+        self.sent.append(c)
+        if self.rtt_chunk is None:
+            self.rtt_chunk = c
+        return wire
+
+    def add_idata(self, c: OutChunk, now: float) -> bytes:
+        """``add`` for an I-DATA association (RFC 8260): the same, encoded as I-DATA."""
+        tsn = self.next_tsn
+        self.next_tsn = (tsn + 1) & MASK
+        c.tsn = tsn
+        c.sent = 1
+        c.sent_at = now
+        wire = encode_idata(c)
         c.wire = wire
         self.bytes += c.size
         self.flight += c.size
@@ -243,6 +260,32 @@ class Outstanding:
         self.flight = max(flight, 0)
         return bool(sent[end].flags & FLAG_E)
 
+    def abandon_message(self, stream_id: int, unordered: int, mid: int) -> bool:
+        """I-DATA (RFC 8260): abandon the sent fragments of message (``stream_id``, ``unordered`` U bit, ``mid``),
+        which may lie anywhere among the outstanding chunks (other messages interleave with it); True when its
+        last fragment was among them."""
+        sent = self.sent
+        flight = self.flight
+        ended = False
+        for j in range(self.head, len(sent)):
+            f = sent[j]
+            if f.ssn != mid or f.stream_id != stream_id or f.flags & FLAG_U != unordered or f.abandoned:
+                continue
+            f.abandoned = True
+            if f.flags & FLAG_E:
+                ended = True
+            if f.acked:
+                continue
+            if f.marked:
+                f.marked = False
+            else:
+                flight -= f.size
+            f.acked = True
+            if f is self.rtt_chunk:
+                self.rtt_chunk = None
+        self.flight = max(flight, 0)
+        return ended
+
     def skip_rest(self, c: OutChunk) -> None:
         """The rest of ``c``'s message never left and never will: it takes one TSN that is never sent, so the
         FORWARD-TSN reaches beyond every fragment the peer may hold. Without it, a peer that had received all
@@ -270,3 +313,27 @@ class Outstanding:
                 streams[c.stream_id] = c.ssn
             i += 1
         return sent[i - 1].tsn, streams
+
+    def advanced_idata(self) -> tuple[int, list[tuple[int, bool, int]]] | None:
+        """``advanced`` for I-FORWARD-TSN (RFC 8260 §2.3.1): the advanced peer ack point and, per (stream, U bit),
+        the largest MID abandoned below it. Unordered messages of one chunk are left out: a receiver holds
+        nothing of them, and naming one would tell it to drop every unordered message of the stream up to that
+        MID, a datagram's MID above a live multi-chunk message's (the datagram lane shares stream 0's counter)."""
+        sent = self.sent
+        i = self.head
+        n = len(sent)
+        if i >= n or not sent[i].abandoned:
+            return None
+        largest: dict[tuple[int, int], int] = {}
+        while i < n and sent[i].abandoned:
+            c = sent[i]
+            i += 1
+            flags = c.flags
+            if flags & FLAG_U and flags & FLAG_B and flags & FLAG_E:
+                continue
+            key = (c.stream_id, flags & FLAG_U)
+            best = largest.get(key)
+            if best is None or ((c.ssn - best) & MASK) < HALF:
+                largest[key] = c.ssn
+        entries = [(sid, bool(u), mid) for (sid, u), mid in sorted(largest.items())]
+        return sent[i - 1].tsn, entries

@@ -1,9 +1,9 @@
 """Stream schedulers (RFC 8260 §3): per-stream send queues and the choice of the stream each next chunk comes from.
 
-Meant to replace the queues and the rr/fcfs logic inside ``SendQueue``, with its interface (``push``, ``take``,
-``peek``, ``drop_message``, ``waiting``, ``message_ssn``, ``last_in``, ``set_streams``, ``clear``, ``bytes``,
-``chunks``, and for stream resets ``pause``, ``is_paused``, ``resume``, ``tail``, ``drop_stream``, ``paused``) plus
-``set_priority`` and ``set_idata``. The packet loop reads the next chunk as ``head.chunks[0]`` (``head`` is None
+The association's send queue (``SctpConfig.scheduler`` picks one): ``push``, ``take``, ``peek``, ``drop_message``,
+``waiting``, ``message_ssn``, ``last_in``, ``set_streams``, ``clear``, ``bytes``, ``chunks``, for stream resets
+``pause``, ``is_paused``, ``paused_on``, ``resume``, ``tail``, ``drop_stream``, ``paused``, and ``set_priority``,
+``set_idata`` and ``set_budget``. The packet loop reads the next chunk as ``head.chunks[0]`` (``head`` is None
 when nothing may go) and removes it with ``take()``.
 
 * ``fcfs`` (§3.1): whole messages in the order they were queued, whatever their stream.
@@ -19,11 +19,13 @@ when nothing may go) and removes it with ``take()``.
   made between messages, with it between chunks.
 
 Without I-DATA a message's fragments must leave back to back, so every scheduler moves on only at a message's
-end; with it they may interleave. A chunk gets its stream sequence number (SSN, or with I-DATA its MID, 32 bits,
-with a separate counter for unordered messages) as its message's first fragment leaves, so a message abandoned
-before it ever left leaves no hole.
+end; with it they may interleave, and the *budget* (``set_budget``) keeps the messages of more than one chunk that
+may be leaving at once within what the receiver can hold whole (a queue whose next message would go over waits,
+out of the scheduling, until one ends; one-chunk messages never wait). A chunk gets its stream sequence number
+(SSN, or with I-DATA its MID, 32 bits, with a separate counter for unordered messages) as its message's first
+fragment leaves, so a message abandoned before it ever left leaves no hole.
 
-**Stream reset** (RFC 6525), as ``SendQueue`` does it: a stream being reset is *paused*. What was queued before
+**Stream reset** (RFC 6525): a stream being reset is *paused*. What was queued before
 stays and leaves first (the reset request waits for its last chunk, ``tail``); what is queued after waits aside,
 counted in ``bytes`` and ``chunks`` (and ``paused``) but out of the scheduler's way, until ``resume`` queues it
 again, numbered from 0 when the peer performed the reset.
@@ -40,6 +42,7 @@ from heapq import heapify, heappop, heappush, heapreplace
 from typing import Any, Literal
 
 from mux.sctp.chunks import FLAG_B, FLAG_E, FLAG_I, FLAG_U, IDATA_HEADER
+from mux.sctp.rx.reassembly import CHUNK_COST
 from mux.sctp.tx.send_queue import DATAGRAMS, OutChunk
 
 __all__ = [
@@ -67,6 +70,10 @@ _WFQ_SCALE = 1 << 32
 #: WFQ: bytes charged per chunk on top of its payload (its header), so no chunk is free
 _WFQ_CHUNK = 16
 _PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+_BE = FLAG_B | FLAG_E
+#: what a receiver is taken to charge per held fragment on top of its bytes, for the interleaving budget: our own
+#: receiver's charge (``rx.reassembly.CHUNK_COST``), the same order as usrsctp's per-chunk buffer overhead
+PEER_CHUNK_COST = CHUNK_COST
 
 
 def encode_idata(c: OutChunk, immediate: bool = False) -> bytes:
@@ -81,7 +88,7 @@ def encode_idata(c: OutChunk, immediate: bool = False) -> bytes:
 class StreamQueue:
     """One stream's chunks waiting to leave (or a lane's, such as ``DATAGRAMS``), and its scheduling state."""
 
-    __slots__ = ("active", "chunks", "cost", "entry", "id", "mid", "priority")
+    __slots__ = ("active", "busy", "chunks", "cost", "entry", "id", "mid", "parked", "priority")
 
     def __init__(self, key: int, priority: int) -> None:
         self.id = key
@@ -94,6 +101,10 @@ class StreamQueue:
         #: ``wfq``: [virtual finish time, tie-break, self], the heap entry, reused; cost per byte at its weight
         self.entry: list[Any] = [0, 0, self]
         self.cost = _WFQ_SCALE // (priority + 1)
+        #: interleaving budget: what its message in progress counts in ``Scheduler.started`` (0: none counted)
+        self.busy = 0
+        #: its next message waits for the budget (it takes no part meanwhile: ``Scheduler._parked``)
+        self.parked = False
 
     def in_progress(self) -> bool:
         """Its next chunk continues a message that has begun to leave."""
@@ -107,17 +118,21 @@ class Scheduler:
 
     __slots__ = (
         "_mask",
+        "_parked",
         "_paused",
         "_queues",
         "_ssn",
         "_umid",
+        "budget",
         "bytes",
         "chunks",
         "fragmentation_point",
+        "gated",
         "head",
         "idata",
         "interleave",
         "paused",
+        "started",
     )
 
     name: str = ""
@@ -141,6 +156,12 @@ class Scheduler:
         self.idata = False
         self.interleave = False
         self._mask = MASK16
+        #: interleaving budget (``set_budget``): what the multi-chunk messages in progress may cost the receiver
+        #: together (``started``); a queue whose next message would go over waits in ``_parked``
+        self.budget = 0
+        self.gated = False
+        self.started = 0
+        self._parked: list[StreamQueue] = []
         if idata:
             self.set_idata(True)
 
@@ -156,6 +177,7 @@ class Scheduler:
         self.idata = on
         self._mask = MASK32 if on else MASK16
         self.interleave = on if interleave is None else (interleave and on)
+        self.gated = self.interleave and self.budget > 0
         if on:
             for chunks in [*(q.chunks for q in self._queues.values()), *self._paused.values()]:
                 index = 0
@@ -163,6 +185,21 @@ class Scheduler:
                     index = 0 if c.flags & FLAG_B else index + 1
                     if index:
                         c.ppid = index
+
+    def set_budget(self, budget: int) -> None:
+        """With interleaving, a message of more than one chunk starts only while the messages in progress (each
+        counted at its bytes plus ``PEER_CHUNK_COST`` per chunk) and it stay within ``budget``, or when it would
+        be the only one: the receiver must be able to hold every message it has begun whole, or none completes
+        and its window stays full for ever (RFC 8260 leaves this to the sender). One-chunk messages never wait.
+        Call it before anything leaves; 0 turns it off."""
+        self.budget = max(budget, 0)
+        self.gated = self.interleave and self.budget > 0
+        if self.gated:  # messages queued before the association was up: count them, or make them wait
+            for q in list(self._queues.values()):
+                if q.active and q.chunks and not q.busy and not self._reserve(q):
+                    self._deactivate(q)
+                    q.parked = True
+                    self._parked.append(q)
 
     def set_streams(self, streams: int) -> None:
         """The number of outbound streams was negotiated (or grew, RFC 6525): queued messages keep their numbers."""
@@ -174,9 +211,11 @@ class Scheduler:
         """The peer restarted: everything queued is gone, numbering starts over (priorities stay)."""
         for q in self._queues.values():
             q.chunks.clear()
-            q.active = False
-            q.entry[0] = 0
+            q.active = q.parked = False
+            q.entry[0] = q.busy = 0
         self._forget_all()
+        self._parked.clear()
+        self.started = 0
         self._paused.clear()
         self.head = None
         self.bytes = self.chunks = self.paused = 0
@@ -237,8 +276,8 @@ class Scheduler:
         else:
             self.chunks += self._cut(chunks, stream_id, data, ppid, base, max_rexmit, expires)
         self.bytes += n
-        if not q.active:
-            self._activate(q)
+        if not q.active and not q.parked:
+            self._admit(q)
 
     def _cut(
         self,
@@ -261,6 +300,8 @@ class Scheduler:
             field = fsn if fsn and idata else ppid  # I-DATA: a first fragment's field is the PPID, the others' FSN
             into.append(OutChunk(stream_id, field, bytes(view[off : off + frag]), flags, max_rexmit, expires))
             fsn += 1
+        if fsn > 1:
+            into[-fsn].total = n + fsn * PEER_CHUNK_COST
         return fsn
 
     def _push_paused(self, stream_id: int, data: bytes, ppid: int, base: int, max_rexmit: int, expires: float) -> None:
@@ -300,6 +341,8 @@ class Scheduler:
                 break
         if dropped and q.active:
             self._dropped(q)
+        if self.gated:
+            self._message_done(q)
         return dropped
 
     def waiting(self, key: int) -> int:
@@ -322,6 +365,51 @@ class Scheduler:
         q = self._queues.get(key)
         return q is not None and q.in_progress()
 
+    # -- the interleaving budget ----------------------------------------------------------------------------------
+
+    def _reserve(self, q: StreamQueue) -> bool:
+        """Count ``q``'s next message in ``started`` if it has more than one chunk and fits; False when it must
+        wait. A message is counted from the moment its queue may send it until its last chunk is taken (or it is
+        dropped), so no two queues can both start on the same room."""
+        c = q.chunks[0]
+        if c.flags & _BE != FLAG_B:
+            return True
+        started = self.started
+        if started and started + c.total > self.budget:
+            return False
+        q.busy = c.total
+        self.started = started + c.total
+        return True
+
+    def _admit(self, q: StreamQueue) -> None:
+        """``q`` has chunks and takes no part: it does now, or its next message waits for the budget."""
+        if not self.gated or self._reserve(q):
+            self._activate(q)
+        else:
+            q.parked = True
+            self._parked.append(q)
+
+    def _release(self, q: StreamQueue) -> None:
+        """What ``q``'s message counted goes; the queues that waited for room try again."""
+        self.started -= q.busy
+        q.busy = 0
+        if self._parked:
+            parked, self._parked = self._parked, []
+            for p in parked:
+                p.parked = False
+                if p.chunks and not p.active:
+                    self._admit(p)
+
+    def _message_done(self, q: StreamQueue) -> None:
+        """``q``'s current message ended (its last chunk taken, or dropped): what it counted goes, and ``q``'s next
+        message is counted or waits."""
+        if q.busy:
+            self._release(q)
+        if q.active and q.chunks and not self._reserve(q):
+            self._deactivate(q)
+            q.parked = True
+            self._parked.append(q)
+
     # -- stream reset (RFC 6525) --------------------------------------------------------------------------------
 
     def tail(self, stream_id: int) -> OutChunk | None:
@@ -335,6 +423,11 @@ class Scheduler:
 
     def is_paused(self, stream_id: int) -> bool:
         return stream_id in self._paused
+
+    def paused_on(self, stream_id: int) -> int:
+        """Chunks waiting for the reset of ``stream_id``."""
+        waiting = self._paused.get(stream_id)
+        return len(waiting) if waiting else 0
 
     def resume(self, stream_id: int, reset: bool) -> None:
         """The reset of ``stream_id`` is over: with ``reset`` (the peer performed it) its SSNs (MIDs, both kinds)
@@ -382,8 +475,13 @@ class Scheduler:
             chunks.extend(keep)
             if removed:
                 count += removed
+                if q.busy and not keep:
+                    self._release(q)  # its next message was counted, and is gone
                 if q.active:
                     self._discarded(q, bool(keep))
+                elif q.parked and not keep:
+                    q.parked = False
+                    self._parked.remove(q)
         self.bytes -= dropped
         self.chunks -= count
         return dropped
@@ -409,8 +507,8 @@ class Scheduler:
 
     def _resumed(self, q: StreamQueue, waiting: list[OutChunk]) -> None:
         """``waiting`` (whole messages) was appended to ``q``'s chunks."""
-        if not q.active:
-            self._activate(q)
+        if not q.active and not q.parked:
+            self._admit(q)
 
     def _reprioritise(self, q: StreamQueue, priority: int) -> None:
         q.priority = priority
@@ -466,6 +564,8 @@ class RoundRobin(Scheduler):
             elif len(active) > 1:
                 active.rotate(-1)  # the next stream's turn
                 self.head = active[0]
+            if self.gated:
+                self._message_done(q)
         elif self.interleave and len(active) > 1:
             active.rotate(-1)
             self.head = active[0]
@@ -652,6 +752,8 @@ class Priority(Scheduler):
                 self.head = level[0]  # still the highest level: no need to look
             else:
                 self._repick()
+            if self.gated:
+                self._message_done(q)
         elif self.interleave and len(level) > 1:
             level.rotate(-1)
             self.head = level[0]
@@ -784,6 +886,8 @@ class Wfq(Scheduler):
                 self.head = top[2]
             else:
                 self.head = None
+            if self.gated:
+                self._message_done(q)
         elif self.interleave:
             heapreplace(heap, e)
             top = heap[0]

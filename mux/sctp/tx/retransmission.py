@@ -1,0 +1,179 @@
+"""What the association does with a SACK and with T3-rtx (RFC 9260 §6.2.1, §6.3.3, §7.2), and PR-SCTP's abandoning
+of messages and the FORWARD-TSN that tells the peer (RFC 3758 §3.5; with I-DATA, by message and I-FORWARD-TSN,
+RFC 8260 §2.3): dcsctp's retransmission queue, on top of
+``Outstanding`` (what is in flight), ``Congestion`` and ``RttEstimator``.
+
+It works on the association it belongs to, which owns those parts (they are rebuilt on a restart) and the timers;
+``Association._fwd_due`` says a FORWARD-TSN is to go in the next packet, and this part builds it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mux.sctp import events as ev
+from mux.sctp import extensions as ext
+from mux.sctp.chunks import FLAG_B, FLAG_E, FLAG_U, ForwardTsnChunk, IForwardTsnChunk
+from mux.sctp.params import protocol_violation_cause
+from mux.sctp.state import DATA_FLOWS, ESTABLISHED, SHUTDOWN_ACK_SENT
+from mux.sctp.tx.outstanding import BEYOND
+from mux.sctp.tx.send_queue import OutChunk
+
+if TYPE_CHECKING:
+    from mux.sctp.association import Association
+
+MASK = 0xFFFFFFFF
+
+
+class Retransmission:
+    __slots__ = ("a", "fwd_sent_at")
+
+    def __init__(self, assoc: Association) -> None:
+        self.a = assoc
+        #: when a FORWARD-TSN last left: it is repeated at most once per RTO
+        self.fwd_sent_at = 0.0
+
+    def on_ack(self, cum: int, a_rwnd: int | None, gaps: list[tuple[int, int]], now: float) -> None:
+        """A SACK (or a SHUTDOWN's cumulative TSN ack, ``a_rwnd`` None)."""
+        a = self.a
+        out = a._out
+        flight_before = out.flight
+        d, acked_bytes, newly = out.ack(cum, gaps, now, a._rtt)
+        if d == BEYOND:
+            a._abort_with(
+                protocol_violation_cause(b"cumulative TSN ack beyond the highest TSN sent"), "peer acked unsent data"
+            )
+            return
+        if a_rwnd is not None:
+            a._peer_arwnd = a_rwnd
+        cc = a._cc
+        if acked_bytes:
+            a._error_count = 0
+        if d:
+            cc.on_cum_ack(cum)
+        if newly and newly[-1] > out.head:
+            marked = out.mark_misses(newly, now)
+            if out.lapsed:
+                self.abandon_lapsed()
+            if marked:
+                a.stats["fast_retransmits"] += marked
+                if cc.recovery_exit is None:
+                    cc.on_fast_retransmit((out.next_tsn - 1) & MASK)
+                    a._t3 = now + a._rtt.rto
+        if d and acked_bytes and cc.recovery_exit is None:
+            cc.on_acked(acked_bytes, flight_before)
+        if out.flight <= 0:
+            out.flight = 0
+            cc.pba = 0
+        # T3 (§6.3.2): restart when the earliest outstanding TSN is acked, stop when nothing is outstanding
+        if len(out.sent) == out.head:
+            a._t3 = None
+        elif d:
+            a._t3 = now + a._rtt.rto
+        if a.features & ext.PRSCTP and out.head < len(out.sent) and out.sent[out.head].abandoned:
+            # §3.5 C1-C3: abandoned chunks right above the cumulative ack point: tell the peer to move past them
+            # (again, if it has not within an RTO of the last FORWARD-TSN)
+            adv = out.advanced()
+            if adv is not None and (adv[0] != out.forwarded or now - self.fwd_sent_at >= a._rtt.rto):
+                a._fwd_due = True
+        cc.acked_since_send += acked_bytes
+        if a._blocked and a.buffered_amount() <= a.config.sndbuf // 2:
+            a._blocked = False
+            a._events.append(ev.SendQueueDrained())
+        if a.state != ESTABLISHED:
+            a._shutdown.check(now)
+
+    def on_t3(self, now: float) -> None:
+        a = self.a
+        if a.state not in DATA_FLOWS and a.state != SHUTDOWN_ACK_SENT:
+            return
+        if not len(a._out):
+            return
+        a.stats["t3_expiries"] += 1
+        a._error_count += 1
+        if a._error_count > a.config.asocmaxrxt:
+            a._lost()
+            return
+        a._cc.on_t3()
+        a._rtt.backoff()
+        out = a._out
+        out.mark_all(now)
+        if out.lapsed:
+            self.abandon_lapsed()
+        if a.features & ext.PRSCTP and out.advanced() is not None:
+            a._fwd_due = True  # §3.5 C4: the FORWARD-TSN goes again
+        a._t3 = now + a._rtt.rto
+
+    # -- PR-SCTP (RFC 3758) -----------------------------------------------------------------------------------
+
+    def abandon_lapsed(self) -> None:
+        """Abandon the messages of the chunks whose policy lapsed as they came due for retransmission."""
+        a = self.a
+        out = a._out
+        idata = a.features & ext.IDATA
+        lapsed, out.lapsed = out.lapsed, []
+        for c in lapsed:
+            if c.abandoned:
+                continue
+            if idata:
+                # by (stream, U, MID): its fragments interleave with other messages'. A stream sends its messages
+                # one after the other, so the rest, if any, is at the front of the stream's queue; it takes one TSN
+                # that never leaves, as with DATA, so the I-FORWARD-TSN naming the message is never out of date.
+                if not out.abandon_message(c.stream_id, c.flags & FLAG_U, c.ssn):
+                    a._queue.drop_message(c.stream_id)
+                    out.skip_rest(c)
+            elif not out.abandon(c):
+                a._queue.drop_message()  # the message's later fragments never left: they never will
+                out.skip_rest(c)
+            a.stats["abandoned_messages"] = a.stats.get("abandoned_messages", 0) + 1
+        if out.advanced() is not None:
+            a._fwd_due = True
+
+    def abandon_queued(self, c: OutChunk) -> None:
+        """The message at the head of the send queue lapsed (``timed``) before all of it left."""
+        a = self.a
+        queue = a._queue
+        head = queue.head
+        mid = head.mid if head is not None else 0
+        queue.drop_message()
+        a.stats["abandoned_messages"] = a.stats.get("abandoned_messages", 0) + 1
+        if not c.flags & FLAG_B and a.features & ext.IDATA:
+            out = a._out
+            c.ssn = mid  # the message's MID, for ``skip_rest``
+            out.abandon_message(c.stream_id, c.flags & FLAG_U, mid)
+            out.skip_rest(c)
+            if out.advanced() is not None:
+                a._fwd_due = True
+        elif not c.flags & FLAG_B:  # its first fragments are out: abandon those too
+            out = a._out
+            last = out.sent[-1] if out.sent else None
+            if last is not None and last.stream_id == c.stream_id and not last.flags & FLAG_E:
+                out.abandon(last)
+                out.skip_rest(last)
+            if out.advanced() is not None:
+                a._fwd_due = True
+
+    def forward_tsn(self, now: float) -> bytes:
+        """The FORWARD-TSN (with I-DATA, I-FORWARD-TSN) chunk that moves the peer past what we abandoned (§3.5 C2),
+        or nothing."""
+        a = self.a
+        a._fwd_due = False
+        out = a._out
+        if a.features & ext.IDATA:
+            iadv = out.advanced_idata()
+            if iadv is None:
+                return b""
+            new_cum, entries = iadv
+            wire = IForwardTsnChunk(new_cum, entries).serialize()
+        else:
+            adv = out.advanced()
+            if adv is None:
+                return b""
+            new_cum, streams = adv
+            wire = ForwardTsnChunk(new_cum, sorted(streams.items())).serialize()
+        out.forwarded = new_cum
+        self.fwd_sent_at = now
+        a.stats["forward_tsns_sent"] = a.stats.get("forward_tsns_sent", 0) + 1
+        if a._t3 is None:
+            a._t3 = now + a._rtt.rto
+        return wire
