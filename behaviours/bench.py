@@ -306,9 +306,11 @@ class BenchClient(ConnectionBehaviour):
 
         Each echo stream carries one flow of ``size``-byte records, one every ``interval`` seconds (the flows
         staggered evenly), whatever comes back, from start to end. After ``idle`` seconds, ``message`` bytes go
-        out on a sink stream as ``piece``-byte sends, each its own message (the control: any scheduler can put a
-        record between two of them); ``settle`` seconds after the sink reported the last byte, the same bytes go
-        out as ONE ``stream.send`` on another sink stream (one SCTP message). Then the flows stop and every
+        out on a sink stream as ``piece``-byte sends, unmeasured (the warm-up: the congestion window grows, so
+        both measured phases start from the same one); ``settle`` seconds after the sink reported the last byte,
+        the same again on a second sink stream (the control: any scheduler can put a record between two pieces);
+        ``settle`` seconds after that, the same bytes go out as ONE ``stream.send`` on a third sink stream (one
+        SCTP message). Then the flows stop and every
         record sent is awaited. Records are sorted by when they were sent; those sent in a pause between phases
         count for neither.
 
@@ -344,7 +346,7 @@ class BenchClient(ConnectionBehaviour):
             self._readers[stream.id] = self._record_reader(size, on_record)
             await stream.send(HEADER.pack(MAGIC, MODE_ECHO, 0))
         sinks: list[tuple[Stream, _Sink]] = []
-        for _ in range(2):
+        for _ in range(3):  # warm-up, pieces, message
             stream = self.conn.open_stream()
             sink = _Sink(message, loop.create_future(), self._fail)
             self._readers[stream.id] = sink
@@ -377,7 +379,12 @@ class BenchClient(ConnectionBehaviour):
         tasks = [loop.create_task(flow(n)) for n in range(streams)]
         try:
             await self._pause(idle)
-            (pieces_stream, pieces_sink), (message_stream, message_sink) = sinks
+            (warm_stream, warm_sink), (pieces_stream, pieces_sink), (message_stream, message_sink) = sinks
+            warmed_began = clock()
+            for data in pieces:  # the warm-up: the same load unmeasured, so both phases start from a grown cwnd
+                warm_stream.send(data)
+            await self._until(warm_sink.done)
+            await self._pause(settle)
             pieces_began = clock()
             for data in pieces:
                 pieces_stream.send(data)  # each its own message; backpressure not awaited, the sink's report is
@@ -392,7 +399,7 @@ class BenchClient(ConnectionBehaviour):
             for task in tasks:
                 task.cancel()
         return InterleaveRun(
-            idle=[rtt for at, rtt in samples if at < pieces_began],
+            idle=[rtt for at, rtt in samples if at < warmed_began],
             pieces=[rtt for at, rtt in samples if pieces_began <= at <= pieces_ended],
             busy=[rtt for at, rtt in samples if began <= at <= ended],
             pieces_transfer=pieces_ended - pieces_began,

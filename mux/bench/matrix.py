@@ -170,9 +170,12 @@ class Interleave(StrictModel):
 
     ``streams`` flows of ``size``-byte echoed records, each on its own stream, one record every ``interval_ms``
     per flow (staggered), as in ``parallel``, throughout. For ``idle_seconds`` nothing else is sent: their round
-    trips then are the baseline. Then ``message`` bytes go out on a stream of their own twice, each time until
-    the receiver reports the last byte: first as ``piece``-byte messages (the control: the same load on the same
-    connection and path, which any scheduler interleaves), then, ``settle_seconds`` later, as ONE
+    trips then are the baseline. Then ``message`` bytes go out on a stream of their own three times, each time
+    until the receiver reports the last byte: as ``piece``-byte messages unmeasured (the warm-up, so that both
+    measured phases start from a grown congestion window; without it the second one started with the window the
+    first had built, and filled a bottleneck's queue faster), again as ``piece``-byte messages (the control: the
+    same load on the same connection and path, which any scheduler interleaves), then, ``settle_seconds`` later,
+    as ONE
     ``stream.send`` (one SCTP message). Busy minus idle is what the message costs the records in all; busy minus
     the control is what they lose because it is one message: head-of-line blocking in the send queue.
 
@@ -181,7 +184,7 @@ class Interleave(StrictModel):
     for at least ``RECBUF_FACTOR`` times the message.
     """
 
-    streams: int = Field(default=4, ge=1, le=14)
+    streams: int = Field(default=4, ge=1, le=13)
     size: int = Field(default=64, ge=16, le=1024)
     interval_ms: float = Field(default=2.0, gt=0)
     idle_seconds: float = Field(default=0.5, gt=0)
