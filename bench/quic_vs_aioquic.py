@@ -232,9 +232,7 @@ def main() -> int:
     names = list(servers)
     try:
         time.sleep(1.5)
-        results: dict[str, dict[str, list[float]]] = {
-            k: {"bulk": [], "p50": [], "p99": [], "cpu": []} for k in ports
-        }
+        results: dict[str, dict[str, list[float]]] = {k: {"bulk": [], "p50": [], "p99": [], "cpu": []} for k in ports}
 
         async def run_bulk(order: list[str]) -> None:
             for name in order:
@@ -277,6 +275,7 @@ def main() -> int:
         thr_text = f"throughput {thr:.3f}x, " if thr is not None else ""
         print(f"ratio {name}/raw: {thr_text}latency (raw p50 / {name} p50) {lat:.3f}x")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())
