@@ -192,6 +192,9 @@ class Association:
         self._stalled_below = min(2 * self._mtu, config.recbuf // 4)
         self._update_step = min(self._mtu, config.recbuf // 4)
         self._sack_now = True  # §5.1: the first DATA chunk is acknowledged at once
+        #: the SACK owed is owed at once (§6.7: out of order, a gap filled, a duplicate): if another packet with data
+        #: arrives before it is built, it leaves first, so every such packet gets its own SACK
+        self._sack_urgent = False
         self._data_packets = 0
 
         self.stats: dict[str, int] = {
@@ -234,12 +237,22 @@ class Association:
         """
         assoc = cls(config, local_port=cookie.local_port, remote_port=cookie.peer_port, peer_addr=peer_addr, rng=rng)
         assoc._load_cookie(cookie)
+        # the cookie was made as our INIT-ACK left: a first RTT sample, unless it is long enough to include the
+        # peer's wait to retransmit a COOKIE-ECHO (at least RTO.Min), which would make it ambiguous (Karn)
+        rtt = now - cookie.created
+        if 0.0 <= rtt < config.rto_min / 1000.0:
+            assoc._rtt.sample(rtt)
         assoc._ctrl.append(CookieAckChunk().serialize())
         assoc._establish(now)
         if hold:
             assoc._on_hold = True
             assoc._t_hb = None
         return assoc
+
+    @property
+    def rtt(self) -> RttEstimator:
+        """The path's RTT estimate (SRTT, RTTVAR, RTO), read-only to callers."""
+        return self._rtt
 
     @property
     def on_hold(self) -> bool:
@@ -265,9 +278,10 @@ class Association:
         self.inbound_streams = min(config.max_instreams, cookie.peer_os)
         self.features = cookie.features
 
-    def connect(self, now: float) -> None:
-        """Client side: send INIT and wait for INIT-ACK (T1-init retransmits it)."""
-        self._handshake.connect(now)
+    def connect(self, now: float, *, rtt_hint: tuple[float, float] | None = None) -> None:
+        """Client side: send INIT and wait for INIT-ACK (T1-init retransmits it). ``rtt_hint``, (SRTT, RTTVAR) in
+        seconds from a recent association to the same peer, times the first T1-init instead of RTO.Initial."""
+        self._handshake.connect(now, rtt_hint)
 
     # -- user commands --------------------------------------------------------------------------------------
 
@@ -512,13 +526,16 @@ class Association:
         self.stats["rx_packets"] += 1
         self._last_activity = now
         got_data = False
+        gaps_before = False
         data_kind = self._data_kind
         for chunk in chunks:
             kind = type(chunk)
             if kind is data_kind:  # DATA, or I-DATA once agreed (the receive path takes either)
                 if self.state in DATA_FLOWS:
+                    if not got_data:
+                        gaps_before = self._begin_data()
+                        got_data = True
                     self._on_data(chunk, now)  # type: ignore[arg-type]
-                    got_data = True
             elif kind is SackChunk:
                 self._on_sack(chunk, now)  # type: ignore[arg-type]
             elif kind is HeartbeatChunk:
@@ -551,8 +568,10 @@ class Association:
                 pass  # the endpoint handles these before the association sees the packet
             elif (kind is ForwardTsnChunk or kind is IForwardTsnChunk) and self._forward_agreed(kind):
                 if self.state in DATA_FLOWS:
+                    if not got_data:
+                        gaps_before = self._begin_data()
+                        got_data = True
                     self._on_forward_tsn(chunk, now)  # type: ignore[arg-type]
-                    got_data = True
             elif kind is ReconfigChunk and self.features & ext.RECONFIG:
                 if self.state in DATA_FLOWS or self.state == SHUTDOWN_ACK_SENT:
                     self._streams.on_reconfig(chunk, now)  # type: ignore[arg-type]
@@ -580,7 +599,7 @@ class Association:
             if self.state == CLOSED:
                 return
         if got_data:
-            self._after_data(now)
+            self._after_data(now, gaps_before)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         addr = self.peer_addr
@@ -877,18 +896,29 @@ class Association:
             # nothing is missing, yet what waits fills the window: a message bigger than the window never completes
             self._abort_with(out_of_resource_cause(), f"peer message larger than recbuf ({recbuf} bytes)")
 
-    def _after_data(self, now: float) -> None:
+    def _begin_data(self) -> bool:
+        """A packet with data (or a FORWARD-TSN) begins: the SACK an earlier packet is owed at once leaves now, as
+        it stood, before this packet changes what it would say (the driver reads packets in batches and builds
+        one round of packets per batch). Returns whether TSNs were missing before this packet."""
+        if self._sack_urgent:
+            self._raw.append(serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [self._build_sack()]))
+        return self._rx.has_gaps
+
+    def _after_data(self, now: float, gaps_before: bool) -> None:
         if self._rx_special:
             self._streams.after_data()
         self._data_packets += 1
+        # §6.7: a SACK at once for a packet that arrives while TSNs are missing and (as BSD and usrsctp do) for
+        # the one that fills the last gap, for duplicates, and when the sender asked (RFC 7053 I bit)
+        urgent = self._sack_now or gaps_before or self._rx.has_gaps
         if (
-            self._sack_now
-            or self._rx.has_gaps
+            urgent
             or self._data_packets >= self.config.sack_freq
             or not self.config.sackdelay
             or self.state != ESTABLISHED
         ):
             self._need_sack = True
+            self._sack_urgent = urgent
             self._t_sack = None
             if self.state == SHUTDOWN_SENT:
                 self._ctrl.append(ShutdownChunk(self._rx.cum_tsn).serialize())
@@ -899,6 +929,7 @@ class Association:
 
     def _build_sack(self) -> bytes:
         self._need_sack = False
+        self._sack_urgent = False
         self._t_sack = None
         self._data_packets = 0
         rx = self._rx

@@ -13,8 +13,12 @@ from mux.sctp.connection import SctpTransportConnection
 from mux.sctp.endpoint import Endpoint
 from mux.sctp.listener import address_changed
 from mux.sctp.options import SctpClientOptions, core_config
+from mux.sctp.peer_rtts import PeerRtts
 from mux.transport import SinkFactory
 from mux.udp import Address, Driver, resolve
+
+#: what this process's client associations measured to each peer host: times the next INIT to it
+PEER_RTTS = PeerRtts()
 
 
 class _ClientDemux:
@@ -59,9 +63,14 @@ async def connect(
     endpoint = Endpoint(core_config(options), local_port=local_port, admit=lambda _addr: False, listening=False)
     demux = _ClientDemux(endpoint)
     driver = Driver(sock, demux, loop, busy_poll_us=options.busy_poll_us)
-    assoc: Association = endpoint.connect(addr, options.sctp_port, loop.time())
+    host = addr[0]
+    assoc: Association = endpoint.connect(
+        addr, options.sctp_port, loop.time(), rtt_hint=PEER_RTTS.lookup(host, loop.time())
+    )
 
     def finished(conn: SctpTransportConnection) -> None:
+        rtt = conn.assoc.rtt
+        PEER_RTTS.remember(host, rtt.srtt, rtt.rttvar, loop.time())
         endpoint.remove(conn.assoc)
 
     conn = SctpTransportConnection(

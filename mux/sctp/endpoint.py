@@ -144,8 +144,11 @@ class Endpoint:
         self._out = []
         return out
 
-    def connect(self, addr: Addr, remote_port: int, now: float) -> Association:
-        """Start a client association to ``remote_port`` at UDP address ``addr``."""
+    def connect(
+        self, addr: Addr, remote_port: int, now: float, *, rtt_hint: tuple[float, float] | None = None
+    ) -> Association:
+        """Start a client association to ``remote_port`` at UDP address ``addr``; ``rtt_hint`` is (SRTT, RTTVAR)
+        in seconds as a recent association to the same peer measured them (see ``Association.connect``)."""
         key = _key(addr, remote_port)
         if key in self._assocs:
             raise ValueError(f"an association to {addr} port {remote_port} already exists")
@@ -156,7 +159,7 @@ class Endpoint:
             assoc.local_vtag = self._new_tag()  # before connect: the INIT carries it
         self._assocs[key] = assoc
         self._index(assoc)
-        assoc.connect(now)
+        assoc.connect(now, rtt_hint=rtt_hint)
         return assoc
 
     def remove(self, assoc: Association) -> None:

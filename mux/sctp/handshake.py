@@ -38,6 +38,11 @@ if TYPE_CHECKING:
     from mux.sctp.association import Association
 
 
+#: the shortest T1 for a COOKIE-ECHO (seconds): above an event loop's timer jitter, so a healthy exchange on a
+#: fast path is not resent
+COOKIE_T1_FLOOR = 0.010
+
+
 class Handshake:
     __slots__ = (
         "a",
@@ -47,6 +52,7 @@ class Handshake:
         "echo_attempts",
         "init_attempts",
         "init_packet",
+        "init_sent_at",
         "t1_rto",
     )
 
@@ -58,15 +64,21 @@ class Handshake:
         self.init_packet = b""
         self.cookie_echo = b""
         self.cookie_echo_sent_at: float | None = None
+        self.init_sent_at = 0.0
         self.cookie_preservative_ms = 0
 
-    def connect(self, now: float) -> None:
+    def connect(self, now: float, rtt_hint: tuple[float, float] | None = None) -> None:
         a = self.a
         if a.state != CLOSED:
             raise SctpError(f"connect in state {a.state}")
         a.state = COOKIE_WAIT
         self.init_attempts = 0
         self.t1_rto = a.config.rto_initial / 1000.0
+        if rtt_hint is not None:
+            # prior knowledge of the path (RFC 8961 §4 asks for RTO.Initial only without it): the first T1 from
+            # what a recent association measured, as for T1-cookie below; if it expires, RTO.Initial takes over
+            srtt, rttvar = rtt_hint
+            self.t1_rto = min(max(srtt + 4 * rttvar, COOKIE_T1_FLOOR), self.t1_rto)
         self._send_init(now)
 
     def _send_init(self, now: float) -> None:
@@ -79,6 +91,7 @@ class Handshake:
         self.init_packet = serialize_packet(a.local_port, a.remote_port, 0, [init])
         a._raw.append(self.init_packet)
         self.init_attempts += 1
+        self.init_sent_at = now
         a._t1 = now + self.t1_rto
 
     def on_init_ack(self, chunk: InitAckChunk, now: float) -> None:
@@ -116,7 +129,16 @@ class Handshake:
             a._ctrl.append(ErrorChunk([unrecognized_params_cause(b"".join(unrecognized))]).serialize())
         a.state = COOKIE_ECHOED
         self.echo_attempts = 1
-        self.t1_rto = a._rtt.rto
+        if self.init_attempts == 1:  # a first RTT sample, from an INIT sent once (Karn)
+            rtt = a._rtt
+            rtt.sample(now - self.init_sent_at)
+            assert rtt.srtt is not None
+            # T1-cookie from that sample alone, without RTO.Min: a COOKIE-ECHO is one small packet the peer keeps
+            # no state for until it comes, so resending it early costs one packet and no congestion window, as
+            # QUIC's handshake probes (RFC 9002 §6.2) go by the measured RTT without a fixed minimum
+            self.t1_rto = max(rtt.srtt + 4 * rtt.rttvar, COOKIE_T1_FLOOR)
+        else:
+            self.t1_rto = a._rtt.rto
         a._t1 = now + self.t1_rto
         self.cookie_echo_sent_at = now
 
@@ -139,7 +161,10 @@ class Handshake:
             what = "INIT" if waiting else "COOKIE-ECHO"
             a._finish(ev.AssociationAborted(f"no answer to {what} after {attempts} attempts"))
             return
-        self.t1_rto = min(self.t1_rto * 2, a.config.max_init_timeo / 1000.0)
+        # doubled (§6.3.3 E2), but never below what the RFC starts from: a T1 taken from a measured RTT gets one
+        # quick retransmission, after which RTO.Initial (INIT) or the RTO.Min-bounded RTO (COOKIE-ECHO) rules
+        fallback = a.config.rto_initial / 1000.0 if waiting else a._rtt.rto
+        self.t1_rto = min(max(self.t1_rto * 2, fallback), a.config.max_init_timeo / 1000.0)
         if waiting:
             a._raw.append(self.init_packet)
             self.init_attempts += 1

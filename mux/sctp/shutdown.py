@@ -23,6 +23,7 @@ from mux.sctp.state import (
     SHUTDOWN_RECEIVED,
     SHUTDOWN_SENT,
 )
+from mux.sctp.tx.outstanding import HALF, MASK
 
 if TYPE_CHECKING:
     from mux.sctp.association import Association
@@ -57,7 +58,16 @@ class Shutdown:
         state = a.state
         if state not in DATA_FLOWS:
             return
-        a._retx.on_ack(cum, None, [], now)
+        out = a._out
+        d = (cum - out.cum_acked) & MASK
+        if d < HALF and d > len(out.sent) - out.head:
+            # acking what we never sent. A SACK doing so is a protocol violation (and aborts), but pion puts a
+            # TSN of its own here, and Linux and usrsctp would abort its graceful close for it: the field is
+            # ignored instead (it only repeats what SACKs say), the close goes on, and anything of ours still
+            # unacknowledged must be SACKed as always before our SHUTDOWN-ACK
+            a.stats["shutdown_cum_ignored"] = a.stats.get("shutdown_cum_ignored", 0) + 1
+        else:
+            a._retx.on_ack(cum, None, [], now)
         if a.state == CLOSED:
             return
         if state in (ESTABLISHED, SHUTDOWN_PENDING):
