@@ -629,7 +629,13 @@ def test_link_cut_ends_in_communication_lost_with_rto_backoff() -> None:
     ca.send(0, b"into the void")
     assert net.run_until(lambda: a.closed(ca), 120)
     sends = data_sent(net, A)
-    assert len(sends) == 1 + cfg.asocmaxrxt  # the original and one retransmission per tolerated expiry
+    # the original, tail loss probes before the first T3 expiry (not counted as one, cwnd untouched), and one
+    # retransmission per tolerated expiry
+    probes = ca.stats["tlp_probes"]
+    assert len(sends) == 1 + probes + cfg.asocmaxrxt and 1 <= probes <= 2
+    assert all(s.time < sends[0].time + rto0 for s in sends[1 : 1 + probes])
+    assert len(set(cwnds[: 1 + probes])) == 1
+    sends, cwnds = sends[:1] + sends[1 + probes :], cwnds[:1] + cwnds[1 + probes :]
     times = [s.time for s in sends]
     gaps = [t1 - t0 for t0, t1 in pairwise(times)]
     expected = [rto0]

@@ -365,3 +365,39 @@ async def test_our_abandoned_messages_are_skipped_by_usrsctp(length: int, interl
     assert stats.get("abandoned_messages", 0) > 0 and stats.get("forward_tsns_sent", 0) > 0, stats
     assert report.length == length and 0 < report.messages < count
     assert report.messages + stats["abandoned_messages"] >= count  # what was not given up arrived
+
+
+# -- reliable transfer through a lossy, reordering path -----------------------------------------------------------
+
+
+async def test_tsctp_reliable_transfer_through_loss_and_reordering(make_server: ServerFactory) -> None:
+    """tsctp sends 1500 reliable messages of 1200 bytes through 5% loss and 5% reordering each way (its DATA and our
+    SACKs): every message arrives, whole and once, and the association still ends with SHUTDOWN."""
+    from mux.impair.model import Impairment
+    from mux.impair.proxy import ImpairProxy
+
+    server_udp = await sctp_server(make_server, Discard)
+    client_udp = usrsctp.free_udp_port()
+    count, length = 1500, 1200
+    lossy = Impairment(loss=0.05, reorder=0.05)
+    async with ImpairProxy(("127.0.0.1", 0), ("127.0.0.1", server_udp), up=lossy, down=lossy, seed=21) as proxy:
+        program = usrsctp.tsctp_client(
+            remote_udp=proxy.address[1], local_udp=client_udp, port=SCTP_PORT, length=length, messages=count
+        )
+        with usrsctp.running(program) as (tsctp,):
+            code = await asyncio.to_thread(tsctp.wait, 60)
+            sent = usrsctp.parse_sent(tsctp.output())
+        assert code == 0 and sent is not None, tsctp.tail()
+        server = await only_instance(Discard)
+        assert isinstance(server, Discard)
+        # tsctp is gone: if its SHUTDOWN-COMPLETE was lost, our SHUTDOWN-ACK is answered as its host would
+        with await asyncio.to_thread(usrsctp.ShutdownAckAnswerer, client_udp):
+            await server.until(lambda: "closed" in server.kinds(), 20, "server association never closed")
+        path = proxy.stats()
+    assert (sent.messages, sent.length) == (count, length)
+    assert server.count == count and server.bytes == count * length
+    assert server.lengths == {length} and server.foreign == 0
+    assert_graceful(server, by="peer")
+    # the path did lose and reorder, both ways
+    assert path.up.dropped_loss > 0 and path.down.dropped_loss > 0, path
+    assert path.up.reordered > 0 and path.down.reordered > 0, path

@@ -127,14 +127,20 @@ def test_a_policy_gives_messages_up_and_the_stream_goes_on(
     assert net.run_until(lambda: len({e.ppid for e in b.of(sa, ev.DataReceived)} & set(range(1000, 1020))) == 20, 60)
     got = b.of(sa, ev.DataReceived)
     check(msgs, got)
-    assert ca.stats.get("abandoned_messages", 0) > 0 and ca.stats.get("forward_tsns_sent", 0) > 0
-    assert sa.stats.get("forward_tsns_received", 0) > 0
+    assert ca.stats.get("abandoned_messages", 0) > 0
+    # a message given up after some of it left needs a FORWARD-TSN; a ``timed`` one may lapse only while queued,
+    # when RACK repaired every loss of what had left within its lifetime (here an RTT and a quarter of one)
+    forwarded = reliability == "rexmit" or ca.stats.get("forward_tsns_sent", 0) > 0
+    if forwarded:
+        assert ca.stats.get("forward_tsns_sent", 0) > 0 and sa.stats.get("forward_tsns_received", 0) > 0
     assert len({e.ppid for e in got}) < 620  # some were given up, on a 10% lossy link
     assert sa.status()["held_bytes"] == 0 and sa.status()["held_fragments"] == 0  # no partial message left over
     assert not b.of(sa, ev.AssociationAborted) and not a.of(ca, ev.AssociationAborted)
     kinds = {type(c) for s in net.sent_by(A) for c in s.chunks()}
     assert kinds & {DataChunk, IDataChunk, ForwardTsnChunk, IForwardTsnChunk} == (
-        {IDataChunk, IForwardTsnChunk} if idata else {DataChunk, ForwardTsnChunk}
+        ({IDataChunk, IForwardTsnChunk} if idata else {DataChunk, ForwardTsnChunk})
+        if forwarded
+        else {IDataChunk if idata else DataChunk}
     )
 
 

@@ -44,8 +44,10 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -422,6 +424,63 @@ def wait_received(server: Program, count: int = 1, timeout: float = 30.0) -> lis
     """The first ``count`` association reports of a tsctp server, waiting for them."""
     matches = server.wait_for(_TSCTP_RECEIVED, timeout, count)
     return [TsctpReceived(int(m[1]), int(m[2]), int(m[3]), int(m[4]), float(m[5]), int(m[7])) for m in matches]
+
+
+class ShutdownAckAnswerer:
+    """Stands in for the SCTP stack of a program that has exited, on its UDP port: answers every SHUTDOWN-ACK with a
+    SHUTDOWN-COMPLETE with the T bit and the tag it carried (RFC 9260 §8.4 item 5), as a host's kernel stack would.
+
+    A sender that closes gracefully sends the last packet of the close, SHUTDOWN-COMPLETE, and then (tsctp: within
+    a second; peer.go, mux's client: at once) its process or socket is gone. If that packet is lost, the receiver
+    retransmits its SHUTDOWN-ACK to nobody and its association ends only after its retransmission limit: a tsctp
+    server prints its report only once the association is over. ``answered`` counts the SHUTDOWN-ACKs answered.
+    Binds the port as soon as it is free (within ``wait`` seconds); use it as a context manager.
+    """
+
+    def __init__(self, udp_port: int, host: str = "127.0.0.1", wait: float = 3.0) -> None:
+        self.answered = 0
+        self._stop = threading.Event()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self._sock.bind((host, udp_port))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self._sock.close()
+                    raise
+                time.sleep(0.01)
+        self._sock.settimeout(0.05)
+        self._thread = threading.Thread(target=self._run, name=f"shutdown-ack-answerer-{udp_port}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from mux.sctp.chunks import ShutdownCompleteChunk
+        from mux.sctp.packet import serialize_packet
+
+        while not self._stop.is_set():
+            try:
+                data, addr = self._sock.recvfrom(65536)
+            except (TimeoutError, OSError):
+                continue
+            if len(data) >= 16 and data[12] == 8:  # SHUTDOWN-ACK
+                src, dst, vtag = struct.unpack_from("!HHI", data)
+                reply = serialize_packet(dst, src, vtag, [ShutdownCompleteChunk(t_bit=True)])
+                with contextlib.suppress(OSError):
+                    self._sock.sendto(reply, addr)
+                    self.answered += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+    def __enter__(self) -> ShutdownAckAnswerer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @contextlib.contextmanager

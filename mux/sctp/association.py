@@ -13,8 +13,9 @@ chunk to the part whose job it is and assembles outgoing packets from what the p
   advertised window is what is left).
 * ``tx.scheduler``: what the application queued, per stream, and the stream scheduler that picks the next chunk
   (with I-DATA, streams interleave chunk by chunk); ``tx.outstanding``: what is in flight; ``tx.retransmission``:
-  what SACKs and T3 do to it, and PR-SCTP's abandoning (RFC 3758; with I-DATA by message); ``tx.congestion``: how
-  much may be in flight; ``tx.rtt``: the retransmission timeout.
+  what SACKs and T3 do to it, and PR-SCTP's abandoning (RFC 3758; with I-DATA by message); ``tx.rack``: RACK-TLP
+  (RFC 8985), losses found by time and tail loss probes, on the ``_t_loss`` timer; ``tx.congestion``: how much may
+  be in flight; ``tx.rtt``: the retransmission timeout.
 * ``heartbeat``: probes of an idle path; ``shutdown``: the graceful close.
 * ``streams``: what each stream id is used for, and RE-CONFIG (RFC 6525) applied to them, with ``reconfig``
   keeping the protocol's bookkeeping: resetting and adding streams, both ways.
@@ -178,6 +179,10 @@ class Association:
         self._t_hb: float | None = None
         self._t_autoclose: float | None = None
         self._t_reconf: float | None = None
+        #: RACK's reordering timer or the tail loss probe, whichever is due first (``tx.rack``)
+        self._t_loss: float | None = None
+        #: a tail loss probe sends queued data: Nagle stands aside for one round
+        self._probing = False
         self._last_data = 0.0  # when user data last left or arrived (autoclose counts from here)
         self._last_activity = 0.0
         self._handshake = Handshake(self)
@@ -205,6 +210,8 @@ class Association:
             "retransmitted_chunks": 0,
             "fast_retransmits": 0,
             "t3_expiries": 0,
+            "rack_retransmits": 0,
+            "tlp_probes": 0,
             "duplicate_tsns": 0,
             "rwnd_drops": 0,
             "bad_vtag": 0,
@@ -495,7 +502,17 @@ class Association:
 
     def get_timer(self) -> float | None:
         at: float | None = None
-        for t in (self._t3, self._t_sack, self._t1, self._t2, self._t_hb, self._t5, self._t_autoclose, self._t_reconf):
+        for t in (
+            self._t3,
+            self._t_sack,
+            self._t1,
+            self._t2,
+            self._t_hb,
+            self._t5,
+            self._t_autoclose,
+            self._t_reconf,
+            self._t_loss,
+        ):
             if t is not None and (at is None or t < at):
                 at = t
         return at
@@ -672,6 +689,7 @@ class Association:
                     and inflight.flight > 0
                     and queue.bytes < self.fragmentation_point
                     and not (packet and size < budget)  # it can still ride in a packet we are sending anyway
+                    and not self._probing
                 )
                 if not nagle:
                     burst = cc.burst(self.config.max_burst)
@@ -715,6 +733,7 @@ class Association:
                     self._t3 = now + self._rtt.rto
                 if self._t_hb is not None:
                     self._t_hb = self._heartbeat.due(now, self._rtt.rto)
+                self._retx.sent(now, not queue)  # the probe timer; an empty queue puts the I bit on the last chunk
         if packet:
             packets.append(packet)
         if self._reconf_work and state in DATA_FLOWS:
@@ -755,6 +774,9 @@ class Association:
             self._on_autoclose_timer(now)
         if self._t_reconf is not None and now >= self._t_reconf:
             self._streams.on_timer(now)
+        if self._t_loss is not None and now >= self._t_loss:
+            self._t_loss = None
+            self._retx.on_loss_timer(now)
 
     def _on_autoclose_timer(self, now: float) -> None:
         """gen_sctp's autoclose: an association idle for ``autoclose`` seconds shuts down gracefully."""
@@ -944,7 +966,7 @@ class Association:
     def _on_sack(self, s: SackChunk, now: float) -> None:
         if self.state not in DATA_FLOWS and self.state != SHUTDOWN_ACK_SENT:
             return
-        self._retx.on_ack(s.cum_tsn, s.a_rwnd, s.gaps, now)
+        self._retx.on_ack(s.cum_tsn, s.a_rwnd, s.gaps, now, s.duplicates)
 
     # -- PR-SCTP (RFC 3758): the sender's side is ``Retransmission``'s ------------------------------------------
 
@@ -995,7 +1017,7 @@ class Association:
             self._events.clear()
         self.state = CLOSED
         self._t1 = self._t2 = self._t3 = self._t5 = self._t_sack = self._t_hb = self._t_autoclose = None
-        self._t_reconf = None
+        self._t_reconf = self._t_loss = None
         self._reconf_work = False
         self._ctrl = []
         self._need_sack = False

@@ -52,6 +52,15 @@ class Congestion:
             self.pba = 0
             self.recovery_exit = highest_sent
 
+    def undo(self, cwnd: int, ssthresh: int) -> None:
+        """The fast recovery that began at ``cwnd`` and ``ssthresh`` was spurious (``Rack``): restore them (RFC 4015's
+        Eifel response, as Linux's undo) and leave fast recovery."""
+        if cwnd > self.cwnd:
+            self.cwnd = cwnd
+        if ssthresh > self.ssthresh:
+            self.ssthresh = ssthresh
+        self.recovery_exit = None
+
     def on_t3(self) -> None:
         """The retransmission timer expired (§7.2.3): back to one packet."""
         self.ssthresh = max(self.cwnd // 2, 4 * self.mtu)

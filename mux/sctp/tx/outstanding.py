@@ -9,6 +9,9 @@ them: a chunk marked for retransmission leaves it until it is sent again.
 PR-SCTP (RFC 3758 §3.5): a chunk whose message's policy has lapsed is not marked for retransmission but put in
 ``lapsed``; the association abandons its whole message (``abandon``). Abandoned chunks count as acknowledged,
 and the advanced peer ack point (``advanced``) moves over them for the FORWARD-TSN that tells the peer.
+
+``rack`` (``tx.rack``) keeps RACK-TLP's state for what is in flight here: ``resend`` tells it of each retransmission,
+and ``last_cum`` is the top of the last cumulative ack advance, its witness when no gap block acks above that.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 from collections import deque
 
 from mux.sctp.chunks import FLAG_B, FLAG_E, FLAG_U
+from mux.sctp.tx.rack import Rack
 from mux.sctp.tx.rtt import RttEstimator
 from mux.sctp.tx.scheduler import encode_idata
 from mux.sctp.tx.send_queue import OutChunk
@@ -28,7 +32,20 @@ BEYOND = -1
 
 
 class Outstanding:
-    __slots__ = ("bytes", "cum_acked", "flight", "forwarded", "head", "lapsed", "next_tsn", "rtt_chunk", "rtx", "sent")
+    __slots__ = (
+        "bytes",
+        "cum_acked",
+        "flight",
+        "forwarded",
+        "head",
+        "lapsed",
+        "last_cum",
+        "next_tsn",
+        "rack",
+        "rtt_chunk",
+        "rtx",
+        "sent",
+    )
 
     def __init__(self, initial_tsn: int) -> None:
         self.next_tsn = initial_tsn & MASK
@@ -46,6 +63,10 @@ class Outstanding:
         self.lapsed: list[OutChunk] = []
         #: the New Cumulative TSN of the last FORWARD-TSN sent (the cumulative ack point when none is due)
         self.forwarded = self.cum_acked
+        #: the highest chunk the last cumulative ack advance covered (RACK's witness when no gap block acks above it)
+        self.last_cum: OutChunk | None = None
+        #: time-based loss detection and the tail loss probe
+        self.rack = Rack()
 
     def __len__(self) -> int:
         """Chunks outstanding (hot paths compute ``len(sent) - head`` themselves: a dunder call costs)."""
@@ -91,6 +112,7 @@ class Outstanding:
         self.flight += c.size
         if c is self.rtt_chunk:
             self.rtt_chunk = None  # Karn: no RTT from a retransmitted chunk
+        self.rack.resent(c)
 
     def ack(self, cum: int, gaps: list[tuple[int, int]], now: float, rtt: RttEstimator) -> tuple[int, int, list[int]]:
         """Apply a SACK's cumulative TSN and gap blocks.
@@ -127,6 +149,7 @@ class Outstanding:
                         self.rtt_chunk = rtt_chunk = None
                 released += c.size
             self.bytes -= released
+            self.last_cum = sent[stop - 1]
             head = stop
             self.cum_acked = cum
             if head > 4096 and head * 2 > len(sent):
