@@ -6,10 +6,15 @@ Ambiguous samples (Karn) are not taken."""
 from __future__ import annotations
 
 import asyncio
+import random
 
 from mux import connect
+from mux.sctp import extensions as ext
 from mux.sctp.chunks import CookieAckChunk, CookieEchoChunk, InitAckChunk, InitChunk
 from mux.sctp.config import SctpConfig
+from mux.sctp.endpoint import Endpoint
+from mux.sctp.packet import parse_packet, serialize_packet
+from mux.sctp.params import AdaptationLayerIndicationParam
 from mux.sctp.peer_rtts import PeerRtts
 from tests import apps as tb
 from tests.conftest import ServerFactory, client_target, listener
@@ -166,3 +171,49 @@ async def test_a_client_association_leaves_its_rtt_for_the_next_connect(make_ser
     assert t1 < 0.2  # the INIT was timed by the hint, not RTO.Initial (1 s)
     conn.close()
     await conn.wait_closed()
+
+
+# -- our Adaptation Layer Indication, and peers that reject parameters they do not know ---------------------------
+
+
+def _has_indication(params: list[object]) -> bool:
+    return any(isinstance(p, AdaptationLayerIndicationParam) and p.code == ext.MUX_ADAPTATION for p in params)
+
+
+def test_the_init_ack_carries_our_indication_only_to_a_peer_that_sent_one() -> None:
+    """pion before 1.8.13 rejects an INIT-ACK with a parameter it does not know (RFC 9260 §3.2.1 says skip it)."""
+    server = Endpoint(CFG, local_port=5000, rng=random.Random(1))
+    for offered, expect in (([], False), ([AdaptationLayerIndicationParam(ext.MUX_ADAPTATION)], True)):
+        init = InitChunk(0x77, 65536, 4, 4, 1, list(offered))
+        server.receive_datagram(serialize_packet(6000, 5000, 0, [init]), A, 1000.0)
+        ((data, _addr),) = server.datagrams_to_send(1000.0)
+        ack = parse_packet(data).chunks[0]
+        assert isinstance(ack, InitAckChunk) and _has_indication(ack.params) == expect
+
+
+def test_after_two_unanswered_inits_the_rest_go_without_our_indication() -> None:
+    net = Network(1, delay=0.01)
+    unanswered: list[Sent] = []
+
+    def drop_two(s: Sent) -> bool | None:
+        if len(unanswered) < 2 and InitChunk in _kinds(s):
+            unanswered.append(s)
+            return False
+        return None
+
+    net.intercept = drop_two  # type: ignore[assignment]
+    na, nb = net.add(A, CFG), net.add(B, CFG)
+    ca = na.connect(nb)
+    assert net.run_until(lambda: na.up(ca) and bool(nb.new_associations), 30)
+    inits = [c for s in net.sent_by(A) for c in s.chunks() if isinstance(c, InitChunk)]
+    assert [_has_indication(c.params) for c in inits] == [True, True, False]
+    # the association works, as between a mux and a non-mux peer
+    assert not ca.features & ext.MUX and not nb.new_associations[-1].features & ext.MUX
+
+
+def test_two_mux_peers_know_each_other_when_the_first_init_is_answered() -> None:
+    net = Network(1, delay=0.01)
+    na, nb = net.add(A, CFG), net.add(B, CFG)
+    ca = na.connect(nb)
+    assert net.run_until(lambda: na.up(ca) and bool(nb.new_associations), 30)
+    assert ca.features & ext.MUX and nb.new_associations[-1].features & ext.MUX

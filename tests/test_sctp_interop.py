@@ -305,9 +305,9 @@ async def test_usrsctp_abandons_messages_and_its_forward_tsns_move_us_on(
     server_udp = await sctp_server(make_server, Discard)
     client_udp = usrsctp.free_udp_port()
     count, length = 600, 1200
-    async with ImpairProxy(
-        ("127.0.0.1", 0), ("127.0.0.1", server_udp), up=Impairment(loss=0.05), down=Impairment(loss=0.05), seed=9
-    ) as proxy:
+    # 10 ms each way: a lost message's repair takes more than its 20 ms lifetime (our SACKs come at once)
+    path = Impairment(loss=0.05, delay_ms=10.0)
+    async with ImpairProxy(("127.0.0.1", 0), ("127.0.0.1", server_udp), up=path, down=path, seed=9) as proxy:
         program = usrsctp.tsctp_client(
             remote_udp=proxy.address[1],
             local_udp=client_udp,

@@ -8,9 +8,10 @@ ends with SHUTDOWN, never ABORT, on both sides.
 Facts learnt from pion/sctp 1.8.6 (association.go), which these tests rely on:
 
 * pion 1.8.6 cannot parse an INIT or INIT-ACK holding a parameter it does not know, whatever the type's top bits
-  say (RFC 9260 §3.2.1: skip it), and every mux INIT and INIT-ACK holds an Adaptation Layer Indication (0xC006):
-  no association would come up at all. peer.go drops such parameters before pion sees them (``skipped_params``), as
-  pion does since upstream PR #298 (2024); ``-skip-unknown-params=false`` shows the failure.
+  say (RFC 9260 §3.2.1: skip it; upstream fixed it in PR #298, 2024). Our Adaptation Layer Indication (0xC006) is
+  such a parameter, so our INIT-ACK carries it only to a peer whose INIT did, and our client's INITs drop it after
+  two went unanswered: pion's client comes up at once, our client to pion's server after two T1s. The tests run
+  pion as it is (``-skip-unknown-params=true`` makes peer.go drop such parameters before pion sees them).
 * pion's client always uses SCTP ports 5000 -> 5000 (``createAssociation``); its server answers with the ports of
   the INIT. Our server here listens on SCTP port 5000.
 * pion puts a TSN of its OWN in SHUTDOWN's Cumulative TSN Ack: ``gatherOutboundShutdownPackets`` builds

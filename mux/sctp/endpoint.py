@@ -345,6 +345,7 @@ class Endpoint:
         else:
             local_tag = self._new_tag()
             local_tsn = self._rng.randrange(0, 1 << 32)
+        theirs = ext.peer_offers(init.params)
         cookie = ck.Cookie(
             created=now,
             lifetime_ms=config.cookie_life + extension_ms,
@@ -359,10 +360,12 @@ class Endpoint:
             peer_port=packet.src_port,
             tie_local=tie_local,
             tie_peer=tie_peer,
-            features=ext.agree(self._offered, ext.peer_offers(init.params)),
+            features=ext.agree(self._offered, theirs),
         )
         params: list[Param] = [StateCookieParam(ck.encode(cookie, self._secret, addr))]
-        params.extend(ext.params(self._offered))
+        # our Adaptation Layer Indication only to a peer that sent one: pion before 1.8.13 rejects any INIT-ACK
+        # carrying a parameter it does not know, instead of skipping it as its type says (RFC 9260 §3.2.1)
+        params.extend(ext.params(self._offered if theirs & ext.MUX else self._offered & ~ext.MUX))
         params.extend(unrecognized)
         ack = InitAckChunk(local_tag, config.recbuf, config.num_ostreams, config.max_instreams, local_tsn, params)
         self._reply(addr, packet.src_port, init.initiate_tag, [ack])

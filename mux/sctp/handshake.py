@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 COOKIE_T1_FLOOR = 0.010
 
 
+#: INITs sent with our Adaptation Layer Indication before the rest go without it
+MUX_INIT_ATTEMPTS = 2
+
+
 class Handshake:
     __slots__ = (
         "a",
@@ -81,14 +85,18 @@ class Handshake:
             self.t1_rto = min(max(srtt + 4 * rttvar, COOKIE_T1_FLOOR), self.t1_rto)
         self._send_init(now)
 
-    def _send_init(self, now: float) -> None:
+    def _build_init(self) -> bytes:
         a = self.a
         c = a.config
         params: list[Any] = ext.params(a._offered)
         if self.cookie_preservative_ms:
             params.append(CookiePreservativeParam(self.cookie_preservative_ms))
         init = InitChunk(a.local_vtag, c.recbuf, c.num_ostreams, c.max_instreams, a._initial_tsn, params)
-        self.init_packet = serialize_packet(a.local_port, a.remote_port, 0, [init])
+        return serialize_packet(a.local_port, a.remote_port, 0, [init])
+
+    def _send_init(self, now: float) -> None:
+        a = self.a
+        self.init_packet = self._build_init()
         a._raw.append(self.init_packet)
         self.init_attempts += 1
         self.init_sent_at = now
@@ -166,6 +174,11 @@ class Handshake:
         fallback = a.config.rto_initial / 1000.0 if waiting else a._rtt.rto
         self.t1_rto = min(max(self.t1_rto * 2, fallback), a.config.max_init_timeo / 1000.0)
         if waiting:
+            if attempts == MUX_INIT_ATTEMPTS and a._offered & ext.MUX:
+                # two INITs went unanswered: the peer may be one that drops an INIT for a parameter it does not
+                # know (pion before 1.8.13), so the rest go without our Adaptation Layer Indication
+                a._offered &= ~ext.MUX
+                self.init_packet = self._build_init()
             a._raw.append(self.init_packet)
             self.init_attempts += 1
         else:

@@ -61,7 +61,7 @@ var (
 	seed        = flag.Int("seed", 0, "added to every byte of the pattern")
 	timeout     = flag.Duration("timeout", 30*time.Second, "the most one association may take")
 	linger      = flag.Duration("linger", 3*time.Second, "how long a socket outlives its association (see peerConn)")
-	skipUnknown = flag.Bool("skip-unknown-params", true,
+	skipUnknown = flag.Bool("skip-unknown-params", false,
 		"drop INIT/INIT-ACK parameters pion cannot parse whose type says skip (RFC 9260 §3.2.1), see peerConn")
 	logLevel = flag.String("log", "error", "pion's log level: error, warn, info, debug, trace")
 )
