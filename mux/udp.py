@@ -119,9 +119,10 @@ class Driver:
         if self._closed:
             return
         self._closed = True
-        self.loop.remove_reader(self._fileno)
-        if self._writer_on:
-            self.loop.remove_writer(self._fileno)
+        if not self.loop.is_closed():  # a closed loop has forgotten its readers already
+            self.loop.remove_reader(self._fileno)
+            if self._writer_on:
+                self.loop.remove_writer(self._fileno)
         self.sock.close()
 
     # -- receive --------------------------------------------------------------------------------

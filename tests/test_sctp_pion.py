@@ -26,8 +26,8 @@ Facts learnt from pion/sctp 1.8.6 (association.go), which these tests rely on:
 * pion retransmits SHUTDOWN and SHUTDOWN-ACK without limit, and its Close closes the socket: if the last
   SHUTDOWN-COMPLETE of a close is lost, whoever sent it must still answer the retransmitted SHUTDOWN-ACKs (RFC 9260
   §8.4 item 5), or the other side's close never completes. peer.go's socket outlives the association by
-  ``-linger`` to do that, as the host's stack would. Our client closes its socket with its association, so the
-  lossy test with our client lets pion close (see ``test_our_client_to_pion_server_through_loss``).
+  ``-linger`` to do that, as the host's stack would; our client's socket lingers the same way after a close we
+  started (tests/test_sctp_linger.py).
 """
 
 from __future__ import annotations
@@ -480,8 +480,7 @@ async def test_pion_client_through_loss(make_server: ServerFactory, pion_peer: P
 
 async def test_our_client_to_pion_server_through_loss(pion_peer: Path) -> None:
     """The same the other way round: we send 300 KB to pion through the lossy path, pion echoes it all, then shuts
-    down. (Not we: our client closes its socket with the association, so when our last SHUTDOWN-COMPLETE is lost,
-    pion would retransmit its SHUTDOWN-ACK forever to nobody.)"""
+    down."""
     count, size = 150, 2000
     program, pion_udp = await asyncio.to_thread(
         pion_server, pion_peer, "-echo", "-count", count, "-size", size, "-close", "local", "-timeout", "60s"

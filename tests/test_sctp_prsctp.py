@@ -41,10 +41,14 @@ class Sent:
 def setup(
     seed: int, path: dict[str, float] | None = None, **config: object
 ) -> tuple[Network, Node, Node, Association, Association]:
-    net = Network(seed, **(path or {}))
+    path = dict(path or {})
+    loss = path.pop("loss", 0.0)
+    net = Network(seed, **path)
     a = net.add(A, SctpConfig(**config))  # type: ignore[arg-type]
     b = net.add(B, SctpConfig(**config))  # type: ignore[arg-type]
-    ca, sa = handshake(net, a, b)
+    ca, sa = handshake(net, a, b)  # without loss: losing the handshake is tested elsewhere, not here
+    for p in net.paths.values():
+        p.loss = loss
     return net, a, b, ca, sa
 
 

@@ -431,9 +431,10 @@ class ShutdownAckAnswerer:
     SHUTDOWN-COMPLETE with the T bit and the tag it carried (RFC 9260 §8.4 item 5), as a host's kernel stack would.
 
     A sender that closes gracefully sends the last packet of the close, SHUTDOWN-COMPLETE, and then (tsctp: within
-    a second; peer.go, mux's client: at once) its process or socket is gone. If that packet is lost, the receiver
-    retransmits its SHUTDOWN-ACK to nobody and its association ends only after its retransmission limit: a tsctp
-    server prints its report only once the association is over. ``answered`` counts the SHUTDOWN-ACKs answered.
+    a second; peer.go after its ``-linger``, mux's client after ``mux.sctp.client.LINGER``) its process or socket is
+    gone. If that packet is lost, the receiver retransmits its SHUTDOWN-ACK to nobody and its association ends only
+    after its retransmission limit: a tsctp server prints its report only once the association is over.
+    ``answered`` counts the SHUTDOWN-ACKs answered.
     Binds the port as soon as it is free (within ``wait`` seconds); use it as a context manager.
     """
 

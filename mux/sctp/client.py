@@ -1,8 +1,20 @@
-"""An SCTP-over-UDP client association on its own UDP socket (an ephemeral port unless configured)."""
+"""An SCTP-over-UDP client association on its own UDP socket (an ephemeral port unless configured).
+
+The socket outlives an association that ended with our SHUTDOWN, as a kernel stack's port does. We sent the last
+packet, the SHUTDOWN-COMPLETE; if it is lost, the peer retransmits its SHUTDOWN-ACK on its T2 timer (one RTO, then
+doubling) and must get a SHUTDOWN-COMPLETE with the T bit (RFC 9260 §8.4 item 5) to end its side: pion retransmits
+forever, usrsctp until its retry limit. So the endpoint stays on the socket, answering out of the blue only, until
+it has heard nothing for ``LINGER`` seconds, or for three times the time since the close while retransmissions keep
+coming (the peer's T2 doubles), and never longer than ``LINGER_MAX``. The user's view of the close does not wait for
+it. A lingering socket belongs to a task: ``asyncio.run`` (or any ``asyncio.Runner``) ending cancels it and so
+closes the socket at once, and at most ``MAX_LINGERING`` linger per event loop (the oldest goes first).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import errno
 import random
 import socket
 from collections.abc import Awaitable, Callable
@@ -19,6 +31,18 @@ from mux.udp import Address, Driver, resolve
 
 #: what this process's client associations measured to each peer host: times the next INIT to it
 PEER_RTTS = PeerRtts()
+#: seconds a client socket stays after our SHUTDOWN ended its association, counted from the close and from each
+#: datagram heard since. A peer retransmits its SHUTDOWN-ACK after one RTO: at least 1 s (RTO.Min of RFC 9260,
+#: Linux, usrsctp, pion) and 3 s (RTO.Initial) when it measured no RTT, so 4 s hears the first retransmission of
+#: any peer on an ordinary path, and the second one (at +3 s) of a peer at RTO.Min.
+LINGER = 4.0
+#: ... and never longer than this after the close, however long the peer goes on: a T2 at RTO.Min retransmits at
+#: +1, +3, +7, +15 s, so our SHUTDOWN-COMPLETE and three answers may be lost in a row
+LINGER_MAX = 30.0
+#: lingering client sockets per event loop at most; a new one closes the oldest (the bench opens 40 in a row)
+MAX_LINGERING = 64
+#: every lingering socket's driver, oldest first, and the task that closes it
+_LINGERING: dict[Driver, asyncio.Task[None]] = {}
 
 
 class _ClientDemux:
@@ -46,6 +70,87 @@ class _ClientDemux:
             driver.sendto(data, addr)
 
 
+class _LingeringDemux:
+    """A client socket's demux once its association is gone: the endpoint answers out of the blue (§8.4), and
+    each datagram heard keeps the socket a while longer (see ``LINGER``)."""
+
+    def __init__(self, endpoint: Endpoint, now: float) -> None:
+        self.endpoint = endpoint
+        self.since = now
+        self.until = now + LINGER
+
+    def datagram_received(self, data: bytes, addr: Address, now: float) -> None:
+        endpoint = self.endpoint
+        endpoint.receive_datagram(data, addr, now)
+        while endpoint.next_event() is not None:  # nothing of ours is alive to move or to admit
+            pass
+        # A peer still closing: its T2 doubles, so its next try comes at most twice the time since the close from
+        # now (its RTO is at most that time). Three times that leaves room for the path and a late timer.
+        stay = now + max(LINGER, 3.0 * (now - self.since))
+        self.until = min(max(self.until, stay), self.since + LINGER_MAX)
+
+    def flush_stateless(self, driver: Driver) -> None:
+        for data, addr in self.endpoint.datagrams_to_send(driver.loop.time()):
+            driver.sendto(data, addr)
+
+
+def _linger(driver: Driver, endpoint: Endpoint) -> None:
+    """Keep ``driver``'s socket answering for ``endpoint`` after its association ended (see the module docstring)."""
+    loop = driver.loop
+    for other in list(_LINGERING):
+        if other.loop.is_closed():  # a loop closed without cancelling its tasks: its sockets can only be closed
+            _stop_lingering(other)
+    mine = [other for other in _LINGERING if other.loop is loop]
+    for other in mine[: max(0, len(mine) - MAX_LINGERING + 1)]:
+        _stop_lingering(other)
+    demux = _LingeringDemux(endpoint, loop.time())
+    driver.demux = demux
+    task = loop.create_task(_linger_until(driver, demux), name=f"sctp linger {driver.local_address}")
+    # a loop closed with the task pending drops it unrun: the socket is closed all the same (the coroutine's
+    # ``finally`` when it is collected, the next ``_linger`` or at exit), so there is nothing to warn about
+    task._log_destroy_pending = False  # type: ignore[attr-defined]
+    _LINGERING[driver] = task
+
+
+def _stop_lingering(driver: Driver) -> None:
+    task = _LINGERING.pop(driver)
+    if not driver.loop.is_closed():
+        task.cancel()
+    driver.close()
+
+
+def _free_lingering_port(family: int, port: int) -> bool:
+    """Close this loop's lingering socket on UDP ``port``, so a new client may bind it; True if there was one."""
+    loop = asyncio.get_running_loop()
+    for driver in list(_LINGERING):
+        sock = driver.sock
+        if (driver.loop is loop or driver.loop.is_closed()) and sock.family == family and sock.getsockname()[1] == port:
+            _stop_lingering(driver)
+            return True
+    return False
+
+
+async def _linger_until(driver: Driver, demux: _LingeringDemux) -> None:
+    loop = driver.loop
+    try:
+        while (left := demux.until - loop.time()) > 0:
+            await asyncio.sleep(left)
+    finally:
+        _LINGERING.pop(driver, None)
+        driver.close()
+
+
+@atexit.register
+def _close_lingering() -> None:
+    """The process ends: whatever still lingers (a loop never closed, or closed without cancelling) goes now."""
+    while _LINGERING:
+        driver, _task = _LINGERING.popitem()
+        try:
+            driver.close()
+        except Exception:  # e.g. its loop runs on in another thread: the socket goes anyway
+            driver.sock.close()
+
+
 async def connect(
     options: SctpClientOptions, host: str, port: int, make_sink: SinkFactory
 ) -> tuple[SctpTransportConnection, Callable[[], Awaitable[None]]]:
@@ -55,7 +160,13 @@ async def connect(
     sock = socket.socket(family, socket.SOCK_DGRAM)
     local_host = options.local_host or ("::" if family == socket.AF_INET6 else "0.0.0.0")
     try:
-        sock.bind((local_host, options.local_udp_port))
+        try:
+            sock.bind((local_host, options.local_udp_port))
+        except OSError as exc:
+            # the port configured is still held by a previous connection's lingering socket: the new one has it
+            if exc.errno != errno.EADDRINUSE or not _free_lingering_port(family, options.local_udp_port):
+                raise
+            sock.bind((local_host, options.local_udp_port))
     except OSError:
         sock.close()
         raise
@@ -68,10 +179,14 @@ async def connect(
         addr, options.sctp_port, loop.time(), rtt_hint=PEER_RTTS.lookup(host, loop.time())
     )
 
+    released = False
+
     def finished(conn: SctpTransportConnection) -> None:
         rtt = conn.assoc.rtt
         PEER_RTTS.remember(host, rtt.srtt, rtt.rttvar, loop.time())
         endpoint.remove(conn.assoc)
+        if conn.ended_by_our_shutdown and LINGER > 0 and not released:
+            _linger(driver, endpoint)  # our SHUTDOWN-COMPLETE may be lost: answer the peer's SHUTDOWN-ACK again
 
     conn = SctpTransportConnection(
         assoc, driver, high_water=options.sndbuf // 2, on_finished=finished, counters=endpoint.stats
@@ -81,6 +196,10 @@ async def connect(
     driver.touch(conn)
 
     async def release() -> None:
-        driver.close()
+        """The application is done with the connection: the socket goes, unless it lingers (it closes itself)."""
+        nonlocal released
+        released = True
+        if driver not in _LINGERING:
+            driver.close()
 
     return conn, release

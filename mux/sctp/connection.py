@@ -45,7 +45,7 @@ from mux.sctp import events as se
 from mux.sctp import extensions as ext
 from mux.sctp.association import Association
 from mux.sctp.params import CAUSE_NAMES, USER_INITIATED_ABORT, ErrorCause, describe
-from mux.sctp.state import CLOSED, SHUTDOWN_ACK_SENT, SHUTDOWN_RECEIVED, SctpError
+from mux.sctp.state import CLOSED, COOKIE_ECHOED, COOKIE_WAIT, SHUTDOWN_ACK_SENT, SHUTDOWN_RECEIVED, SctpError
 from mux.udp import Address, Driver, Pumped
 
 log = logging.getLogger("mux.sctp")
@@ -120,6 +120,12 @@ class SctpTransportConnection(Pumped):
         self._stop_codes: dict[int, int] = {}
         self._closing_by_us = False
         self._peer_shutdown = False
+        #: ``close(0)`` asked the association, which was up, for a SHUTDOWN
+        self._shutdown_asked = False
+        #: set with ``finished``: the association ended by a SHUTDOWN of ours (``close(0)`` or autoclose), not an
+        #: ABORT, so our SHUTDOWN-COMPLETE was most likely the last packet, and a peer that lost it sends its
+        #: SHUTDOWN-ACK again (``mux.sctp.client`` keeps a client's socket open a while to answer it)
+        self.ended_by_our_shutdown = False
         #: how we closed: the application's code and reason, and ``error`` for an abort or a refusal
         self._local_end: dict[str, Any] = {}
         #: how the association ended when an ABORT or a failure said so (``closed``'s props)
@@ -300,6 +306,7 @@ class SctpTransportConnection(Pumped):
         if error_code or self.assoc.on_hold:  # on hold: never up for the peer, nothing to shut down gracefully
             self.assoc.abort(APP_CLOSE.format(code=error_code, reason=reason))
         else:
+            self._shutdown_asked = self._shutdown_asked or self.assoc.state not in (CLOSED, COOKIE_WAIT, COOKIE_ECHOED)
             self.assoc.shutdown(self.driver.loop.time())
         self.driver.touch(self)
 
@@ -440,11 +447,13 @@ class SctpTransportConnection(Pumped):
             if props is None:
                 if self._closing_by_us:
                     props = {"by": "local", "error_code": 0, "reason": "", **self._local_end}
+                    self.ended_by_our_shutdown = self._shutdown_asked and not (props["error_code"] or "error" in props)
                 elif self._peer_shutdown:
                     props = {"by": "peer", "error_code": 0, "reason": ""}
                 else:
                     # nobody asked and nothing failed: the association shut itself down, which is autoclose
                     # (gen_sctp's idle close), as QUIC's idle timeout ends a connection
+                    self.ended_by_our_shutdown = True
                     props = {"by": "transport", "error_code": 0, "reason": "autoclose", "error": "idle_timeout"}
                     sink.deliver(t.TransportShutdown(dict(props)))
             sink.deliver(t.Closed(props))
