@@ -54,6 +54,7 @@ class Handshake:
         "cookie_echo_sent_at",
         "cookie_preservative_ms",
         "echo_attempts",
+        "hinted",
         "init_attempts",
         "init_packet",
         "init_sent_at",
@@ -69,6 +70,7 @@ class Handshake:
         self.cookie_echo = b""
         self.cookie_echo_sent_at: float | None = None
         self.init_sent_at = 0.0
+        self.hinted = False  # the first T1-init came from a recent association's RTT
         self.cookie_preservative_ms = 0
 
     def connect(self, now: float, rtt_hint: tuple[float, float] | None = None) -> None:
@@ -78,9 +80,11 @@ class Handshake:
         a.state = COOKIE_WAIT
         self.init_attempts = 0
         self.t1_rto = a.config.rto_initial / 1000.0
+        self.hinted = rtt_hint is not None
         if rtt_hint is not None:
             # prior knowledge of the path (RFC 8961 §4 asks for RTO.Initial only without it): the first T1 from
-            # what a recent association measured, as for T1-cookie below; if it expires, RTO.Initial takes over
+            # what a recent association measured, as for T1-cookie below; then doubling from RTO.Min, as an RTO
+            # computed from a measurement would be
             srtt, rttvar = rtt_hint
             self.t1_rto = min(max(srtt + 4 * rttvar, COOKIE_T1_FLOOR), self.t1_rto)
         self._send_init(now)
@@ -170,8 +174,10 @@ class Handshake:
             a._finish(ev.AssociationAborted(f"no answer to {what} after {attempts} attempts"))
             return
         # doubled (§6.3.3 E2), but never below what the RFC starts from: a T1 taken from a measured RTT gets one
-        # quick retransmission, after which RTO.Initial (INIT) or the RTO.Min-bounded RTO (COOKIE-ECHO) rules
-        fallback = a.config.rto_initial / 1000.0 if waiting else a._rtt.rto
+        # quick retransmission, after which RTO.Initial (an INIT without prior knowledge) or the RTO.Min-bounded
+        # RTO (an INIT with it, a COOKIE-ECHO) rules
+        init_floor = (a.config.rto_min if self.hinted else a.config.rto_initial) / 1000.0
+        fallback = init_floor if waiting else a._rtt.rto
         self.t1_rto = min(max(self.t1_rto * 2, fallback), a.config.max_init_timeo / 1000.0)
         if waiting:
             if attempts == MUX_INIT_ATTEMPTS and a._offered & ext.MUX:
