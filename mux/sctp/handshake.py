@@ -58,6 +58,7 @@ class Handshake:
         "init_attempts",
         "init_packet",
         "init_sent_at",
+        "quick",
         "t1_rto",
     )
 
@@ -71,6 +72,7 @@ class Handshake:
         self.cookie_echo_sent_at: float | None = None
         self.init_sent_at = 0.0
         self.hinted = False  # the first T1-init came from a recent association's RTT
+        self.quick = 0  # retransmissions of the current INIT or COOKIE-ECHO below the RFC's floor (see on_t1)
         self.cookie_preservative_ms = 0
 
     def connect(self, now: float, rtt_hint: tuple[float, float] | None = None) -> None:
@@ -81,6 +83,7 @@ class Handshake:
         self.init_attempts = 0
         self.t1_rto = a.config.rto_initial / 1000.0
         self.hinted = rtt_hint is not None
+        self.quick = 0
         if rtt_hint is not None:
             # prior knowledge of the path (RFC 8961 §4 asks for RTO.Initial only without it): the first T1 from
             # what a recent association measured, as for T1-cookie below; then doubling from RTO.Min, as an RTO
@@ -141,6 +144,7 @@ class Handshake:
             a._ctrl.append(ErrorChunk([unrecognized_params_cause(b"".join(unrecognized))]).serialize())
         a.state = COOKIE_ECHOED
         self.echo_attempts = 1
+        self.quick = 0
         if self.init_attempts == 1:  # a first RTT sample, from an INIT sent once (Karn)
             rtt = a._rtt
             rtt.sample(now - self.init_sent_at)
@@ -149,8 +153,9 @@ class Handshake:
             # no state for until it comes, so resending it early costs one packet and no congestion window, as
             # QUIC's handshake probes (RFC 9002 §6.2) go by the measured RTT without a fixed minimum
             self.t1_rto = max(rtt.srtt + 4 * rtt.rttvar, COOKIE_T1_FLOOR)
-        else:
+        elif not self.hinted or a._rtt.srtt is not None:
             self.t1_rto = a._rtt.rto
+        # else: no clean sample (the INIT went more than once), but a hint timed it: T1-cookie goes on from T1-init
         a._t1 = now + self.t1_rto
         self.cookie_echo_sent_at = now
 
@@ -169,16 +174,19 @@ class Handshake:
             return
         waiting = a.state == COOKIE_WAIT
         attempts = self.init_attempts if waiting else self.echo_attempts
-        if attempts >= a.config.max_attempts:
+        if attempts - self.quick >= a.config.max_attempts:
             what = "INIT" if waiting else "COOKIE-ECHO"
             a._finish(ev.AssociationAborted(f"no answer to {what} after {attempts} attempts"))
             return
-        # doubled (§6.3.3 E2), but never below what the RFC starts from: a T1 taken from a measured RTT gets one
-        # quick retransmission, after which RTO.Initial (an INIT without prior knowledge) or the RTO.Min-bounded
-        # RTO (an INIT with it, a COOKIE-ECHO) rules
-        init_floor = (a.config.rto_min if self.hinted else a.config.rto_initial) / 1000.0
-        fallback = init_floor if waiting else a._rtt.rto
-        self.t1_rto = min(max(self.t1_rto * 2, fallback), a.config.max_init_timeo / 1000.0)
+        # doubled (§6.3.3 E2). A T1 taken from a measured RTT doubles from there, as QUIC's handshake probes do
+        # (one small packet the peer keeps no state for): those quick retransmissions, below what the RFC would
+        # wait (RTO.Min-bounded RTO with a measurement, RTO.Initial without), do not count against max_attempts,
+        # so a path that got slower still gets the RFC's patience once the timer has grown to that floor
+        floor = (a.config.rto_min if self.hinted else a.config.rto_initial) / 1000.0 if waiting else a._rtt.rto
+        doubled = self.t1_rto * 2
+        if doubled < floor:
+            self.quick += 1
+        self.t1_rto = min(doubled, a.config.max_init_timeo / 1000.0)
         if waiting:
             if attempts == MUX_INIT_ATTEMPTS and a._offered & ext.MUX:
                 # two INITs went unanswered: the peer may be one that drops an INIT for a parameter it does not
