@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import socket
 import ssl
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -41,30 +43,46 @@ def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 15.
     raise AssertionError(f"{needle!r} not seen; server said:\n{''.join(seen)}")
 
 
+@dataclass
+class EchoServer:
+    proc: subprocess.Popen[str]
+    quic_port: int
+
+
 @pytest.fixture
-def echo_server() -> Iterator[subprocess.Popen[str]]:
-    """`mux serve conf/echo.yaml`, exactly as the README says."""
+def echo_server(tmp_path: Path) -> Iterator[EchoServer]:
+    """`mux serve conf/echo.yaml` as the README says, but on ports the system picks (``port: 0``), so the suite
+    passes while a user's own server holds the README's ports; the QUIC port is read back from the log."""
+    text = (ROOT / "conf" / "echo.yaml").read_text()
+    text = re.sub(r"(?m)^(\s+port:) \d+", r"\1 0", text)
+    assert text.count("port: 0") == 2, text
+    config = tmp_path / "echo.yaml"
+    config.write_text(text)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mux.cli", "serve", "conf/echo.yaml"],
+        [sys.executable, "-m", "mux.cli", "serve", str(config)],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        wait_for_line(proc, "serving quic")
-        yield proc
+        seen = wait_for_line(proc, "serving quic")
+        found = re.search(r"serving quic on \('[^']+', (\d+)\)", seen[-1])
+        assert found, seen[-1]
+        yield EchoServer(proc, int(found[1]))
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
 
 
-async def test_serve_echo_yaml_with_plain_aioquic(echo_server: subprocess.Popen[str]) -> None:
+async def test_serve_echo_yaml_with_plain_aioquic(echo_server: EchoServer) -> None:
     config = QuicConfiguration(
         is_client=True, alpn_protocols=["echo"], verify_mode=ssl.CERT_NONE, max_datagram_frame_size=65536
     )
-    async with aioquic_connect("127.0.0.1", 4433, configuration=config, create_protocol=RawEchoClient) as client:
+    async with aioquic_connect(
+        "127.0.0.1", echo_server.quic_port, configuration=config, create_protocol=RawEchoClient
+    ) as client:
         assert isinstance(client, RawEchoClient)
         stream_id = client._quic.get_next_available_stream_id()
         payload = bytes(range(256)) * 2000
@@ -76,9 +94,10 @@ async def test_serve_echo_yaml_with_plain_aioquic(echo_server: subprocess.Popen[
         assert await asyncio.wait_for(client.datagrams.get(), 5) == b"over the datagram path"
 
 
-def test_mux_client_and_sigterm_drain(echo_server: subprocess.Popen[str]) -> None:
+def test_mux_client_and_sigterm_drain(echo_server: EchoServer) -> None:
+    url = f"quic://127.0.0.1:{echo_server.quic_port}"
     result = subprocess.run(
-        [sys.executable, "-m", "mux.cli", "client", "quic://127.0.0.1:4433", "--alpn", "echo", "--insecure"],
+        [sys.executable, "-m", "mux.cli", "client", url, "--alpn", "echo", "--insecure"],
         input="first line\nsecond line\n",
         capture_output=True,
         text=True,
@@ -87,10 +106,11 @@ def test_mux_client_and_sigterm_drain(echo_server: subprocess.Popen[str]) -> Non
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.replace("\n", "") == "first linesecond line"
-    echo_server.send_signal(signal.SIGTERM)
-    assert echo_server.wait(15) == 0
-    assert echo_server.stderr is not None
-    rest = echo_server.stderr.read()
+    proc = echo_server.proc
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert proc.stderr is not None
+    rest = proc.stderr.read()
     assert "SIGTERM: draining" in rest and "stopped:" in rest
 
 
