@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -29,6 +28,7 @@ from mux.sctp.packet import ParseError, parse_packet
 from tests import usrsctp
 from tests.conftest import ServerFactory
 from tests.test_sctp_interop import Recorder, assert_graceful
+from tests.udp_relay import UdpRelay
 
 pytestmark = pytest.mark.skipif("sctp" not in registry.plugins(), reason="mux has no sctp transport registered")
 
@@ -66,30 +66,15 @@ class Seen:
     chunks: list[Any] = field(default_factory=list)
 
 
-class DropRelay:
+class DropRelay(UdpRelay):
     """A UDP relay (one upstream socket per client address) that drops the first ``drop`` SHUTDOWN-COMPLETEs our
     client sends, and keeps every packet it saw, parsed, in ``seen``."""
 
     def __init__(self, upstream: tuple[str, int], drop: int = 1) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.drop = drop
         self.dropped: list[float] = []
         self.seen: list[Seen] = []
-        self._socks: dict[Any, socket.socket] = {}
-        self._listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._listen.setblocking(False)
-        self._listen.bind(("127.0.0.1", 0))
-        self.port: int = self._listen.getsockname()[1]
-
-    async def __aenter__(self) -> DropRelay:
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._listen.fileno(), self._from_client)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for sock in [*self._socks.values(), self._listen]:
-            self._loop.remove_reader(sock.fileno())
-            sock.close()
 
     def _note(self, data: bytes, up: bool) -> list[Any]:
         try:
@@ -99,39 +84,15 @@ class DropRelay:
         self.seen.append(Seen(time.monotonic(), up, chunks))
         return chunks
 
-    def _from_client(self) -> None:
-        while True:
-            try:
-                data, addr = self._listen.recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            if addr not in self._socks:
-                sock = self._socks[addr] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sock.setblocking(False)
-                sock.connect(self.upstream)
-                self._loop.add_reader(sock.fileno(), self._from_server, sock, addr)
-            chunks = self._note(data, True)
-            if chunks and type(chunks[0]) is ShutdownCompleteChunk and len(self.dropped) < self.drop:
-                self.dropped.append(time.monotonic())
-                continue
-            try:
-                self._socks[addr].send(data)
-            except OSError:
-                pass
+    def up(self, data: bytes, addr: Any) -> bool:
+        chunks = self._note(data, True)
+        if chunks and type(chunks[0]) is ShutdownCompleteChunk and len(self.dropped) < self.drop:
+            self.dropped.append(time.monotonic())
+            return False
+        return True
 
-    def _from_server(self, sock: socket.socket, addr: Any) -> None:
-        while True:
-            try:
-                data = sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue
-            self._note(data, False)
-            try:
-                self._listen.sendto(data, addr)
-            except OSError:
-                pass
+    def down(self, data: bytes, addr: Any) -> None:
+        self._note(data, False)
 
     def shutdown_completes(self) -> list[Seen]:
         return [s for s in self.seen if s.up and any(type(c) is ShutdownCompleteChunk for c in s.chunks)]

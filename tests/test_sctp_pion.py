@@ -36,7 +36,6 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import tempfile
@@ -51,6 +50,7 @@ import pytest
 from mux import Connection, ConnectionBehaviour, Stream, connect, registry
 from tests import usrsctp
 from tests.conftest import ServerFactory
+from tests.udp_relay import UdpRelay
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests" / "pion" / "peer.go"
@@ -304,61 +304,23 @@ class Wire:
     down: Direction = field(default_factory=Direction)
 
 
-class SpyRelay:
+class SpyRelay(UdpRelay):
     """A plain UDP relay (one upstream socket per client address, like ImpairProxy) that parses every SCTP packet
     it passes on: ``wires`` holds one ``Wire`` per client address, in order of first packet."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.wires: dict[Any, Wire] = {}
-        self._socks: dict[Any, socket.socket] = {}
-        self._listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._listen.setblocking(False)
-        self._listen.bind(("127.0.0.1", 0))
-        self.port: int = self._listen.getsockname()[1]
 
-    async def __aenter__(self) -> SpyRelay:
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._listen.fileno(), self._from_client)
-        return self
+    def up(self, data: bytes, addr: Any) -> bool:
+        wire = self.wires.get(addr)
+        if wire is None:
+            wire = self.wires[addr] = Wire()
+        wire.up.observe(data)
+        return True
 
-    async def __aexit__(self, *exc: object) -> None:
-        for sock in [*self._socks.values(), self._listen]:
-            self._loop.remove_reader(sock.fileno())
-            sock.close()
-
-    def _from_client(self) -> None:
-        while True:
-            try:
-                data, addr = self._listen.recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            wire = self.wires.get(addr)
-            if wire is None:
-                wire = self.wires[addr] = Wire()
-                sock = self._socks[addr] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sock.setblocking(False)
-                sock.connect(self.upstream)
-                self._loop.add_reader(sock.fileno(), self._from_server, sock, addr)
-            wire.up.observe(data)
-            try:
-                self._socks[addr].send(data)
-            except OSError:
-                pass  # the server is gone (ECONNREFUSED from an earlier datagram): lost, as on a real path
-
-    def _from_server(self, sock: socket.socket, addr: Any) -> None:
-        while True:
-            try:
-                data = sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue  # an ICMP error reported on this socket; the next recv goes on
-            self.wires[addr].down.observe(data)
-            try:
-                self._listen.sendto(data, addr)
-            except OSError:
-                pass
+    def down(self, data: bytes, addr: Any) -> None:
+        self.wires[addr].down.observe(data)
 
 
 # -- the tests ------------------------------------------------------------------------------------------------------
