@@ -103,6 +103,8 @@ MASK = 0xFFFFFFFF
 OUT_COST = 256
 #: received HEARTBEAT infos longer than this are not echoed back (an amplification guard)
 _MAX_HB_INFO = 1024
+#: §6.2's every-second-packet SACKs at most sent inside one read batch; those §6.7 owes are never held back
+MAX_BATCH_SACKS = 4
 
 
 class Association:
@@ -201,6 +203,8 @@ class Association:
         #: with data arrives before it is built, it leaves first, as it stood, so each such packet gets its own
         self._sack_urgent = False
         self._data_packets = 0
+        #: §6.2's every-second-packet SACKs sent early since the driver last asked for packets (one read batch)
+        self._batch_sacks = 0
 
         self.stats: dict[str, int] = {
             "tx_packets": 0,
@@ -621,6 +625,7 @@ class Association:
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         addr = self.peer_addr
         out: list[tuple[bytes, Addr]] = []
+        self._batch_sacks = 0
         if self._raw:
             out = [(p, addr) for p in self._raw]
             self._raw = []
@@ -728,7 +733,7 @@ class Association:
                         stats["tx_data_chunks"] += new_chunks
             if sent_any:
                 self._last_data = now
-                cc.acked_since_send = 0
+                cc.on_sent(inflight.flight)
                 if self._t3 is None:
                     self._t3 = now + self._rtt.rto
                 if self._t_hb is not None:
@@ -923,6 +928,7 @@ class Association:
         it stood, before this packet changes what it would say (the driver reads packets in batches and builds
         one round of packets per batch). Returns whether TSNs were missing before this packet."""
         if self._sack_urgent:
+            self._batch_sacks += 1
             self._raw.append(serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [self._build_sack()]))
         return self._rx.has_gaps
 
@@ -932,17 +938,14 @@ class Association:
         self._data_packets += 1
         # §6.7: a SACK at once for a packet that arrives while TSNs are missing and (as BSD and usrsctp do) for
         # the one that fills the last gap, for duplicates, and when the sender asked (RFC 7053 I bit): each such
-        # packet gets its own, even inside one read batch. §6.2's SACK for every second packet is folded within a
-        # batch (one SACK for the batch): SACKing every second packet of a batch cut bulk at 20 ms RTT to a third
-        urgent = self._sack_now or gaps_before or self._rx.has_gaps
-        if (
-            urgent
-            or self._data_packets >= self.config.sack_freq
-            or not self.config.sackdelay
-            or self.state != ESTABLISHED
-        ):
+        # packet gets its own, even inside one read batch, and so does every second packet (§6.2): usrsctp grows
+        # its cwnd by an MTU or two per SACK, so one SACK per batch held its slow start back; up to a point:
+        owed = self._sack_now or gaps_before or self._rx.has_gaps or not self.config.sackdelay
+        if owed or self._data_packets >= self.config.sack_freq or self.state != ESTABLISHED:
             self._need_sack = True
-            self._sack_urgent = urgent
+            # a read batch longer than 2 x MAX_BATCH_SACKS packets says we are the bottleneck, not the sender's
+            # window: the rest of it is acknowledged by one SACK at its end
+            self._sack_urgent = owed or self._batch_sacks < MAX_BATCH_SACKS
             self._t_sack = None
             if self.state == SHUTDOWN_SENT:
                 self._ctrl.append(ShutdownChunk(self._rx.cum_tsn).serialize())
