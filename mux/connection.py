@@ -378,6 +378,8 @@ class Connection:
                     note.bidi, note.unidi = item.bidi, item.unidi
                 elif kind is t.AddressChanged:
                     note.address = item.address
+                elif kind is t.PathChanged:
+                    note.state, note.props = item.state, item.props
                 elif kind is t.TicketReceived:
                     note.ticket = item.ticket  # the newest ticket is the one worth keeping
                 elif kind is t.DatagramStateChanged:
@@ -625,6 +627,8 @@ class Connection:
                 await self._invoke(b.peer_needs_streams, self, item.unidirectional)
             elif kind is t.AddressChanged:
                 await self._invoke(b.peer_address_changed, self, item.address)
+            elif kind is t.PathChanged:
+                await self._invoke(b.path_changed, self, item.address, item.state, item.props)
             elif kind is t.DatagramStateChanged:
                 await self._invoke(b.dgram_state_changed, self, item.props)
             elif kind is t.PeerCertificate:
@@ -742,6 +746,7 @@ _NOTES = frozenset(
         t.StreamsAvailable,
         t.PeerNeedsStreams,
         t.AddressChanged,
+        t.PathChanged,
         t.StopSending,
         t.StreamReset,
         t.TicketReceived,
@@ -758,6 +763,8 @@ def _note_key(item: Any) -> Any:
         return (kind, item.unidirectional)
     if kind is t.StopSending or kind is t.StreamReset:
         return (kind, item.stream_id)
+    if kind is t.PathChanged:
+        return (kind, item.address)
     return kind
 
 

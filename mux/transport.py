@@ -101,6 +101,15 @@ class AddressChanged:
 
 
 @dataclass(slots=True)
+class PathChanged:
+    """One of the peer's addresses changed state (SCTP multi-homing: ``path_changed``)."""
+
+    address: Address
+    state: str
+    props: dict[str, Any]
+
+
+@dataclass(slots=True)
 class LocalAddressChanged:
     """Our own address for this connection changed (quicer's ``local_address_changed``)."""
 
@@ -174,6 +183,7 @@ Event = (
     | StreamsAvailable
     | PeerNeedsStreams
     | AddressChanged
+    | PathChanged
     | LocalAddressChanged
     | DatagramStateChanged
     | PeerCertificate

@@ -8,6 +8,7 @@ is kept: an INIT only ever costs a stateless INIT-ACK.
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 from mux import transport as t
@@ -16,7 +17,7 @@ from mux.sctp import events as se
 from mux.sctp.association import Association
 from mux.sctp.connection import SctpTransportConnection
 from mux.sctp.endpoint import Endpoint
-from mux.sctp.options import SctpListenerOptions, core_config
+from mux.sctp.options import SctpListenerOptions, core_config, host_list
 from mux.udp import Address, Driver, open_socket
 
 log = logging.getLogger("mux.sctp")
@@ -30,7 +31,10 @@ class SctpListener:
         self.pool = pool
         self.name = options.name or f"sctp:{options.port}"
         self.driver: Driver | None = None
-        self.endpoint = Endpoint(core_config(options), local_port=options.sctp_port, admit=self._admit, hold=True)
+        hosts = host_list(options.host)
+        self.endpoint = Endpoint(
+            core_config(options, hosts), local_port=options.sctp_port, admit=self._admit, hold=True
+        )
         self._conns: dict[Association, SctpTransportConnection] = {}
 
     @property
@@ -44,7 +48,17 @@ class SctpListener:
 
     async def start(self) -> None:
         opts = self.options
-        self.driver = Driver(open_socket(opts.host, opts.port), self, busy_poll_us=opts.busy_poll_us)
+        first, *others = host_list(opts.host)
+        sock = open_socket(first, opts.port)
+        more: list[socket.socket] = []
+        try:
+            port = sock.getsockname()[1]  # port 0: the others take the one the first got
+            more.extend(open_socket(host, port) for host in others)
+        except OSError:
+            for s in (sock, *more):
+                s.close()
+            raise
+        self.driver = Driver(sock, self, busy_poll_us=opts.busy_poll_us, more=more)
         log.info("listener %s: SCTP port %d over UDP %s", self.name, opts.sctp_port, self.address[:2])
 
     async def close(self) -> None:
