@@ -34,7 +34,7 @@ async def test_accepted_and_closed_lines_carry_the_connection_fields(
     await asyncio.wait_for(server_conn.wait_closed(), 5)
     accepted, closed = conn_records(caplog, server_conn.id)
     assert accepted.levelno == closed.levelno == logging.INFO
-    peer = "127.0.0.1:%d" % conn.local_address[1]
+    peer = f"127.0.0.1:{conn.local_address[1]}"
     for record in (accepted, closed):
         fields = record.fields  # type: ignore[attr-defined]
         assert fields["transport"] == transport and fields["listener"] == transport and fields["peer"] == peer
