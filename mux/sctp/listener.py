@@ -8,6 +8,7 @@ is kept: an INIT only ever costs a stateless INIT-ACK.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from mux import transport as t
@@ -46,6 +47,18 @@ class SctpListener:
         opts = self.options
         self.driver = Driver(open_socket(opts.host, opts.port), self, busy_poll_us=opts.busy_poll_us)
         log.info("listener %s: SCTP port %d over UDP %s", self.name, opts.sctp_port, self.address[:2])
+
+    def reconfigure(self, options: SctpListenerOptions) -> Callable[[], None]:
+        """New options for associations made from now on (a reload): check them, and return what applies them."""
+        config = core_config(options)
+
+        def commit() -> None:
+            self.options = options
+            self.endpoint.reconfigure(config)
+            if self.driver is not None:
+                self.driver.busy_poll_us = options.busy_poll_us
+
+        return commit
 
     async def close(self) -> None:
         if self.driver is not None:
