@@ -128,8 +128,8 @@ class ServerCollector(Collector):
                 counter.add_metric(list(labels), value)
             yield counter
         peer = CounterMetricFamily(
-            "mux_peer_events",
-            "What peers caused that a listener dropped, refused or answered",
+            "mux_listener_events",
+            "A listener's own counters: datagrams in and out, and what peers caused that it dropped or answered",
             labels=(*LABELS, "event"),
         )
         for name, counts in info["listeners"].items():
