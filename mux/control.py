@@ -185,7 +185,7 @@ class ControlServer:
         self.control = control
         self.path = path
         self._server: asyncio.AbstractServer | None = None
-        self._clients: set[asyncio.Task[Any]] = set()
+        self._clients: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         """Bind the socket (0600); a stale socket left by a dead server is replaced, a live one is an error."""
@@ -202,15 +202,13 @@ class ControlServer:
             return
         self._server.close()
         self._server = None
-        for task in list(self._clients):
-            task.cancel()
+        for writer in list(self._clients):  # its reader sees the end and the client's task finishes by itself
+            writer.close()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._clients.add(task)
+        self._clients.add(writer)
         try:
             while True:
                 try:
@@ -225,8 +223,7 @@ class ControlServer:
         except ConnectionError:
             pass
         finally:
-            if task is not None:
-                self._clients.discard(task)
+            self._clients.discard(writer)
             writer.close()
 
     async def _answer(self, line: bytes) -> dict[str, Any]:

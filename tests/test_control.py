@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import stat
@@ -213,10 +214,13 @@ async def test_set_max_connections_takes_effect_at_once(servers: list[Server], t
         conn.close()
 
 
-async def test_drain_refuses_newcomers_waits_for_connections_then_stops(servers: list[Server], tmp_path: Path) -> None:
+async def test_drain_refuses_newcomers_waits_for_connections_then_stops(
+    servers: list[Server], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     server = await start(servers, server_config(tmp_path, [listener("quic")], pool={"shutdown_timeout_ms": 10_000}))
     url, options = client_target(server, "quic")
     open_one = await connect(tb.Client(), url, options=options)
+    _, idle_client = await asyncio.open_unix_connection(str(tmp_path / "ctl.sock"))  # connected, asking nothing
     code, out, err = await mux_ctl(str(tmp_path / "ctl.sock"), "drain")
     assert code == 0 and out.strip() == "draining: 1 connection(s) open", err
     with pytest.raises(ConnectionClosed):
@@ -226,6 +230,9 @@ async def test_drain_refuses_newcomers_waits_for_connections_then_stops(servers:
     open_one.close()
     await asyncio.wait_for(server.wait_stopped(), 5)
     assert not (tmp_path / "ctl.sock").exists()  # the socket goes with the server
+    await asyncio.sleep(0.1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # an idle ctl client ends quietly
+    idle_client.close()
 
 
 async def test_bad_requests_get_one_line_errors(servers: list[Server], tmp_path: Path) -> None:
