@@ -121,7 +121,7 @@ class Server:
         draining: list[asyncio.Task[None]] = []
 
         def on_signal(signum: int) -> None:
-            if not draining:
+            if not draining and self.pool.state not in ("draining", "stopped"):  # ``mux ctl drain`` may have begun
                 log.info(
                     "%s: draining (timeout %d ms)", signal.Signals(signum).name, self.pool.options.shutdown_timeout_ms
                 )

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 import stat
 import sys
@@ -280,3 +281,28 @@ def test_check_reports_a_control_socket_path_that_cannot_work(tmp_path: Path) ->
     assert [key for key, _ in problems.items] == ["control.socket"] * 3
     assert "is not one" in problems.items[0][1] and "at most 107 bytes" in problems.items[1][1]
     assert "is a file already there" in problems.items[2][1]
+
+
+async def test_sigterm_after_ctl_drain_stops_at_once(tmp_path: Path) -> None:
+    """A drain begun over the socket counts as the first signal: SIGTERM then stops without waiting."""
+    from tests.test_reload import Served
+
+    config = tmp_path / "mux.yaml"
+    config.write_text(
+        "behaviour: behaviours.echo:Echo\n"
+        "pool: {shutdown_timeout_ms: 60000}\n"
+        "listeners: [{name: q, transport: quic, host: 127.0.0.1, port: 0, alpn: [echo]}]\n"
+        f"control: {{socket: {tmp_path / 'ctl.sock'}}}\n"
+    )
+    served = Served(config)
+    try:
+        port = int((await served.wait_for(r"serving q on \('127\.0\.0\.1', (\d+)\)"))[1])
+        conn = await connect(tb.Client(), f"quic://127.0.0.1:{port}", options={"alpn": ["echo"], "verify": "none"})
+        code, _, err = await mux_ctl(str(tmp_path / "ctl.sock"), "drain")
+        assert code == 0, err
+        served.proc.send_signal(signal.SIGTERM)
+        await served.wait_for("SIGTERM again: stopping now")
+        await asyncio.wait_for(conn.wait_closed(), 10)  # closed by the stop, not after the 60 s drain
+        assert await asyncio.to_thread(served.proc.wait, 10) == 0
+    finally:
+        served.stop()
