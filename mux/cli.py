@@ -38,7 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     async def main() -> int:
         from mux.server import Server, StartError
 
-        server = Server(config)
+        server = Server(config, source=args.config)
         try:
             await server.serve_forever()
         except StartError as exc:
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     logging_flags(p)
     p.set_defaults(func=cmd_client)
 
-    for module in ("mux.impair.cli", "mux.bench.cli"):
+    for module in ("mux.impair.cli", "mux.bench.cli", "mux.ctl"):
         try:
             register = __import__(module, fromlist=["register"]).register
         except ImportError:

@@ -32,6 +32,19 @@ class PoolConfig(StrictModel):
     shutdown_timeout_ms: int = Field(default=5_000, ge=0)
 
 
+class ControlConfig(StrictModel):
+    """``mux ctl``'s Unix socket; off unless given."""
+
+    socket: str = Field(min_length=1, description="path of the Unix socket (made 0600)")
+
+
+class MetricsConfig(StrictModel):
+    """Prometheus text over HTTP (``GET /metrics``); off unless given."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(ge=0, le=65535)
+
+
 class LoggingConfig(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -53,6 +66,8 @@ def _server_model() -> type[StrictModel]:
         options: dict[str, Any] = Field(default_factory=dict)
         pool: PoolConfig = Field(default_factory=PoolConfig)
         logging: LoggingConfig = Field(default_factory=LoggingConfig)
+        control: ControlConfig | None = None
+        metrics: MetricsConfig | None = None
         listeners: list[listener] = Field(min_length=1)  # type: ignore[valid-type]
 
     return ServerConfig

@@ -68,7 +68,27 @@ def check(config: Any, source: str = "<config>") -> None:
         elif listener.transport == "sctp":
             check_sctp_listener(listener, key, problems)
     check_ports(config.listeners, problems)
+    control = getattr(config, "control", None)
+    if control is not None:
+        check_control_socket(control.socket, problems)
     problems.raise_for(source)
+
+
+#: sun_path holds 108 bytes with the terminating NUL
+MAX_UNIX_PATH = 107
+
+
+def check_control_socket(path: str, problems: Problems) -> None:
+    """The control socket's path fits a Unix socket address, its folder exists, and nothing but a socket is there."""
+    key = "control.socket"
+    if len(os.fsencode(path)) > MAX_UNIX_PATH:
+        problems.add(key, f"expected a path of at most {MAX_UNIX_PATH} bytes (a Unix socket's limit), got {path!r}")
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        problems.add(key, f"expected a path in an existing folder, but {str(folder)!r} is not one")
+    elif Path(path).exists() and not Path(path).is_socket():
+        problems.add(key, f"expected a path where a socket can be made, but {path!r} is a file already there")
 
 
 # -- files -------------------------------------------------------------------------------------------

@@ -324,6 +324,10 @@ class Listener(Protocol):
         """Stop reading and release the socket; connections must already be gone."""
         ...
 
+    # Optional, for hot reload (mux/reload.py): ``reconfigure(options)`` checks new options of the same socket,
+    # raising on a problem before anything changes, and returns a function that applies them to connections made
+    # from then on. A transport without it refuses a reload that changes its listener's options.
+
 
 #: builds the framework side of a client connection for a transport connection
 SinkFactory = Callable[["TransportConnection"], "ConnectionSink"]

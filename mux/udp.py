@@ -123,6 +123,14 @@ class Driver:
     def local_address(self) -> Address:
         return tuple(self.sock.getsockname())
 
+    @property
+    def busy_poll_us(self) -> int:
+        return round(self._busy_poll * 1e6)
+
+    @busy_poll_us.setter
+    def busy_poll_us(self, value: int) -> None:
+        self._busy_poll = value / 1e6
+
     def close(self) -> None:
         if self._closed:
             return

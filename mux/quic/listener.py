@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
@@ -182,6 +183,25 @@ class QuicListener:
         self._verify = opts.verify or "none"
         self.driver = Driver(open_socket(opts.host, opts.port), self, busy_poll_us=opts.busy_poll_us)
         log.info("listener %s: QUIC on %s alpn=%s", self.name, self.address[:2], ",".join(opts.alpn))
+
+    def reconfigure(self, options: QuicListenerOptions) -> Callable[[], None]:
+        """New options for connections made from now on (a reload): certificates are read again here, and
+        a problem raises before anything changes; the returned function applies them. Live connections keep
+        the configuration object they were made with."""
+        opts = options
+        if opts.certfile is None:
+            certfile, keyfile = self_signed(opts.host)
+            opts = opts.model_copy(update={"certfile": certfile, "keyfile": keyfile})
+        config = build_configuration(opts, is_client=False)
+
+        def commit() -> None:
+            self.options = options
+            self.config = config
+            self._verify = opts.verify or "none"
+            if self.driver is not None:
+                self.driver.busy_poll_us = options.busy_poll_us
+
+        return commit
 
     async def close(self) -> None:
         if self.driver is not None:

@@ -93,15 +93,13 @@ class Endpoint:
         hold: bool = False,
         listening: bool = True,
     ) -> None:
-        self.config = config
+        self.reconfigure(config)
         #: new server associations wait for ``Association.proceed`` (the application's new_conn)
         self.hold = hold
         #: False for a client's endpoint: an INIT that starts nothing we know of is refused with a small
         #: ABORT (RFC 9260 §8.4 3) instead of drawing an INIT-ACK and a cookie nobody can ever use
         self.listening = listening
         self.local_port = local_port
-        #: the extensions our INIT-ACKs offer
-        self._offered = ext.offered(config.prsctp_enable, config.reconf_enable, config.intl_enable)
         self._secret = secret or os.urandom(32)
         self._admit = admit
         self._rng = rng or random.SystemRandom()
@@ -134,6 +132,12 @@ class Endpoint:
             "init_report_capped": 0,
             "stateless_dropped": 0,
         }
+
+    def reconfigure(self, config: SctpConfig) -> None:
+        """Options for associations made from now on (a reload); live ones keep the config they were made with."""
+        self.config = config
+        #: the extensions our INIT-ACKs offer
+        self._offered = ext.offered(config.prsctp_enable, config.reconf_enable, config.intl_enable)
 
     @property
     def associations(self) -> Iterable[Association]:

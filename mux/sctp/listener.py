@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from mux import transport as t
@@ -60,6 +61,18 @@ class SctpListener:
             raise
         self.driver = Driver(sock, self, busy_poll_us=opts.busy_poll_us, more=more)
         log.info("listener %s: SCTP port %d over UDP %s", self.name, opts.sctp_port, self.address[:2])
+
+    def reconfigure(self, options: SctpListenerOptions) -> Callable[[], None]:
+        """New options for associations made from now on (a reload): check them, and return what applies them."""
+        config = core_config(options, host_list(options.host))
+
+        def commit() -> None:
+            self.options = options
+            self.endpoint.reconfigure(config)
+            if self.driver is not None:
+                self.driver.busy_poll_us = options.busy_poll_us
+
+        return commit
 
     async def close(self) -> None:
         if self.driver is not None:
