@@ -183,7 +183,10 @@ class WebTransportConnection(QuicTransportConnection):
         h3 = self.h3
         assert h3 is not None
         connect = h3._stream.get(session_id)
-        could_come = session_id % 4 == 0 and (connect is None or connect.headers_recv_state.name == "INITIAL")
+        if connect is None:  # not read yet, or read and done with (then QUIC has discarded it, or soon will)
+            could_come = session_id % 4 == 0 and not self.quic._stream_is_discarded(session_id)
+        else:
+            could_come = connect.headers_recv_state.name == "INITIAL"
         if could_come and self._orphan_count < MAX_ORPHANS:
             self._orphan_count += 1
             self._orphans.setdefault(session_id, []).append((stream_id, data, fin))
