@@ -251,3 +251,9 @@ async function readAll(readable, what) {
 }
 const text = (bytes) => new TextDecoder().decode(bytes);
 """
+
+
+def page_script(body: str) -> str:
+    """``body`` (an expression, usually an async arrow called at once) with ``JS_HELPERS``, in a block of its own so
+    that the page can run it again (its value is the block's)."""
+    return "{" + JS_HELPERS + body + "}"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests import wt_apps
-from tests.browser import CHROMIUM, JS_HELPERS, chromium_page, serve_page, webtransport_certificate
+from tests.browser import CHROMIUM, chromium_page, page_script, serve_page, webtransport_certificate
 from tests.conftest import ServerFactory
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
@@ -63,7 +63,7 @@ ECHO_SCRIPT = """
 
 
 def script(template: str, url: str, cert_hash: bytes) -> str:
-    return JS_HELPERS + template.replace("URL", json.dumps(url)).replace("HASH", f"new Uint8Array({list(cert_hash)})")
+    return page_script(template.replace("URL", json.dumps(url)).replace("HASH", f"new Uint8Array({list(cert_hash)})"))
 
 
 async def test_chromium_echo_streams_datagrams_and_close(make_server: ServerFactory, tmp_path: Path) -> None:

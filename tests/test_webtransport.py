@@ -130,6 +130,35 @@ async def test_stop_sends_the_close_capsule(make_server: ServerFactory) -> None:
         }
 
 
+async def test_a_crash_resets_the_connect_stream_and_a_reset_one_is_an_abort(make_server: ServerFactory) -> None:
+    server = await make_server("tests.wt_apps:WatchedEcho", [wt_listener()])
+    async with wt_connect(*address(server)) as client:
+        crashing, _ = await client.session("/echo")
+        conn = only_connection(server)
+        client.send(client.open(crashing), b"crash")
+        await until(lambda: crashing in client.resets)
+        assert client.resets[crashing] == wire.H3_INTERNAL_ERROR
+        closed = await asyncio.wait_for(conn.wait_closed(), 5)
+        assert closed["by"] == "local" and closed["error"] == "aborted"
+        dropped, _ = await client.session("/echo")
+        conn = only_connection(server)
+        client._quic.reset_stream(dropped, wire.H3_NO_ERROR)
+        client.transmit()
+        closed = await asyncio.wait_for(conn.wait_closed(), 5)
+        assert closed["by"] == "peer" and closed["error"] == "aborted"
+        assert wt_apps.SEEN[conn.id]["transport_shutdown"]["error"] == "aborted"
+
+
+async def test_sessions_beyond_max_connections_get_503(make_server: ServerFactory) -> None:
+    server = await make_server("tests.wt_apps:WatchedEcho", [wt_listener()], pool={"max_connections": 1})
+    async with wt_connect(*address(server)) as client:
+        _, status = await client.session("/echo")
+        assert status == 200
+        _, status = await client.session("/echo")
+        assert status == 503
+    assert server.pool.info()["listeners"]["wt"]["errors"]["refused_max_connections"] == 1
+
+
 async def test_plain_requests_unknown_paths_and_rejected_origins(make_server: ServerFactory) -> None:
     server = await make_server("tests.wt_apps:WatchedEcho", [wt_listener()])
     async with wt_connect(*address(server)) as client:

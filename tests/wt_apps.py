@@ -21,7 +21,7 @@ def _seen(conn: Connection, callback: str, value: Any = None) -> None:
 
 class WatchedEcho(Echo):
     """``behaviours.echo:Echo`` unchanged, with what it was told recorded; refuses the origin ``https://evil.test``
-    and stops with code 42 when a stream says ``stop``."""
+    and stops with code 42 when a stream says ``stop`` (crashes on ``crash``)."""
 
     def new_conn(self, conn: Connection, props: dict[str, Any]) -> None:
         _seen(conn, "new_conn", props)
@@ -34,6 +34,8 @@ class WatchedEcho(Echo):
     def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> Any:
         if data == b"stop":
             raise Stop(42, "asked to stop")
+        if data == b"crash":
+            raise RuntimeError("crashing, as asked")
         return super().stream_data(stream, data, fin, props)
 
     def peer_send_aborted(self, stream: Stream, error_code: int) -> None:
