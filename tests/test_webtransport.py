@@ -212,6 +212,27 @@ async def test_sessions_sharing_a_connection_are_connections_of_their_own(make_s
         assert wt_apps.SEEN[by_session[second].id]["shutdown"] == 0x100
 
 
+async def test_finished_streams_are_forgotten(make_server: ServerFactory) -> None:
+    """A long session's finished streams leave every table (aioquic's HTTP/3 layer keeps a WebTransport
+    bidirectional stream for ever by itself)."""
+    server = await make_server("tests.wt_apps:WatchedEcho", [wt_listener()])
+    async with wt_connect(*address(server)) as client:
+        session, _ = await client.session("/echo")
+        conn = only_connection(server)
+        for i in range(300):
+            stream = client.open(session)
+            client.send(stream, b"%d" % i, fin=True)
+            assert await client.read(stream) == b"%d" % i
+        await asyncio.sleep(0.2)  # the last acknowledgements
+        h3conn = next(iter(server.listener("wt")._cids))
+        assert h3conn.h3 is not None
+        assert len(h3conn.h3._stream) < 150 and len(h3conn.stream_session) < 150
+        assert len(conn._tconn.streams) < 150
+        stream = client.open(session)
+        client.send(stream, b"still fine", fin=True)
+        assert await client.read(stream) == b"still fine"
+
+
 async def test_server_opened_streams_resets_and_codes(make_server: ServerFactory) -> None:
     server = await make_server("tests.wt_apps:Opener", [wt_listener()])
     async with wt_connect(*address(server)) as client:

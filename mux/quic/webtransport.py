@@ -37,6 +37,7 @@ log = logging.getLogger("mux.quic")
 ALPN = "h3"
 #: events for streams of a session whose CONNECT has not arrived yet (reordering), per QUIC connection
 MAX_ORPHANS = 16
+SWEEP_MIN = 64
 PAGE = b"<!doctype html><title>mux</title><p>mux WebTransport server: open a WebTransport session to %s.\n"
 
 
@@ -57,6 +58,8 @@ class WebTransportConnection(QuicTransportConnection):
         #: stream data for sessions not known yet, by session id: (stream id, data, fin)
         self._orphans: dict[int, list[tuple[int, bytes, bool]]] = {}
         self._orphan_count = 0
+        #: sweep finished streams out of the tables once they hold this many (``_sweep``)
+        self._sweep_at = SWEEP_MIN
         self.sink = cast(t.ConnectionSink, _AllSessions(self))
 
     # -- from the listener -------------------------------------------------------------------------
@@ -106,6 +109,22 @@ class WebTransportConnection(QuicTransportConnection):
         self._credit(stream_id, len(event.data) + before - after - delivered.get(stream_id, 0))
         if len(held) > (stream_id in held):
             self._recount_held(stream_id, delivered)
+        if len(h3._stream) > self._sweep_at or len(self.stream_session) > self._sweep_at:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        """Forget streams QUIC has discarded (done both ways): the HTTP/3 layer never forgets a WebTransport
+        bidirectional stream by itself (we write on it past it), and our tables keep a session's streams while it
+        lives. Amortised O(1) per stream, as the threshold doubles with what is live."""
+        h3 = self.h3
+        assert h3 is not None
+        discarded = self.quic._stream_is_discarded
+        for stream_id in [sid for sid in h3._stream if discarded(sid)]:
+            del h3._stream[stream_id]
+        table = self.stream_session
+        for stream_id in [sid for sid in table if discarded(sid)]:
+            table.pop(stream_id).streams.discard(stream_id)
+        self._sweep_at = SWEEP_MIN + 2 * max(len(h3._stream), len(table))
 
     def _recount_held(self, skip: int, delivered: dict[int, int]) -> None:
         """Streams whose buffered HEADERS a QPACK encoder update has just released: credit what left."""

@@ -96,6 +96,8 @@ class WebTransportSession:
         stream_id = open_webtransport_stream(owner.h3, self.session_id, unidirectional)
         self.streams.add(stream_id)
         owner.stream_session[stream_id] = self
+        if len(owner.stream_session) > owner._sweep_at:
+            owner._sweep()
         owner.driver.touch(owner)
         return stream_id
 
