@@ -149,6 +149,30 @@ async def test_a_crash_resets_the_connect_stream_and_a_reset_one_is_an_abort(mak
         assert wt_apps.SEEN[conn.id]["transport_shutdown"]["error"] == "aborted"
 
 
+async def test_streams_sent_before_the_session_is_accepted_wait_for_connected(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """new_conn holds the 200; what the client sends meanwhile reaches the behaviour after connected. A CONNECT
+    stream the client stops before the answer ends the session quietly (no crash logged)."""
+    server = await make_server("tests.apps:SlowNewConn", [wt_listener()], options={"delay": 0.3})
+    async with wt_connect(*address(server)) as client:
+        session = client.request("/echo")
+        early = client.open(session)
+        client.send(early, b"sent before the 200", fin=True)
+        await until(lambda: len(server.pool.connections) == 1)
+        assert not client.responses[session].done()
+        assert (await asyncio.wait_for(client.responses[session], 5))[b":status"] == b"200"
+        assert await client.read(early) == b"sent before the 200"
+        stopped = client.request("/echo")
+        await until(lambda: len(server.pool.connections) == 2)
+        conn = next(c for c in server.pool.connections if c.state == "handshaking")
+        client._quic.stop_stream(stopped, wire.H3_NO_ERROR)
+        client.transmit()
+        closed = await asyncio.wait_for(conn.wait_closed(), 5)
+        assert closed["error"] == "aborted" and "stopped before the session was accepted" in closed["reason"]
+    assert "crashed" not in caplog.text
+
+
 async def test_sessions_beyond_max_connections_get_503(make_server: ServerFactory) -> None:
     server = await make_server("tests.wt_apps:WatchedEcho", [wt_listener()], pool={"max_connections": 1})
     async with wt_connect(*address(server)) as client:

@@ -21,7 +21,7 @@ import logging
 from typing import Any, cast
 
 from aioquic.h3 import events as h3e
-from aioquic.h3.connection import H3Connection
+from aioquic.h3.connection import H3Connection, ProtocolError
 from aioquic.quic import events as qe
 
 from mux import transport as t
@@ -281,35 +281,51 @@ class WebTransportConnection(QuicTransportConnection):
 
     def _plain_request(self, stream_id: int, method: str, path: str, ended: bool) -> None:
         """Not a WebTransport session: a small page at ``/``, ``404`` elsewhere; a request body is not read."""
-        h3 = self.h3
-        assert h3 is not None and self.listener is not None
+        assert self.listener is not None
         if method in ("GET", "HEAD") and path.split("?", 1)[0] == "/":
-            body = PAGE % ", ".join(self.listener.paths).encode()
-            h3.send_headers(
-                stream_id,
-                [(b":status", b"200"), (b"content-type", b"text/html"), (b"content-length", str(len(body)).encode())],
-            )
-            h3.send_data(stream_id, body if method == "GET" else b"", end_stream=True)
+            page = PAGE % ", ".join(self.listener.paths).encode()
+            self.answer(stream_id, 200, page, content_type=b"text/html", head_only=method == "HEAD")
         else:
             self.respond(stream_id, 404, "not found")
-            return
-        if not ended:
-            self.quic.stop_stream(stream_id, wire.H3_NO_ERROR)
-        self.driver.touch(self)
 
     def respond(self, stream_id: int, status: int, text: str) -> None:
-        """A final answer with a short text body, ending our side of the stream (and not reading the rest)."""
-        h3 = self.h3
-        if h3 is None or self.finished:
-            return
-        body = (text + "\n").encode()
-        headers = [(b":status", str(status).encode()), (b"content-type", b"text/plain")]
-        h3.send_headers(stream_id, [*headers, (b"content-length", str(len(body)).encode())])
-        h3.send_data(stream_id, body, end_stream=True)
+        """A final answer with a short text body (``404``, ``403``, ``503``...)."""
+        self.answer(stream_id, status, (text + "\n").encode())
+
+    def answer(
+        self, stream_id: int, status: int, body: bytes, *, content_type: bytes = b"text/plain", head_only: bool = False
+    ) -> None:
+        """A whole response, ending our side of the stream; the rest of the request is not read (STOP_SENDING)."""
+        headers = [(b":status", str(status).encode()), (b"content-type", content_type)]
+        headers.append((b"content-length", str(len(body)).encode()))
+        self.write_request(stream_id, headers=headers, data=b"" if head_only else body, end=True)
         stream = self.quic._streams.get(stream_id)
         if stream is not None and not stream.receiver.is_finished:
             self.quic.stop_stream(stream_id, wire.H3_NO_ERROR)
+
+    def write_request(
+        self,
+        stream_id: int,
+        *,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        data: bytes | None = None,
+        end: bool = False,
+    ) -> bool:
+        """HEADERS and/or DATA on a request (or CONNECT) stream; False when it cannot carry them any more (the peer
+        stopped or reset it, or the connection is gone): that is the peer's doing, not an error of ours."""
+        h3 = self.h3
+        if h3 is None or self.finished:
+            return False
+        try:
+            if headers is not None:
+                h3.send_headers(stream_id, headers, end_stream=end and data is None)
+            if data is not None:
+                h3.send_data(stream_id, data, end_stream=end)
+        except (RuntimeError, ValueError, ProtocolError) as exc:
+            peer_log(log, "webtransport.write", "stream %d cannot be written: %s", stream_id, exc)
+            return False
         self.driver.touch(self)
+        return True
 
     # -- for sessions ------------------------------------------------------------------------------
 

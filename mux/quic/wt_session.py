@@ -144,11 +144,7 @@ class WebTransportSession:
         if self.state == "pending":  # closed from new_conn (Stop, or the pool's handshake timeout)
             self.refuse(reason)
             return
-        owner = self.owner
-        if not owner.finished:
-            assert owner.h3 is not None
-            owner.h3.send_data(self.session_id, wire.close_capsule(error_code, reason), end_stream=True)
-            owner.driver.touch(owner)
+        self.owner.write_request(self.session_id, data=wire.close_capsule(error_code, reason), end=True)
         self._end({"by": "local", "error_code": error_code & 0xFFFFFFFF, "reason": reason})
 
     def abort(self, reason: str) -> None:
@@ -170,9 +166,10 @@ class WebTransportSession:
         if self.finished or self.state != "pending":
             return
         owner = self.owner
-        assert owner.h3 is not None and self.sink is not None
-        owner.h3.send_headers(self.session_id, ACCEPT_HEADERS)
-        owner.driver.touch(owner)
+        assert self.sink is not None
+        if not owner.write_request(self.session_id, headers=ACCEPT_HEADERS):
+            self._transport_end("peer", 0, "the CONNECT stream was stopped before the session was accepted", "aborted")
+            return
         self.state = "open"
         sink = self.sink
         sink.deliver(t.DatagramStateChanged(self.datagram_state()))
@@ -236,10 +233,8 @@ class WebTransportSession:
             code, reason = self._peer_close or (0, "")
             if self.sink is not None:
                 self.sink.deliver(t.PeerShutdown(code, reason))
-            owner = self.owner
-            if not owner.finished and owner.h3 is not None and self.state == "open":
-                owner.h3.send_data(self.session_id, b"", end_stream=True)  # our side of the CONNECT stream ends too
-                owner.driver.touch(owner)
+            if self.state == "open":  # our side of the CONNECT stream ends too
+                self.owner.write_request(self.session_id, data=b"", end=True)
             self._end({"by": "peer", "error_code": code, "reason": reason})
 
     def peer_connect_reset(self, error_code: int) -> None:
