@@ -23,6 +23,16 @@ ECHO_SCRIPT = """
   const wt = new WebTransport(URL, {serverCertificateHashes: [{algorithm: 'sha-256', value: HASH}]});
   await withTimeout(wt.ready, 10000, 'ready');
   const result = {};
+  // a second session alongside, with its own streams and close
+  const second = new WebTransport(URL, {serverCertificateHashes: [{algorithm: 'sha-256', value: HASH}]});
+  await withTimeout(second.ready, 10000, 'second ready');
+  const other = await second.createBidirectionalStream();
+  const otherWriter = other.writable.getWriter();
+  await otherWriter.write(new TextEncoder().encode('the other session'));
+  await otherWriter.close();
+  result.second = text(await readAll(other.readable, 'second echo'));
+  second.close({closeCode: 1, reason: 'second done'});
+  await withTimeout(second.closed, 5000, 'second closed');
   // a bidirectional stream: 64 KB and its end come back
   const big = new Uint8Array(65536).map((_, i) => i % 251);
   const bidi = await wt.createBidirectionalStream();
@@ -84,11 +94,15 @@ async def test_chromium_echo_streams_datagrams_and_close(make_server: ServerFact
             page.evaluate(script(ECHO_SCRIPT, f"https://127.0.0.1:{port}/echo", cert_hash)), 60
         )
     origin = page_url.rstrip("/")
-    (conn_id,) = [cid for cid, seen in wt_apps.SEEN.items() if seen.get("new_conn", {}).get("origin") == origin]
+    sessions = [cid for cid, seen in wt_apps.SEEN.items() if seen.get("new_conn", {}).get("origin") == origin]
+    assert len(sessions) == 2, "each session is a connection of its own"
     for _ in range(500):  # the behaviour's closed may run just after the page saw its end
-        if "closed" in wt_apps.SEEN[conn_id]:
+        if all("closed" in wt_apps.SEEN[cid] for cid in sessions):
             break
         await asyncio.sleep(0.01)
+    conn_id, other_id = sorted(sessions)  # the first session was accepted first
+    assert result["second"] == "the other session"
+    assert wt_apps.SEEN[other_id]["closed"] == {"by": "peer", "error_code": 1, "reason": "second done"}
     assert result["bidi_head"] == "hello from chromium "
     assert result["bidi_length"] == 20 + 65536 and result["bidi_intact"]
     assert result["datagram"] is not None and result["datagram"].startswith("datagram ")
