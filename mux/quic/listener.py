@@ -143,6 +143,8 @@ class TicketStore:
 
 class QuicListener:
     transport_name = "quic"
+    #: what each admitted peer becomes (``mux.quic.webtransport`` puts HTTP/3 there)
+    connection_class: type[QuicTransportConnection] = QuicTransportConnection
 
     def __init__(self, options: QuicListenerOptions, pool: AcceptorPool) -> None:
         self.options = options
@@ -183,6 +185,8 @@ class QuicListener:
         self._verify = opts.verify or "none"
         self.driver = Driver(open_socket(opts.host, opts.port), self, busy_poll_us=opts.busy_poll_us)
         log.info("listener %s: QUIC on %s alpn=%s", self.name, self.address[:2], ",".join(opts.alpn))
+        if opts.webtransport is not None:
+            log.info("listener %s: WebTransport at %s", self.name, ", ".join(opts.webtransport.paths))
 
     def reconfigure(self, options: QuicListenerOptions) -> Callable[[], None]:
         """New options for connections made from now on (a reload): certificates are read again here, and
@@ -297,7 +301,7 @@ class QuicListener:
         )
         quic.request_client_certificate = self._verify != "none"
         quic.allow_early_data = self.options.server_resumption_level == 2
-        conn = QuicTransportConnection(
+        conn = self.connection_class(
             quic,
             driver,
             high_water=self.options.ideal_send_buffer_size,
@@ -311,11 +315,15 @@ class QuicListener:
         )
         self._cid_issued(header.destination_cid, conn)
         self._cid_issued(quic.host_cid, conn)
-        conn.hold()
-        conn.sink = self.pool.accept(self.name, conn, {"transport": "quic", "peer": addr, "listener": self.name})
+        self._supervise(conn, addr)
         if not proven:
             conn.expect_proof(self.options.handshake_idle_timeout_ms / 1000.0)
         conn.received(data, addr, now)
+
+    def _supervise(self, conn: QuicTransportConnection, addr: Address) -> None:
+        """The pool runs the behaviour on the connection; the handshake waits for its ``new_conn``."""
+        conn.hold()
+        conn.sink = self.pool.accept(self.name, conn, {"transport": "quic", "peer": addr, "listener": self.name})
 
     def _wants_retry(self, admission: Admission) -> bool:
         """Whether a token-less Initial gets a Retry instead of a slot (or a drop, when busy)."""
