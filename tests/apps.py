@@ -244,3 +244,17 @@ class TicketClient(Client):
     def nst_received(self, conn: Connection, ticket: bytes) -> None:
         self.tickets.append(ticket)
         self._put(("nst_received", ticket))
+
+
+class PathEcho(ConnectionBehaviour):
+    """Echoes each message, and prints each path event on a line of its own (tests/test_sctp_multihoming.py reads
+    them from a server in another network namespace)."""
+
+    def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> Any:
+        return stream.send(data, fin=fin)
+
+    def path_changed(self, conn: Connection, address: Any, state: str, props: dict[str, Any]) -> None:
+        print(f"PATH {address[0]} {state}", flush=True)
+
+    def peer_address_changed(self, conn: Connection, address: Any) -> None:
+        print(f"PRIMARY {address[0]}", flush=True)
