@@ -17,6 +17,8 @@ from mux.sctp.association import Association
 from mux.sctp.connection import SctpTransportConnection
 from mux.sctp.endpoint import Endpoint
 from mux.sctp.options import SctpListenerOptions, core_config
+from mux.steering import current as current_steering
+from mux.steering import take_socket
 from mux.udp import Address, Driver, open_socket
 
 log = logging.getLogger("mux.sctp")
@@ -30,7 +32,16 @@ class SctpListener:
         self.pool = pool
         self.name = options.name or f"sctp:{options.port}"
         self.driver: Driver | None = None
-        self.endpoint = Endpoint(core_config(options), local_port=options.sctp_port, admit=self._admit, hold=True)
+        steering = current_steering()
+        self.endpoint = Endpoint(
+            core_config(options),
+            local_port=options.sctp_port,
+            admit=self._admit,
+            hold=True,
+            # a worker's tags carry its index (``mux.steering``); the cookie secret is the supervisor's
+            secret=None if steering is None else steering.secret,
+            tag_residue=None if steering is None else (steering.index, steering.count),
+        )
         self._conns: dict[Association, SctpTransportConnection] = {}
 
     @property
@@ -44,7 +55,8 @@ class SctpListener:
 
     async def start(self) -> None:
         opts = self.options
-        self.driver = Driver(open_socket(opts.host, opts.port), self, busy_poll_us=opts.busy_poll_us)
+        sock = take_socket(self.name) or open_socket(opts.host, opts.port)
+        self.driver = Driver(sock, self, busy_poll_us=opts.busy_poll_us)
         log.info("listener %s: SCTP port %d over UDP %s", self.name, opts.sctp_port, self.address[:2])
 
     async def close(self) -> None:
