@@ -42,6 +42,7 @@ from aioquic.quic.packet import (
 from aioquic.quic.retry import QuicRetryTokenHandler
 from aioquic.tls import SessionTicket
 
+from mux.pcap import maybe_capture
 from mux.pool import AcceptorPool, Admission
 from mux.quic.certs import self_signed
 from mux.quic.connection import QuicTransportConnection
@@ -186,7 +187,7 @@ class QuicListener:
             opts = opts.model_copy(update={"certfile": certfile, "keyfile": keyfile})
         self.config = build_configuration(opts, is_client=False)
         self._verify = opts.verify or "none"
-        sock = take_socket(self.name) or open_socket(opts.host, opts.port)
+        sock = maybe_capture(take_socket(self.name) or open_socket(opts.host, opts.port), opts)
         self.driver = Driver(sock, self, busy_poll_us=opts.busy_poll_us)
         log.info("listener %s: QUIC on %s alpn=%s", self.name, self.address[:2], ",".join(opts.alpn))
 

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from mux import transport as t
+from mux.pcap import maybe_capture
 from mux.pool import AcceptorPool, Admission
 from mux.sctp import events as se
 from mux.sctp.association import Association
@@ -55,7 +56,7 @@ class SctpListener:
 
     async def start(self) -> None:
         opts = self.options
-        sock = take_socket(self.name) or open_socket(opts.host, opts.port)
+        sock = maybe_capture(take_socket(self.name) or open_socket(opts.host, opts.port), opts)
         self.driver = Driver(sock, self, busy_poll_us=opts.busy_poll_us)
         log.info("listener %s: SCTP port %d over UDP %s", self.name, opts.sctp_port, self.address[:2])
 
