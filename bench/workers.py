@@ -132,6 +132,22 @@ class Server:
                 raise RuntimeError("workers did not start:\n" + "".join(self.lines))
             time.sleep(0.05)
 
+    def pids(self) -> list[int]:
+        """The processes that serve: the workers, or the server itself when it runs one."""
+        found = [int(m[1]) for line in self.lines if (m := re.search(r"worker \d+ of \d+: pid (\d+)", line))]
+        return found or [self.proc.pid]
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the serving processes have used so far."""
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / os.sysconf("SC_CLK_TCK")
+
     def _drain(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
@@ -156,8 +172,11 @@ class Server:
             self.proc.wait()
 
 
-def one_run(args: argparse.Namespace, host: str, port: int, transport: str, workload: str) -> tuple[float, int]:
-    """Operations per second over all client processes, and how many failed."""
+def one_run(args: argparse.Namespace, server: Server, transport: str, workload: str) -> tuple[float, int, float]:
+    """Operations per second over all client processes, how many failed, and the server's CPU seconds meanwhile
+    (the whole run: connecting and closing included, the rate's window only counts what completed in it)."""
+    host, port = "127.0.0.1", server.ports[transport]
+    cpu_before = server.cpu_seconds()
     start_at = time.time() + 2.0 + 0.2 * args.clients  # time for every process to import and (echo) connect
     procs = [
         subprocess.Popen(
@@ -186,7 +205,7 @@ def one_run(args: argparse.Namespace, host: str, port: int, transport: str, work
         result = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"ok": 0, "failed": args.concurrency}
         ok += result["ok"]
         failed += result["failed"]
-    return ok / args.seconds, failed
+    return ok / args.seconds, failed, server.cpu_seconds() - cpu_before
 
 
 def summary(values: list[float]) -> str:
@@ -220,6 +239,7 @@ def main() -> int:
     transports = args.transport or list(TRANSPORTS)
     workloads = args.workload or list(WORKLOADS)
     results: dict[tuple[int, str, str], list[float]] = {}
+    cpu_per_op: dict[tuple[int, str, str], list[float]] = {}
     failures = 0
     print(f"{os.cpu_count()} cores; {args.clients} client processes x {args.concurrency} tasks, {args.seconds} s runs")
     with tempfile.TemporaryDirectory() as tmp:
@@ -231,11 +251,15 @@ def main() -> int:
                 try:
                     for transport in transports:
                         for workload in workloads:
-                            rate, failed = one_run(args, "127.0.0.1", server.ports[transport], transport, workload)
+                            rate, failed, cpu = one_run(args, server, transport, workload)
                             failures += failed
                             results.setdefault((workers, transport, workload), []).append(rate)
+                            # server CPU per operation, over all that completed in the window
+                            per_op = 1e6 * cpu / (rate * args.seconds) if rate else float("nan")
+                            cpu_per_op.setdefault((workers, transport, workload), []).append(per_op)
                             print(
                                 f"rep {rep + 1} workers {workers} {transport:4} {workload:9} {rate:9.0f}/s"
+                                f"  server CPU {cpu:5.2f} s ({per_op:.0f} us/op)"
                                 + (f" ({failed} failed)" if failed else ""),
                                 flush=True,
                             )
@@ -249,6 +273,12 @@ def main() -> int:
             unit = "handshakes/s" if workload == "handshake" else "messages/s"
             ratio = statistics.median(b) / statistics.median(a) if statistics.median(a) else float("nan")
             print(f"{transport} {unit:12} {summary(a):>26} {summary(b):>26}   {ratio:.2f}x")
+    print()
+    print("server CPU per operation (us; the whole run's CPU over what completed in the window):")
+    for transport in transports:
+        for workload in workloads:
+            a, b = cpu_per_op[(1, transport, workload)], cpu_per_op[(2, transport, workload)]
+            print(f"{transport} {workload:12} {summary(a):>26} {summary(b):>26}")
     if failures:
         print(f"{failures} operations failed")
     return 0

@@ -172,13 +172,13 @@ class Workers:
         raise AssertionError(f"{pattern!r} not seen; the server said:\n{''.join(self.log)}")
 
 
-def start_workers(tmp_path: Path, count: int = 2) -> Workers:
+def start_workers(tmp_path: Path, count: int = 2, sctp_extra: str = "") -> Workers:
     config = tmp_path / "workers.yaml"
     config.write_text(
         "behaviour: tests.apps:WhichWorker\n"
         "listeners:\n"
         "  - {name: quic, transport: quic, host: 127.0.0.1, port: 0, alpn: [test]}\n"
-        "  - {name: sctp, transport: sctp, host: 127.0.0.1, port: 0}\n"
+        f"  - {{name: sctp, transport: sctp, host: 127.0.0.1, port: 0{sctp_extra}}}\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "mux.cli", "serve", str(config), "--workers", str(count)],
@@ -323,6 +323,50 @@ async def test_a_crashed_worker_is_forked_again_on_its_socket(workers: Workers) 
     gate = asyncio.Semaphore(10)
     served = await asyncio.gather(*(one_connection(url, options, gate) for _ in range(40)))
     assert set(served) == {b"0", b"1"}
+
+
+async def test_sighup_reaches_every_worker_and_kills_none(workers: Workers) -> None:
+    pids = [int(workers.read_until(rf"worker {i} of 2: pid (\d+)")[1]) for i in (0, 1)]
+    for pid in pids:  # a worker's own SIGHUP handler (reload) may replace it; until then SIGHUP is ignored
+        assert _ignores(pid, signal.SIGHUP)
+    workers.proc.send_signal(signal.SIGHUP)
+    await asyncio.sleep(0.5)
+    assert workers.proc.poll() is None
+    assert all(_alive(pid) for pid in pids) and "exited" not in "".join(workers.log)
+    url, options = target(workers, "sctp")
+    gate = asyncio.Semaphore(10)
+    served = await asyncio.gather(*(one_connection(url, options, gate) for _ in range(30)))
+    assert set(served) == {b"0", b"1"}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _ignores(pid: int, signum: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    ignored = int(re.search(r"SigIgn:\s*([0-9a-f]+)", status)[1], 16)  # type: ignore[index]
+    return bool(ignored >> (signum - 1) & 1)
+
+
+async def test_each_worker_captures_to_a_pcap_file_of_its_own(tmp_path: Path) -> None:
+    server = start_workers(tmp_path, sctp_extra=f", pcap: {tmp_path / 'cap.pcap'}")
+    try:
+        url, options = target(server, "sctp")
+        gate = asyncio.Semaphore(10)
+        served = await asyncio.gather(*(one_connection(url, options, gate) for _ in range(30)))
+        assert set(served) == {b"0", b"1"}
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(server.proc.wait, 15)
+    files = sorted(p.name for p in tmp_path.glob("cap*.pcap"))
+    assert files == ["cap.0.pcap", "cap.1.pcap"]
+    for name in files:  # a header and, since both served some of the 30, records
+        assert (tmp_path / name).stat().st_size > 24 + 16 * 30
 
 
 def test_workers_flag_and_key_are_checked(tmp_path: Path) -> None:
