@@ -72,19 +72,25 @@ class PcapWriter:
         return f
 
     def write(self, payload: bytes, src: tuple[Any, ...], dst: tuple[Any, ...]) -> None:
+        if self._file.closed:
+            return
         try:
             packet = ip_udp(payload, src, dst)
         except ValueError:  # an address that is not an IP literal (cannot come from a UDP socket)
             return
         now = time.time()
         record = _RECORD.pack(int(now), int(now % 1 * 1_000_000), len(packet), len(packet)) + packet
-        if self.size + len(record) > self.max_bytes:
-            self._rotate()
-        self._file.write(record)
-        self.size += len(record)
-        if now - self._flushed > 1.0:  # a reader (or a crash) sees all but the last second at worst
-            self._file.flush()
-            self._flushed = now
+        try:
+            if self.size + len(record) > self.max_bytes:
+                self._rotate()
+            self._file.write(record)
+            self.size += len(record)
+            if now - self._flushed > 1.0:  # a reader (or a crash) misses at most the last second's worth
+                self._file.flush()
+                self._flushed = now
+        except OSError as exc:  # a full disk, the directory gone: the capture stops, the datagram goes on
+            log.error("pcap %s: %s; capture stopped", self.path, exc)
+            self.close()
 
     def _rotate(self) -> None:
         self._file.close()
@@ -98,7 +104,10 @@ class PcapWriter:
 
     def close(self) -> None:
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # the last flush failed (a full disk): nothing more to save
+                pass
 
 
 class CapturingSocket(socket.socket):

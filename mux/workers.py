@@ -95,6 +95,20 @@ def per_worker(config: Any, count: int) -> Any:
     return config.model_copy(update={"pool": pool.model_copy(update=shares)})
 
 
+def with_shared_certificates(config: Any) -> Any:
+    """A QUIC listener without a certificate gets the self-signed one here, once: workers making it each at
+    start would race on the cached files and could serve different certificates."""
+    from mux.quic.certs import self_signed
+
+    listeners = []
+    for options in config.listeners:
+        if options.transport == "quic" and options.certfile is None:
+            certfile, keyfile = self_signed(options.host)
+            options = options.model_copy(update={"certfile": certfile, "keyfile": keyfile})
+        listeners.append(options)
+    return config.model_copy(update={"listeners": listeners})
+
+
 class _WorkerName(logging.Filter):
     """Every log line of worker i names it: ``mux.server[i]``."""
 
@@ -146,6 +160,7 @@ class Supervisor:
     def run(self) -> int:
         if not self.bind():
             return 1
+        self.config = with_shared_certificates(self.config)
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
         try:
             for index in range(self.count):

@@ -155,3 +155,16 @@ def test_capture_wraps_a_bound_socket(tmp_path: Path) -> None:
     assert got[28:] == b"ping" and sent[28:] == b"pong"
     assert struct.unpack("!HH", got[20:24]) == (addr[1], port)
     assert struct.unpack("!HH", sent[20:24]) == (port, addr[1])
+
+
+def test_a_capture_that_cannot_write_stops_and_the_datagrams_go_on(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+        raw.bind(("127.0.0.1", 0))
+        sock = capture(raw, tmp_path / "gone.pcap", max_bytes=4096)
+        (tmp_path / "gone.pcap").unlink()  # rotating it now fails
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            for n in range(100):
+                peer.sendto(bytes(100) + n.to_bytes(2, "big"), sock.getsockname())
+                assert sock.recvfrom(200)[0][-2:] == n.to_bytes(2, "big")
+        assert sock.pcap._file.closed
+        sock.close()
