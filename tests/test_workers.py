@@ -384,3 +384,23 @@ def test_workers_flag_and_key_are_checked(tmp_path: Path) -> None:
         text=True,
     )
     assert run.returncode == 2 and "--workers: expected a number of processes" in run.stderr
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        config = tmp_path / "busy.yaml"
+        config.write_text(
+            f"behaviour: behaviours.echo:Echo\nworkers: 2\nlisteners: [{{transport: sctp, port: {port}}}]\n"
+        )
+        run = subprocess.run(
+            [sys.executable, "-m", "mux.cli", "serve", str(config)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert run.returncode == 1
+    assert f"cannot start: listener sctp:{port} (udp 127.0.0.1:{port}): address already in use" in run.stderr
+    assert "Traceback" not in run.stderr and "worker 0" not in run.stderr  # nothing forked
