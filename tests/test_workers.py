@@ -404,3 +404,20 @@ def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert f"cannot start: listener sctp:{port} (udp 127.0.0.1:{port}): address already in use" in run.stderr
     assert "Traceback" not in run.stderr and "worker 0" not in run.stderr  # nothing forked
+
+
+def test_workers_that_keep_failing_at_start_make_the_supervisor_give_up(caplog: pytest.LogCaptureFixture) -> None:
+    """A fault a restart cannot fix (each worker exits at once): three tries each, then exit 1, no endless loop."""
+    from mux import config as cfg
+    from mux.workers import MAX_QUICK_EXITS, Supervisor
+
+    config = cfg.parse({"behaviour": "behaviours.echo:Echo", "listeners": [{"transport": "sctp", "port": 0}]})
+    begun = time.monotonic()
+    with caplog.at_level("INFO", logger="mux.workers"):
+        code = Supervisor(config, 2, lambda config: 3).run()  # in the forked worker: exit code 3 at once
+    assert code == 1
+    assert time.monotonic() - begun < 15
+    restarts = [r.getMessage() for r in caplog.records if "restarting it" in r.getMessage()]
+    assert 2 <= len(restarts) <= 2 * (MAX_QUICK_EXITS - 1), restarts  # up to two per worker, then it stops
+    assert any("giving up" in r.getMessage() for r in caplog.records)
+    assert all("exit code 3" in message for message in restarts)
