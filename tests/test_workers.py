@@ -8,6 +8,7 @@ import random
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -421,3 +422,40 @@ def test_workers_that_keep_failing_at_start_make_the_supervisor_give_up(caplog: 
     assert 2 <= len(restarts) <= 2 * (MAX_QUICK_EXITS - 1), restarts  # up to two per worker, then it stops
     assert any("giving up" in r.getMessage() for r in caplog.records)
     assert all("exit code 3" in message for message in restarts)
+
+
+def test_every_connection_id_a_workers_quic_connection_hands_out_names_it() -> None:
+    """The first host CID, the initial source CID the transport parameters carry, and the NEW_CONNECTION_ID
+    ones made after the handshake (``_replenish_connection_ids``) all steer to worker 1 of 3."""
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    from mux.quic.certs import self_signed
+    from mux.quic.core import MuxQuicConnection
+
+    certfile, keyfile = self_signed("127.0.0.1")
+    server_config = QuicConfiguration(is_client=False, alpn_protocols=["test"])
+    server_config.load_cert_chain(certfile, keyfile)
+    client_config = QuicConfiguration(is_client=True, alpn_protocols=["test"])
+    client_config.verify_mode = ssl.CERT_NONE
+    client = QuicConnection(configuration=client_config)
+    client.connect(("10.0.0.2", 4433), now=0.0)
+    server = MuxQuicConnection(
+        configuration=server_config,
+        original_destination_connection_id=client._peer_cid.cid,
+        cid_factory=lambda length: steering.quic_cid(1, 3, length),
+    )
+    now = 0.0
+    for _ in range(50):
+        now += 0.001
+        for data, _ in client.datagrams_to_send(now=now):
+            server.receive_datagram(data, ("10.0.0.1", 1234), now=now)
+        for data, _ in server.datagrams_to_send(now=now):
+            client.receive_datagram(data, ("10.0.0.2", 4433), now=now)
+    assert server._handshake_complete
+    issued = [c.cid for c in server._host_cids]
+    assert len(issued) > 1  # some came from NEW_CONNECTION_ID
+    assert {steering.quic_owner(cid, 3) for cid in issued} == {1}
+    # what the client now knows of ours: every ID it may use reaches worker 1
+    known = [client._peer_cid.cid] + [c.cid for c in client._peer_cid_available]
+    assert len(known) > 1 and {steering.quic_owner(cid, 3) for cid in known} == {1}
