@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,11 @@ listeners:
 WORKLOADS = ("handshake", "echo")
 TRANSPORTS = ("quic", "sctp")
 MESSAGE = b"m" * 64
+
+
+def process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 # -- client process ----------------------------------------------------------------------------------------------
@@ -98,12 +105,20 @@ async def client_main(args: argparse.Namespace) -> dict[str, int]:
             done["ok"] += 1
         conn.close(0, "")
 
+    async def window_cpu() -> None:
+        await asyncio.sleep(max(0.0, args.start_at - time.time()))
+        begun = process_cpu()
+        await asyncio.sleep(max(0.0, stop_at - time.time()))
+        done["cpu_us"] = int(1e6 * (process_cpu() - begun))
+
+    clock = asyncio.create_task(window_cpu())
     if args.workload == "echo":
         tasks = [asyncio.create_task(echoes()) for _ in range(args.concurrency)]
     else:
         await asyncio.sleep(max(0.0, args.start_at - time.time()))
         tasks = [asyncio.create_task(handshakes()) for _ in range(args.concurrency)]
     results = await asyncio.gather(*tasks, return_exceptions=True)
+    await clock
     if closing:
         await asyncio.wait(closing, timeout=5)
     done["failed"] += sum(1 for r in results if isinstance(r, BaseException))
@@ -172,11 +187,16 @@ class Server:
             self.proc.wait()
 
 
-def one_run(args: argparse.Namespace, server: Server, transport: str, workload: str) -> tuple[float, int, float]:
-    """Operations per second over all client processes, how many failed, and the server's CPU seconds meanwhile
-    (the whole run: connecting and closing included, the rate's window only counts what completed in it)."""
+@dataclass
+class Outcome:
+    rate: float  # operations completed per second of the window, over all client processes
+    failed: int
+    server_cpu: float  # cores the serving processes used during the window
+    client_cpu: float  # cores the client processes used during the window
+
+
+def one_run(args: argparse.Namespace, server: Server, transport: str, workload: str) -> Outcome:
     host, port = "127.0.0.1", server.ports[transport]
-    cpu_before = server.cpu_seconds()
     start_at = time.time() + 2.0 + 0.2 * args.clients  # time for every process to import and (echo) connect
     procs = [
         subprocess.Popen(
@@ -199,13 +219,18 @@ def one_run(args: argparse.Namespace, server: Server, transport: str, workload: 
         )
         for _ in range(args.clients)
     ]
-    ok = failed = 0
+    time.sleep(max(0.0, start_at - time.time()))
+    before = server.cpu_seconds()
+    time.sleep(max(0.0, start_at + args.seconds - time.time()))
+    server_cpu = server.cpu_seconds() - before
+    ok = failed = client_us = 0
     for proc in procs:
         out, _ = proc.communicate(timeout=args.seconds + 60)
         result = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"ok": 0, "failed": args.concurrency}
         ok += result["ok"]
         failed += result["failed"]
-    return ok / args.seconds, failed, server.cpu_seconds() - cpu_before
+        client_us += result.get("cpu_us", 0)
+    return Outcome(ok / args.seconds, failed, server_cpu / args.seconds, client_us / 1e6 / args.seconds)
 
 
 def summary(values: list[float]) -> str:
@@ -240,6 +265,7 @@ def main() -> int:
     workloads = args.workload or list(WORKLOADS)
     results: dict[tuple[int, str, str], list[float]] = {}
     cpu_per_op: dict[tuple[int, str, str], list[float]] = {}
+    client_cpu_per_op: dict[tuple[int, str, str], list[float]] = {}
     failures = 0
     print(f"{os.cpu_count()} cores; {args.clients} client processes x {args.concurrency} tasks, {args.seconds} s runs")
     with tempfile.TemporaryDirectory() as tmp:
@@ -251,16 +277,20 @@ def main() -> int:
                 try:
                     for transport in transports:
                         for workload in workloads:
-                            rate, failed, cpu = one_run(args, server, transport, workload)
-                            failures += failed
-                            results.setdefault((workers, transport, workload), []).append(rate)
-                            # server CPU per operation, over all that completed in the window
-                            per_op = 1e6 * cpu / (rate * args.seconds) if rate else float("nan")
-                            cpu_per_op.setdefault((workers, transport, workload), []).append(per_op)
+                            run = one_run(args, server, transport, workload)
+                            failures += run.failed
+                            key = (workers, transport, workload)
+                            results.setdefault(key, []).append(run.rate)
+                            # CPU per operation in the window: the server's, and the load generator's
+                            per_op = 1e6 * run.server_cpu / run.rate if run.rate else float("nan")
+                            client_per_op = 1e6 * run.client_cpu / run.rate if run.rate else float("nan")
+                            cpu_per_op.setdefault(key, []).append(per_op)
+                            client_cpu_per_op.setdefault(key, []).append(client_per_op)
                             print(
-                                f"rep {rep + 1} workers {workers} {transport:4} {workload:9} {rate:9.0f}/s"
-                                f"  server CPU {cpu:5.2f} s ({per_op:.0f} us/op)"
-                                + (f" ({failed} failed)" if failed else ""),
+                                f"rep {rep + 1} workers {workers} {transport:4} {workload:9} {run.rate:9.0f}/s"
+                                f"  server {run.server_cpu:4.2f} cores ({per_op:.0f} us/op)"
+                                f"  clients {run.client_cpu:4.2f} cores ({client_per_op:.0f} us/op)"
+                                + (f" ({run.failed} failed)" if run.failed else ""),
                                 flush=True,
                             )
                 finally:
@@ -274,11 +304,12 @@ def main() -> int:
             ratio = statistics.median(b) / statistics.median(a) if statistics.median(a) else float("nan")
             print(f"{transport} {unit:12} {summary(a):>26} {summary(b):>26}   {ratio:.2f}x")
     print()
-    print("server CPU per operation (us; the whole run's CPU over what completed in the window):")
-    for transport in transports:
-        for workload in workloads:
-            a, b = cpu_per_op[(1, transport, workload)], cpu_per_op[(2, transport, workload)]
-            print(f"{transport} {workload:12} {summary(a):>26} {summary(b):>26}")
+    for title, table in (("server", cpu_per_op), ("client", client_cpu_per_op)):
+        print(f"{title} CPU per operation (us, in the window):")
+        for transport in transports:
+            for workload in workloads:
+                a, b = table[(1, transport, workload)], table[(2, transport, workload)]
+                print(f"{transport} {workload:12} {summary(a):>26} {summary(b):>26}")
     if failures:
         print(f"{failures} operations failed")
     return 0
