@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 from mux import config as cfg
-from mux import logs, preflight
+from mux import logs, preflight, workers
 from mux.loop import run as run_loop
 
 log = logging.getLogger("mux.cli")
@@ -35,7 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     logs.setup(args.log_level or config.logging.level, args.log_format or config.logging.format)
 
-    async def main() -> int:
+    async def main(config: Any) -> int:
         from mux.server import Server, StartError
 
         server = Server(config, source=args.config)
@@ -47,7 +48,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 1
         return 0
 
-    return run_loop(main())
+    count = workers.resolve_count(args.workers or config.workers)
+    if count > 1:
+        return workers.serve(config, count, lambda config: run_loop(main(config)))
+    return run_loop(main(config))
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -55,6 +59,14 @@ def cmd_client(args: argparse.Namespace) -> int:
     from mux.clientcli import run_client
 
     return run_loop(run_client(args))
+
+
+def _workers_flag(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if text.isdigit() and 1 <= int(text) <= cfg.MAX_WORKERS:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a number of processes from 1 to {cfg.MAX_WORKERS}, or 'auto'")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run a server from a YAML file")
     p.add_argument("config")
+    p.add_argument(
+        "--workers", type=_workers_flag, help="worker processes, or 'auto' for one per core (overrides the config)"
+    )
     logging_flags(p)
     p.set_defaults(func=cmd_serve)
 

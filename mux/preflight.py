@@ -67,6 +67,8 @@ def check(config: Any, source: str = "<config>") -> None:
             check_quic_listener(listener, key, problems)
         elif listener.transport == "sctp":
             check_sctp_listener(listener, key, problems)
+        if getattr(listener, "pcap", None) is not None:
+            check_writable(listener.pcap, f"{key}.pcap", False, problems)
     check_ports(config.listeners, problems)
     control = getattr(config, "control", None)
     if control is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from mux import Connection, ConnectionBehaviour, Reject, Stop, Stream
@@ -258,3 +259,11 @@ class PathEcho(ConnectionBehaviour):
 
     def peer_address_changed(self, conn: Connection, address: Any) -> None:
         print(f"PRIMARY {address[0]}", flush=True)
+class WhichWorker(ConnectionBehaviour):
+    """Echoes each message prefixed with the worker process that served it (``MUX_WORKER``, ``-`` outside workers)."""
+
+    def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> Any:
+        if stream.local or not (data or fin):
+            return None
+        worker = os.environ.get("MUX_WORKER", "-").encode()
+        return stream.send(worker + b":" + data if data else b"", fin=fin)

@@ -55,6 +55,7 @@ from mux.sctp.params import (
 )
 from mux.sctp.paths import acceptable, address_params
 from mux.sctp.state import CLOSED, COOKIE_ECHOED, COOKIE_WAIT, SHUTDOWN_ACK_SENT
+from mux.steering import sctp_tag
 
 log = logging.getLogger("mux.sctp")
 
@@ -92,6 +93,7 @@ class Endpoint:
         rng: random.Random | None = None,
         hold: bool = False,
         listening: bool = True,
+        tag_residue: tuple[int, int] | None = None,
     ) -> None:
         self.reconfigure(config)
         #: new server associations wait for ``Association.proceed`` (the application's new_conn)
@@ -103,6 +105,8 @@ class Endpoint:
         self._secret = secret or os.urandom(32)
         self._admit = admit
         self._rng = rng or random.SystemRandom()
+        #: (index, count): our local tags are ``index`` modulo ``count`` (a worker's, see ``mux.steering``)
+        self._tag_residue = tag_residue
         self._assocs: dict[tuple[Any, ...], Association] = {}
         #: live associations by their local verification tag (unique per endpoint; see ``_new_tag``)
         self._by_tag: dict[int, Association] = {}
@@ -179,6 +183,12 @@ class Endpoint:
 
     def _new_tag(self) -> int:
         """A local verification tag no live association of ours uses (the key of ``_by_tag``)."""
+        residue = self._tag_residue
+        if residue is not None:
+            tag = sctp_tag(self._rng, *residue)
+            while tag in self._by_tag:
+                tag = sctp_tag(self._rng, *residue)
+            return tag
         tag = self._rng.randrange(1, 1 << 32)
         while tag in self._by_tag:
             tag = self._rng.randrange(1, 1 << 32)

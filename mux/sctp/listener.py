@@ -13,12 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 from mux import transport as t
+from mux.pcap import maybe_capture
 from mux.pool import AcceptorPool, Admission
 from mux.sctp import events as se
 from mux.sctp.association import Association
 from mux.sctp.connection import SctpTransportConnection
 from mux.sctp.endpoint import Endpoint
 from mux.sctp.options import SctpListenerOptions, core_config, host_list
+from mux.steering import current as current_steering
+from mux.steering import take_socket
 from mux.udp import Address, Driver, open_socket
 
 log = logging.getLogger("mux.sctp")
@@ -32,9 +35,15 @@ class SctpListener:
         self.pool = pool
         self.name = options.name or f"sctp:{options.port}"
         self.driver: Driver | None = None
-        hosts = host_list(options.host)
+        steering = current_steering()
         self.endpoint = Endpoint(
-            core_config(options, hosts), local_port=options.sctp_port, admit=self._admit, hold=True
+            core_config(options, host_list(options.host)),
+            local_port=options.sctp_port,
+            admit=self._admit,
+            hold=True,
+            # a worker's tags carry its index (``mux.steering``); the cookie secret is the supervisor's
+            secret=None if steering is None else steering.secret,
+            tag_residue=None if steering is None else (steering.index, steering.count),
         )
         self._conns: dict[Association, SctpTransportConnection] = {}
 
@@ -50,11 +59,11 @@ class SctpListener:
     async def start(self) -> None:
         opts = self.options
         first, *others = host_list(opts.host)
-        sock = open_socket(first, opts.port)
+        sock = maybe_capture(take_socket(self.name) or open_socket(first, opts.port), opts)
         more: list[socket.socket] = []
         try:
             port = sock.getsockname()[1]  # port 0: the others take the one the first got
-            more.extend(open_socket(host, port) for host in others)
+            more.extend(open_socket(host, port) for host in others)  # (a pcap records the first address only)
         except OSError:
             for s in (sock, *more):
                 s.close()
