@@ -43,6 +43,8 @@ class MetricsConfig(StrictModel):
 
     host: str = "127.0.0.1"
     port: int = Field(ge=0, le=65535)
+
+
 def _workers(value: Any) -> Any:
     if value == "auto" or (type(value) is int and 1 <= value <= MAX_WORKERS):
         return value

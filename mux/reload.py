@@ -19,9 +19,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mux import config as cfg
-from mux import preflight, registry
+from mux import preflight, registry, steering
 from mux.pool import PoolOptions
 from mux.transport import Listener
+from mux.workers import per_worker
 
 if TYPE_CHECKING:
     from mux.server import Server
@@ -56,6 +57,9 @@ async def reload(server: Server) -> dict[str, Any]:
             return _failed("the server was not started from a file")
         try:
             new = preflight.load(server.source)
+            worker = steering.current()
+            if worker is not None:  # a worker of ``workers: N``: its share of the pool, its own control socket
+                new = per_worker(new, worker.count, worker.index)
             result = await _apply(server, new)
         except (cfg.ConfigError, ReloadError) as exc:
             return _failed(str(exc))
@@ -91,6 +95,11 @@ async def _apply(server: Server, new: Any) -> dict[str, Any]:
     commits: list[Callable[[], None]] = []
     updated: list[str] = []
     to_start: list[Any] = []
+    if steering.current() is not None and sorted(names) != sorted(current):
+        raise ReloadError(
+            f"{server.source}: listeners: the set of listeners changed, but with workers the supervisor holds "
+            "their sockets; expected the same listener names (options may change), or restart to add or remove one"
+        )
     for i, options in enumerate(wanted):
         listener = current.get(options.name)
         if listener is None:

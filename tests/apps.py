@@ -259,11 +259,19 @@ class PathEcho(ConnectionBehaviour):
 
     def peer_address_changed(self, conn: Connection, address: Any) -> None:
         print(f"PRIMARY {address[0]}", flush=True)
+
+
 class WhichWorker(ConnectionBehaviour):
-    """Echoes each message prefixed with the worker process that served it (``MUX_WORKER``, ``-`` outside workers)."""
+    """Echoes each message prefixed with the worker process that served it (``MUX_WORKER``, ``-`` outside workers)
+    and, when its options have a ``tag``, ``/tag`` after it."""
+
+    def init(self, opts: dict[str, Any]) -> None:
+        self.tag = opts.get("tag")
 
     def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> Any:
         if stream.local or not (data or fin):
             return None
         worker = os.environ.get("MUX_WORKER", "-").encode()
+        if self.tag:
+            worker += b"/" + str(self.tag).encode()
         return stream.send(worker + b":" + data if data else b"", fin=fin)
