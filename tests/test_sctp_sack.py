@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import random
 
-from mux.sctp.association import MAX_BATCH_SACKS, Association
+from mux.sctp.association import Association
 from mux.sctp.chunks import AbortChunk, DataChunk, SackChunk, ShutdownAckChunk, ShutdownChunk
 from mux.sctp.config import SctpConfig
 from mux.sctp.endpoint import Endpoint
+from mux.sctp.rx.receiver import MAX_BATCH_SACKS
 from tests.sctp_link import RawPeer, chunks_of, drain, raw_connect
 
 A = ("10.0.0.1", 5001)

@@ -62,18 +62,16 @@ from mux.sctp.params import (
     ErrorCause,
     ParseError,
     describe,
-    invalid_stream_cause,
-    no_user_data_cause,
-    out_of_resource_cause,
     protocol_violation_cause,
     unrecognized_chunk_cause,
     user_abort_cause,
 )
 from mux.sctp.paths import INFO as _PATH_HB
 from mux.sctp.paths import Paths
-from mux.sctp.rx.interleaved import InterleavedReassembly, TooLarge
-from mux.sctp.rx.reassembly import CHUNK_COST, MESSAGE_COST, BadFragments, Reassembly
-from mux.sctp.rx.tracker import DUPLICATE, MAX_AHEAD, NEXT, NO_ROOM, TOO_FAR, DataTracker
+from mux.sctp.rx.interleaved import InterleavedReassembly
+from mux.sctp.rx.reassembly import MESSAGE_COST, Reassembly
+from mux.sctp.rx.receiver import Receiver
+from mux.sctp.rx.tracker import DataTracker
 from mux.sctp.shutdown import Shutdown
 from mux.sctp.state import (
     CAN_SEND,
@@ -106,8 +104,6 @@ OUT_COST = 256
 #: received HEARTBEAT infos longer than this are not echoed back (an amplification guard)
 _MAX_HB_INFO = 1024
 PATH_HB_INFO = _PATH_HB.size
-#: §6.2's every-second-packet SACKs at most sent inside one read batch; those §6.7 owes are never held back
-MAX_BATCH_SACKS = 4
 
 
 class Association:
@@ -175,6 +171,7 @@ class Association:
         # timers and error counting
         self._rtt = RttEstimator(config.rto_initial / 1000.0, config.rto_min / 1000.0, config.rto_max / 1000.0)
         self._heartbeat = Heartbeat(self, self._rng)
+        self._receiver = Receiver(self)
         #: the peer's addresses (``paths``): ``_rtt`` and ``_cc`` above are its primary path's
         self._paths = Paths(self, peer_addr)
         #: packets for paths other than the primary (their HEARTBEATs and HEARTBEAT-ACKs), with their address
@@ -569,15 +566,16 @@ class Association:
         got_data = False
         gaps_before = False
         data_kind = self._data_kind
+        receiver = self._receiver
         for chunk in chunks:
             kind = type(chunk)
             if kind is data_kind:  # DATA, or I-DATA once agreed (the receive path takes either)
                 if self.state in DATA_FLOWS:
                     if not got_data:
-                        gaps_before = self._begin_data()
+                        gaps_before = receiver.begin()
                         got_data = True
                         self._sack_to = addr
-                    self._on_data(chunk, now)  # type: ignore[arg-type]
+                    receiver.on_data(chunk, now)  # type: ignore[arg-type]
             elif kind is SackChunk:
                 self._on_sack(chunk, now)  # type: ignore[arg-type]
             elif kind is HeartbeatChunk:
@@ -620,10 +618,10 @@ class Association:
             elif (kind is ForwardTsnChunk or kind is IForwardTsnChunk) and self._forward_agreed(kind):
                 if self.state in DATA_FLOWS:
                     if not got_data:
-                        gaps_before = self._begin_data()
+                        gaps_before = receiver.begin()
                         got_data = True
                         self._sack_to = addr
-                    self._on_forward_tsn(chunk, now)  # type: ignore[arg-type]
+                    receiver.on_forward_tsn(chunk, now)  # type: ignore[arg-type]
             elif kind is ReconfigChunk and self.features & ext.RECONFIG:
                 if self.state in DATA_FLOWS or self.state == SHUTDOWN_ACK_SENT:
                     self._streams.on_reconfig(chunk, now)  # type: ignore[arg-type]
@@ -651,7 +649,7 @@ class Association:
             if self.state == CLOSED:
                 return
         if got_data:
-            self._after_data(now, gaps_before)
+            receiver.after(now, gaps_before)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         addr = self.peer_addr
@@ -678,9 +676,11 @@ class Association:
         if self._need_sack:
             to = self._sack_to
             if to[0] == addr[0]:
-                ctrl.append(self._build_sack())
+                ctrl.append(self._receiver.build_sack())
             else:  # §6.4: a SACK goes where the DATA it answers came from (another of the peer's addresses)
-                sack = serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [self._build_sack()])
+                sack = serialize_packet(
+                    self.local_port, self.remote_port, self.peer_vtag, [self._receiver.build_sack()]
+                )
                 out.append((sack, to))
         if ctrl:
             self._ctrl = []
@@ -893,160 +893,12 @@ class Association:
         if not self._handshake.on_stale_cookie(causes, now):
             self._events.append(ev.PeerError(list(causes)))
 
-    # -- receiving data -------------------------------------------------------------------------------------
-
-    def _on_data(self, c: DataChunk | IDataChunk, now: float) -> None:
-        """One DATA or I-DATA chunk (``IDataChunk.ssn`` is its MID; the reassembly is the matching one)."""
-        stats = self.stats
-        stats["rx_data_chunks"] += 1
-        rx = self._rx
-        tsn = c.tsn
-        cum = rx.cum
-        if (tsn - cum) & MASK == 1 and not rx.starts:
-            u = cum + 1  # the common case: the next in sequence, with nothing missing
-            verdict = NEXT
-        else:
-            u = rx.unwrap(tsn)
-            verdict = rx.classify(u)
-            if verdict == DUPLICATE:
-                stats["duplicate_tsns"] += 1
-                rx.duplicate(tsn)
-                self._sack_now = True
-                return
-            if verdict in (TOO_FAR, NO_ROOM):
-                # no honest sender gets this far past our cumulative point, nor leaves this many holes
-                stats["rwnd_drops"] += 1
-                return
-        data = c.data
-        if not data:
-            self._abort_with(no_user_data_cause(tsn), "peer sent DATA without user data")
-            return
-        reasm = self._reasm
-        held = reasm.held + len(data) + CHUNK_COST
-        recbuf = self._recbuf
-        # Over our window only the chunk at the cumulative point may still come in, and only while data waits for
-        # it here, so a full buffer of out-of-order data or fragments can always be completed; beyond twice the
-        # window we drop even that. What the application has not read yet is no reason to take more.
-        if held > recbuf and (verdict != NEXT or held > 2 * recbuf or not reasm.assembling):
-            stats["rwnd_drops"] += 1
-            self._sack_now = True
-            if verdict == NEXT and reasm.held == reasm.assembling and not rx.has_gaps:
-                # nothing is missing and the application holds nothing, yet the next chunk cannot come in: what
-                # waits can never complete (fragments far smaller than what they cost to hold)
-                self._abort_with(out_of_resource_cause(), "peer message larger than the receive window can hold")
-            return
-        if verdict == NEXT and not rx.starts:
-            rx.cum = u
-        else:
-            rx.record(u)
-        self._last_data = now
-        if verdict != NEXT or c.immediate:
-            self._sack_now = True  # out of order: report the gap at once (§6.7); or the sender asked (RFC 7053)
-        sid = c.stream_id
-        if sid >= self.inbound_streams:
-            self._ctrl.append(ErrorChunk([invalid_stream_cause(sid)]).serialize())
-            return  # acknowledged, not delivered (§6.5)
-        if self._rx_special and self._streams.special_chunk(u, c):
-            return
-        if c.beginning and c.ending:
-            if c.unordered:
-                reasm.deliver(sid, data, c.ppid, True)
-            else:
-                reasm.ordered(sid, c.ssn, data, c.ppid)
-            return
-        try:
-            reasm.fragment(u, c)  # type: ignore[arg-type]
-        except TooLarge:  # I-DATA: this message alone holds more than the window
-            self._abort_with(out_of_resource_cause(), f"peer message larger than recbuf ({recbuf} bytes)")
-            return
-        except BadFragments:
-            self._abort_with(protocol_violation_cause(b"fragments of one message disagree"), "bad fragments")
-            return
-        if reasm.fragment_bytes > recbuf and not rx.has_gaps and reasm.one_message:
-            # nothing is missing, yet what waits fills the window: a message bigger than the window never completes
-            self._abort_with(out_of_resource_cause(), f"peer message larger than recbuf ({recbuf} bytes)")
-
-    def _begin_data(self) -> bool:
-        """A packet with data (or a FORWARD-TSN) begins: the SACK an earlier packet is owed at once leaves now, as
-        it stood, before this packet changes what it would say (the driver reads packets in batches and builds
-        one round of packets per batch). Returns whether TSNs were missing before this packet."""
-        if self._sack_urgent:
-            self._batch_sacks += 1
-            packet = serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [self._build_sack()])
-            to = self._sack_to
-            if to[0] == self.peer_addr[0]:
-                self._raw.append(packet)
-            else:
-                self._to_paths.append((packet, to))
-        return self._rx.has_gaps
-
-    def _after_data(self, now: float, gaps_before: bool) -> None:
-        if self._rx_special:
-            self._streams.after_data()
-        self._data_packets += 1
-        # §6.7: a SACK at once for a packet that arrives while TSNs are missing and (as BSD and usrsctp do) for
-        # the one that fills the last gap, for duplicates, and when the sender asked (RFC 7053 I bit): each such
-        # packet gets its own, even inside one read batch, and so does every second packet (§6.2): usrsctp grows
-        # its cwnd by an MTU or two per SACK, so one SACK per batch held its slow start back; up to a point:
-        owed = self._sack_now or gaps_before or self._rx.has_gaps or not self.config.sackdelay
-        if owed or self._data_packets >= self.config.sack_freq or self.state != ESTABLISHED:
-            self._need_sack = True
-            # a read batch longer than 2 x MAX_BATCH_SACKS packets says we are the bottleneck, not the sender's
-            # window: the rest of it is acknowledged by one SACK at its end
-            self._sack_urgent = owed or self._batch_sacks < MAX_BATCH_SACKS
-            self._t_sack = None
-            if self.state == SHUTDOWN_SENT:
-                self._ctrl.append(ShutdownChunk(self._rx.cum_tsn).serialize())
-                self._t2 = now + self._rtt.rto
-        elif self._t_sack is None:
-            self._t_sack = now + self.config.sackdelay / 1000.0
-        self._sack_now = False
-
-    def _build_sack(self) -> bytes:
-        self._need_sack = False
-        self._sack_urgent = False
-        self._t_sack = None
-        self._data_packets = 0
-        rx = self._rx
-        dups = rx.take_dups()
-        gaps = rx.gap_blocks((self._budget - 16) // 4 - len(dups)) if rx.has_gaps else []
-        rwnd = self.rwnd
-        self._rwnd_sent = rwnd
-        return SackChunk(rx.cum_tsn, rwnd, gaps, dups).serialize()
-
     # -- acknowledgements -----------------------------------------------------------------------------------
 
     def _on_sack(self, s: SackChunk, now: float) -> None:
         if self.state not in DATA_FLOWS and self.state != SHUTDOWN_ACK_SENT:
             return
         self._retx.on_ack(s.cum_tsn, s.a_rwnd, s.gaps, now, s.duplicates)
-
-    # -- PR-SCTP (RFC 3758): the sender's side is ``Retransmission``'s ------------------------------------------
-
-    def _on_forward_tsn(self, chunk: ForwardTsnChunk | IForwardTsnChunk, now: float) -> None:
-        """§3.6: skip what the peer abandoned, drop partial messages below it, release what waited on it (with
-        I-FORWARD-TSN, by the (stream, U, MID) it names: RFC 8260 §2.3.1)."""
-        self.stats["forward_tsns_received"] = self.stats.get("forward_tsns_received", 0) + 1
-        self._sack_now = True  # always answered by a SACK at once
-        rx = self._rx
-        u = rx.unwrap(chunk.new_cum_tsn)
-        if u <= rx.cum:
-            return
-        if u - rx.cum > MAX_AHEAD:
-            self.stats["rwnd_drops"] += 1  # as for DATA: further than any honest sender can be
-            return
-        rx.forward(u)
-        if isinstance(chunk, IForwardTsnChunk):
-            self._reasm.forward(u, chunk.streams)  # type: ignore[arg-type]  # streams we lack are ignored there
-            return
-        inbound = self.inbound_streams
-        skips: dict[int, int] = {}
-        for sid, ssn in chunk.streams:
-            if sid < inbound:
-                skips[sid] = ssn
-        # only what the peer abandoned is dropped: up to its New Cumulative TSN, not to where ranges above it
-        # carried our cumulative point (those fragments arrived and may still complete)
-        self._reasm.forward(u, skips)  # type: ignore[arg-type]
 
     # -- closing --------------------------------------------------------------------------------------------
 
