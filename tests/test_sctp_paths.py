@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from mux.sctp import events as ev
+from mux.sctp.chunks import DataChunk, IDataChunk
 from mux.sctp.config import SctpConfig
 from mux.sctp.cookie import Cookie, decode, encode
 from mux.sctp.paths import ACTIVE, INACTIVE, acceptable
@@ -94,9 +95,11 @@ def test_a_path_cut_mid_transfer_fails_over_loses_nothing_and_comes_back(seed: i
     assert over.address == S2 and over.previous == S1
     assert cut_at < t_over <= cut_at + (PATHMAXRXT + 1) * RTO_MAX + 0.1
     assert any(e.address == S1 and e.state == "unreachable" for e in client.of(ca, ev.PathChanged))
+    # §6.4.1: before the failover, what each T3 marked was already retransmitted to the other address
+    early = [x for x in net.sent_by(C2, S2) if cut_at < x.time < t_over]
+    assert any(isinstance(c, (DataChunk, IDataChunk)) for x in early for c in x.chunks()), "no retransmission to S2"
     # and traffic returns to the preferred path once it answers a HEARTBEAT again
     net.run_for(2.0)
-    back = [(t, e) for t, e in changes[1:] if e.address == S1]
     back = [(t, e) for t, a, e in client.log if a is ca and isinstance(e, ev.PrimaryChanged) and e.address == S1]
     assert back and back[0][0] > heal_at
     assert any(e.address == S1 and e.state == "available" for e in client.of(ca, ev.PathChanged))

@@ -178,6 +178,8 @@ class Association:
         self._to_paths: list[tuple[bytes, Addr]] = []
         #: where the latest DATA came from: its SACK goes back there (§6.4)
         self._sack_to: Addr = peer_addr
+        #: after a T3, the next retransmissions go to this other address of the peer's (§6.4.1), once
+        self._rtx_to: Addr | None = None
         self._error_count = 0
         self._t1: float | None = None
         self._t2: float | None = None
@@ -705,6 +707,13 @@ class Association:
             # retransmissions first (§6.1, §7.2.4); at least one packet's worth goes whatever cwnd says
             rtx = inflight.rtx
             rtx_packets = 0
+            rtx_to = self._rtx_to
+            if rtx_to is not None:  # after a T3, to another of the peer's addresses (§6.4.1): packets of their own
+                self._rtx_to = None
+                if packet:
+                    packets.append(packet)
+                    packet, size = [], 0
+                primary_packets, packets = packets, []
             while rtx:
                 c = rtx[0]
                 if not c.marked or c.acked:
@@ -726,6 +735,15 @@ class Association:
                 sent_any = True
                 stats["retransmitted_chunks"] += 1
                 last = (packet, len(packet) - 1, c)
+            if rtx_to is not None:
+                if packet:
+                    packets.append(packet)
+                    packet, size = [], 0
+                out.extend(
+                    (serialize_packet(self.local_port, self.remote_port, self.peer_vtag, p), rtx_to) for p in packets
+                )
+                packets = primary_packets
+                last = None
             # new data, within cwnd and the peer's window, bursts limited (§7.2.4 Max.Burst)
             if queue and state != SHUTDOWN_SENT:
                 nagle = (

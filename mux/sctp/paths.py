@@ -97,7 +97,7 @@ def acceptable(host: str, source: Addr) -> bool:
 
 
 class Paths:
-    __slots__ = ("_rng", "a", "by_index", "changed", "hbinterval", "pathmaxrxt", "preferred", "primary")
+    __slots__ = ("_rng", "a", "by_index", "changed", "hbinterval", "held_below", "pathmaxrxt", "preferred", "primary")
 
     def __init__(self, assoc: Association, first: Addr) -> None:
         self.a = assoc
@@ -112,6 +112,9 @@ class Paths:
         self.preferred = self.primary
         #: a path was added since the endpoint last indexed them (it must find packets from there)
         self.changed = False
+        #: after a T3 sent its retransmissions elsewhere (§6.4.1), the highest TSN then sent: acks up to it say
+        #: nothing of the primary path, whose error count stays until data above it is acknowledged (§8.2)
+        self.held_below: int | None = None
 
     def __len__(self) -> int:
         return len(self.by_index)
@@ -151,6 +154,10 @@ class Paths:
             self.preferred = path
         return path
 
+    def alternate(self) -> Path | None:
+        """An active path other than the primary: where a retransmission after a T3 goes (§6.4.1)."""
+        return next((p for p in self.by_index if p is not self.primary and p.state == ACTIVE), None)
+
     # -- failure detection ----------------------------------------------------------------------------------------
 
     def on_t3(self, now: float) -> None:
@@ -168,7 +175,7 @@ class Paths:
             path.state = INACTIVE
             self.a._events.append(ev.PathChanged(path.addr, "unreachable"))
             if path is self.primary:
-                alternate = next((p for p in self.by_index if p.state == ACTIVE), None)
+                alternate = self.alternate()
                 if alternate is not None:
                     self._switch(alternate, now)
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from mux.sctp.association import Association
 
 MASK = 0xFFFFFFFF
+HALF = 0x80000000
 
 
 class Retransmission:
@@ -64,7 +65,12 @@ class Retransmission:
         suspects = bool(gaps) or bool(rack.retx)
         if acked_bytes:
             a._error_count = 0
-            a._paths.primary.errors = 0
+            paths = a._paths
+            held = paths.held_below
+            # the primary works once data sent to it is acknowledged: not what a T3 sent to another address
+            if held is None or (cum != held and ((cum - held) & MASK) < HALF):
+                paths.primary.errors = 0
+                paths.held_below = None
         if acked_bytes or d:
             rack.delivered(out, d, newly, cum, now, cc, srtt, a.stats)
         if dups:
@@ -139,7 +145,14 @@ class Retransmission:
             return
         a._cc.on_t3()
         a._rtt.backoff()
-        a._paths.on_t3(now)  # past pathmaxrxt this fails over: what follows goes to the new primary path
+        paths = a._paths
+        primary = paths.primary
+        paths.on_t3(now)  # past pathmaxrxt this fails over: what follows goes to the new primary path
+        if paths.primary is primary and len(paths.by_index) > 1:
+            other = paths.alternate()
+            if other is not None:  # §6.4.1: retransmit what timed out to another active address
+                a._rtx_to = other.addr
+                paths.held_below = (a._out.next_tsn - 1) & MASK
         out = a._out
         out.rack.on_t3()
         a._t_loss = None
