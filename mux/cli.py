@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
+import re
 import sys
 
 from mux import config as cfg
@@ -93,10 +95,36 @@ def build_parser() -> argparse.ArgumentParser:
     for module in ("mux.impair.cli", "mux.bench.cli"):
         try:
             register = __import__(module, fromlist=["register"]).register
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name is None or exc.name.split(".")[0] == "mux":
+                raise
+            _register_missing(sub, module, exc.name)
             continue
         register(sub)
     return parser
+
+
+def _register_missing(sub: argparse._SubParsersAction[argparse.ArgumentParser], module: str, missing: str) -> None:
+    """A command whose optional dependency is not installed still parses, and says what to install."""
+    name = module.split(".")[1]
+    hint = f"pip install {missing}"
+    try:
+        for requirement in importlib.metadata.requires("mux") or []:
+            found = re.match(r"([A-Za-z0-9_.-]+).*extra\s*==\s*['\"]([^'\"]+)['\"]", requirement)
+            if found and found[1].lower().replace("_", "-") == missing.lower().replace("_", "-"):
+                hint = f"pip install 'mux[{found[2]}]'"
+                break
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    message = f"mux {name}: needs the {missing!r} package, which is not installed: {hint}"
+
+    def unavailable(args: argparse.Namespace) -> int:
+        print(message, file=sys.stderr)
+        return 2
+
+    p = sub.add_parser(name, help=f"(not installed: {hint})", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=unavailable)
 
 
 def main(argv: list[str] | None = None) -> int:
