@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import logging
+import os
 import re
 import sys
 
@@ -15,7 +16,21 @@ from mux.loop import run as run_loop
 log = logging.getLogger("mux.cli")
 
 
+def use_app_dir(directory: str) -> None:
+    """Make the user's modules importable, as uvicorn does: ``behaviour: mymodule:Class`` from where they work.
+
+    ``python -m`` puts the working directory on ``sys.path``; the ``mux`` script does not, so without this a module
+    next to the YAML file needed ``PYTHONPATH=.``. First on the path, so a module of the user's wins over an
+    installed one of the same name.
+    """
+    path = os.path.abspath(directory)
+    if path in sys.path:
+        sys.path.remove(path)
+    sys.path.insert(0, path)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    use_app_dir(args.app_dir)
     try:
         config = preflight.load(args.config)
     except cfg.ConfigError as exc:
@@ -30,6 +45,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    use_app_dir(args.app_dir)
     try:
         config = preflight.load(args.config)  # everything that can fail before a socket is bound
     except cfg.ConfigError as exc:
@@ -67,13 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides the config")
         p.add_argument("--log-format", choices=["text", "json"], help="overrides the config")
 
+    def app_dir_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--app-dir",
+            default=".",
+            metavar="DIR",
+            help="import the behaviour's module from DIR, first on sys.path (default: the working directory)",
+        )
+
     p = sub.add_parser("serve", help="run a server from a YAML file")
     p.add_argument("config")
+    app_dir_flag(p)
     logging_flags(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check", help="validate a YAML file and exit (non-zero on error)")
     p.add_argument("config")
+    app_dir_flag(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from tests.test_config import run_mux
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def without(module: str, directory: Path) -> str:
     """A PYTHONPATH on which importing ``module`` fails as if it were not installed."""
@@ -39,3 +41,66 @@ def test_bench_without_its_extra_says_what_to_install(tmp_path: Path) -> None:
         "mux bench: needs the 'rich' package, which is not installed: pip install 'mux[bench]'"
     ), result.stderr
     assert run_mux("bench", "--help", cwd=tmp_path).returncode == 0
+
+
+def mux_script(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The ``mux`` console script as pip installs it: unlike ``python -m``, it does not put the working directory on
+    ``sys.path`` (``-P``), and the module a user wrote is not on PYTHONPATH."""
+    return subprocess.run(
+        [sys.executable, "-P", "-m", "mux.cli", *args],
+        cwd=cwd,
+        env=env or dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+MY_BEHAVIOUR = "from mux import ConnectionBehaviour\n\n\nclass Mine(ConnectionBehaviour):\n    pass\n"
+
+
+def test_behaviour_next_to_the_yaml_imports_without_pythonpath(tmp_path: Path) -> None:
+    (tmp_path / "mymodule.py").write_text(MY_BEHAVIOUR)
+    (tmp_path / "server.yaml").write_text(
+        "behaviour: mymodule:Mine\nlisteners: [{transport: quic, port: 0, alpn: [echo]}]\n"
+    )
+    result = mux_script("check", "server.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ok: behaviour mymodule:Mine" in result.stdout
+
+
+def test_app_dir_names_where_the_behaviour_lives(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "mymodule.py").write_text(MY_BEHAVIOUR)
+    (tmp_path / "server.yaml").write_text(
+        "behaviour: mymodule:Mine\nlisteners: [{transport: quic, port: 0, alpn: [echo]}]\n"
+    )
+    assert mux_script("check", "server.yaml", cwd=tmp_path).returncode == 2
+    result = mux_script("check", "server.yaml", "--app-dir", "app", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_users_own_behaviours_package_does_not_hide_the_ready_ones(tmp_path: Path) -> None:
+    """A user's package called ``behaviours`` (a natural name) wins for their modules; the ready ones stay reachable
+    under ``mux.behaviours``, which the shipped configs use."""
+    (tmp_path / "behaviours").mkdir()
+    (tmp_path / "behaviours" / "__init__.py").write_text("")
+    (tmp_path / "behaviours" / "mine.py").write_text(MY_BEHAVIOUR)
+    listeners = "listeners: [{transport: quic, port: 0, alpn: [echo]}]\n"
+    (tmp_path / "mine.yaml").write_text("behaviour: behaviours.mine:Mine\n" + listeners)
+    (tmp_path / "echo.yaml").write_text("behaviour: mux.behaviours.echo:Echo\n" + listeners)
+    for name in ("mine.yaml", "echo.yaml"):
+        result = mux_script("check", name, cwd=tmp_path)
+        assert result.returncode == 0, (name, result.stderr)
+    for shipped in ("echo.yaml", "chat.yaml"):
+        assert "behaviour: mux.behaviours." in (ROOT / "conf" / shipped).read_text()
+
+
+def test_old_configs_naming_behaviours_still_load_the_same_classes() -> None:
+    import behaviours.echo
+    from mux.behaviours import echo
+    from mux.config import import_behaviour
+
+    assert import_behaviour("behaviours.echo:Echo") is import_behaviour("mux.behaviours.echo:Echo") is echo.Echo
+    assert behaviours.echo is echo
