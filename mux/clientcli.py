@@ -88,7 +88,7 @@ async def run_client(args: argparse.Namespace) -> int:
         if args.alpn:
             options["alpn"] = args.alpn.split(",")
         if args.insecure:
-            options["verify"] = "none"
+            options["insecure"] = True
         if args.cacertfile:
             options["cacertfile"] = args.cacertfile
     if scheme == "sctp" and args.sctp_port is not None:

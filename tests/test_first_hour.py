@@ -11,6 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import mux
+from mux import ConnectionBehaviour
+from mux.connection import ConnectionClosed
+from tests.conftest import ServerFactory, client_target, listener
 from tests.test_config import run_mux
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,3 +110,25 @@ def test_old_configs_naming_behaviours_still_load_the_same_classes() -> None:
 
     assert import_behaviour("behaviours.echo:Echo") is import_behaviour("mux.behaviours.echo:Echo") is echo.Echo
     assert behaviours.echo is echo
+
+
+# -- mux.connect: skipping the certificate check -----------------------------------------------------------------
+
+
+async def test_connect_insecure_url_skips_the_certificate_check(make_server: ServerFactory) -> None:
+    server = await make_server("mux.behaviours.echo:Echo", [listener("quic")])
+    url, _ = client_target(server, "quic")
+    with pytest.raises(ConnectionClosed, match="certificate"):
+        await mux.connect(ConnectionBehaviour, f"{url}?alpn=test", timeout=10)
+    conn = await mux.connect(ConnectionBehaviour, f"{url}?alpn=test&insecure=1", timeout=10)
+    assert conn.state == "connected"
+    conn.close()
+    await conn.wait_closed()
+    conn = await mux.connect(ConnectionBehaviour, url, options={"alpn": ["test"], "insecure": True}, timeout=10)
+    conn.close()
+    await conn.wait_closed()
+
+
+async def test_connect_insecure_with_a_ca_file_is_one_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"^bad quic client options: .*insecure .* cannot go with verify"):
+        await mux.connect(ConnectionBehaviour, "quic://127.0.0.1:9?insecure=1&verify=required")
