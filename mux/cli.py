@@ -75,6 +75,16 @@ def cmd_client(args: argparse.Namespace) -> int:
     return run_loop(run_client(args))
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected more than 0 seconds, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mux", description="One connection behaviour over QUIC and SCTP.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sctp-port", type=int, default=None, help="SCTP: the server's SCTP port (default 7)")
     p.add_argument("--datagram", action="store_true", help="send each line as a datagram instead")
     p.add_argument("--wait", type=float, default=2.0, help="seconds to wait for replies after EOF")
+    p.add_argument(
+        "--timeout", type=_positive, default=5.0, help="seconds to wait for the handshake before giving up (default 5)"
+    )
     logging_flags(p)
     p.set_defaults(func=cmd_client)
 

@@ -6,15 +6,19 @@ directory of their own.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import mux
-from mux import ConnectionBehaviour
+from mux import Connection, ConnectionBehaviour, Stop
 from mux.connection import ConnectionClosed
 from tests.conftest import ServerFactory, client_target, listener
 from tests.test_config import run_mux
@@ -132,3 +136,76 @@ async def test_connect_insecure_url_skips_the_certificate_check(make_server: Ser
 async def test_connect_insecure_with_a_ca_file_is_one_clear_error() -> None:
     with pytest.raises(ValueError, match=r"^bad quic client options: .*insecure .* cannot go with verify"):
         await mux.connect(ConnectionBehaviour, "quic://127.0.0.1:9?insecure=1&verify=required")
+
+
+# -- mux client: Ctrl-C, a peer that closes, a peer that never answers ---------------------------------------------
+
+
+class ClosesSoon(ConnectionBehaviour):
+    """Closes every connection 200 ms after it is up, gracefully."""
+
+    def connected(self, conn: Connection, props: dict[str, Any]) -> None:
+        conn.send_after(200, "bye")
+
+    def handle_info(self, msg: Any) -> None:
+        raise Stop(0, "bye")
+
+
+async def client_process(url: str, *args: str) -> asyncio.subprocess.Process:
+    """``mux client`` with stdin left open (a person who has typed nothing yet), once it says it is connected."""
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "mux.cli", "client", url, "--alpn", "test", "--insecure", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    line = await asyncio.wait_for(proc.stderr.readline(), 30)
+    assert line.startswith(b"[connected to "), line
+    return proc
+
+
+async def finished(proc: asyncio.subprocess.Process, within: float = 20) -> tuple[int, str]:
+    """Its exit code and the rest of stderr; a client still running after ``within`` s is hung (killed, and failed)."""
+    assert proc.stderr is not None
+    try:
+        rest = await asyncio.wait_for(proc.stderr.read(), within)
+        code = await asyncio.wait_for(proc.wait(), within)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError("mux client is still running") from None
+    return code, rest.decode()
+
+
+async def test_client_ctrl_c_exits_without_waiting_for_enter(make_server: ServerFactory, transport: str) -> None:
+    server = await make_server("mux.behaviours.echo:Echo", [listener(transport)])
+    url, _ = client_target(server, transport)
+    proc = await client_process(url)
+    proc.send_signal(signal.SIGINT)
+    code, stderr = await finished(proc)
+    assert code == 130, stderr
+    assert "Traceback" not in stderr, stderr
+
+
+async def test_client_exits_when_the_peer_closes(make_server: ServerFactory, transport: str) -> None:
+    server = await make_server("tests.test_first_hour:ClosesSoon", [listener(transport)])
+    url, _ = client_target(server, transport)
+    proc = await client_process(url)
+    code, stderr = await finished(proc)
+    assert "[peer closed the connection, code 0]" in stderr, stderr
+    assert code == 0, stderr
+
+
+async def test_client_timeout_flag_bounds_the_handshake(transport: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # bound, never answers
+        silent.bind(("127.0.0.1", 0))
+        url = f"{transport}://127.0.0.1:{silent.getsockname()[1]}"
+        proc = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "mux.cli", "client", url, "--insecure", "--timeout", "0.5"],
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        code, stderr = await finished(proc)
+    assert code == 1
+    assert stderr.strip() == f"mux client: {url}: no handshake within 0.5s", stderr
