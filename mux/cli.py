@@ -8,9 +8,12 @@ import logging
 import os
 import re
 import sys
+from typing import Any
+
+import yaml
 
 from mux import config as cfg
-from mux import logs, preflight
+from mux import logs, preflight, quick
 from mux.loop import run as run_loop
 
 log = logging.getLogger("mux.cli")
@@ -29,10 +32,52 @@ def use_app_dir(directory: str) -> None:
     sys.path.insert(0, path)
 
 
+#: the flags that describe listeners when ``mux serve`` is given a behaviour instead of a YAML file
+LISTENER_FLAGS = ("quic", "sctp", "alpn", "certfile", "keyfile", "sctp_port", "option")
+
+
+def is_yaml_target(target: str) -> bool:
+    """A YAML file unless it reads ``module:Class`` and is no file: ``conf.yaml`` and ``./x`` stay files."""
+    return target.endswith((".yaml", ".yml")) or os.path.isfile(target) or ":" not in target
+
+
+def load_target(args: argparse.Namespace) -> Any:
+    """The checked config of ``mux serve``/``mux check``: from the YAML file, or from a behaviour and the flags."""
+    given = [f"--{flag.replace('_', '-')}" for flag in LISTENER_FLAGS if getattr(args, flag) not in (None, [])]
+    if is_yaml_target(args.config):
+        if given:
+            raise cfg.ConfigError(
+                f"{args.config}: {given[0]}: the listener flags are for serving a behaviour (module:Class) "
+                "without a YAML file; set it in the file"
+            )
+        return preflight.load(args.config)  # everything that can fail before a socket is bound
+    options: dict[str, Any] = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise cfg.ConfigError(f"--option: expected KEY=VALUE, got {item!r}")
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            options[key] = value
+    return quick.build_config(
+        args.config,
+        f"mux {args.command}",
+        quic=args.quic,
+        sctp=args.sctp,
+        alpn=args.alpn,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        sctp_port=args.sctp_port,
+        options=options,
+        flag="--",
+    )
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     use_app_dir(args.app_dir)
     try:
-        config = preflight.load(args.config)
+        config = load_target(args)
     except cfg.ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -47,7 +92,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     use_app_dir(args.app_dir)
     try:
-        config = preflight.load(args.config)  # everything that can fail before a socket is bound
+        config = load_target(args)
     except cfg.ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -101,15 +146,27 @@ def build_parser() -> argparse.ArgumentParser:
             help="import the behaviour's module from DIR, first on sys.path (default: the working directory)",
         )
 
-    p = sub.add_parser("serve", help="run a server from a YAML file")
-    p.add_argument("config")
-    app_dir_flag(p)
+    def target(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", metavar="CONFIG.yaml | module:Class", help="a YAML file, or a behaviour to serve")
+        app_dir_flag(p)
+        flags = p.add_argument_group("without a YAML file", "listeners for a behaviour given as module:Class")
+        flags.add_argument("--quic", action="append", default=[], metavar="HOST:PORT", help="a QUIC listener")
+        flags.add_argument("--sctp", action="append", default=[], metavar="HOST:PORT", help="an SCTP-over-UDP listener")
+        flags.add_argument("--alpn", action="append", default=[], help="QUIC ALPN (comma-separated; required)")
+        flags.add_argument("--certfile", help="QUIC certificate (default: a self-signed one, made and cached)")
+        flags.add_argument("--keyfile", help="QUIC private key")
+        flags.add_argument("--sctp-port", type=int, help="the SCTP port inside UDP (default 7)")
+        flags.add_argument(
+            "--option", action="append", default=[], metavar="KEY=VALUE", help="to the behaviour's init (YAML value)"
+        )
+
+    p = sub.add_parser("serve", help="run a server from a YAML file, or a behaviour with --quic/--sctp")
+    target(p)
     logging_flags(p)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("check", help="validate a YAML file and exit (non-zero on error)")
-    p.add_argument("config")
-    app_dir_flag(p)
+    p = sub.add_parser("check", help="validate a YAML file (or serve's flags) and exit (non-zero on error)")
+    target(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mux import registry
+from mux.behaviour import ConnectionBehaviour
 from mux.config import import_behaviour, listener_name
 from mux.pool import AcceptorPool, PoolOptions
 from mux.preflight import describe_bind_error, udp_address
@@ -22,9 +23,10 @@ class StartError(Exception):
 
 
 class Server:
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, behaviour: type[ConnectionBehaviour] | None = None) -> None:
+        """``behaviour``: the class itself, when code passes one (``mux.serve``), else ``config.behaviour``'s."""
         self.config = config
-        behaviour = import_behaviour(config.behaviour)
+        behaviour = behaviour or import_behaviour(config.behaviour)
         self.pool = AcceptorPool(behaviour, dict(config.options), PoolOptions(**config.pool.model_dump()))
         self.listeners: list[Listener] = []
         self._where: list[str] = []

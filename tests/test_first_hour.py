@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,8 +19,10 @@ from typing import Any
 import pytest
 
 import mux
-from mux import Connection, ConnectionBehaviour, Stop
+from mux import Connection, ConnectionBehaviour, Stop, Stream
+from mux import config as cfg
 from mux.connection import ConnectionClosed
+from tests.apps import Client
 from tests.conftest import ServerFactory, client_target, listener
 from tests.test_config import run_mux
 
@@ -209,3 +212,103 @@ async def test_client_timeout_flag_bounds_the_handshake(transport: str) -> None:
         code, stderr = await finished(proc)
     assert code == 1
     assert stderr.strip() == f"mux client: {url}: no handshake within 0.5s", stderr
+
+
+# -- serving without a YAML file: the command line and the Python API ---------------------------------------------
+
+
+async def echo_once(url: str) -> bytes:
+    conn = await mux.connect(Client, url, options={"alpn": ["echo"], "insecure": True} if "quic" in url else {})
+    try:
+        stream = conn.open_stream()
+        await stream.send(b"first hour\n", fin=True)
+        behaviour = conn.behaviour
+        assert isinstance(behaviour, Client)
+        await asyncio.wait_for(behaviour.fin_event(stream.id).wait(), 10)
+        return bytes(behaviour.data[stream.id])
+    finally:
+        conn.close()
+        await conn.wait_closed()
+
+
+async def serving(proc: asyncio.subprocess.Process) -> dict[str, int]:
+    """The port of each listener, from the server's log."""
+    assert proc.stderr is not None
+    ports: dict[str, int] = {}
+    while len(ports) < 2:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+        assert line, "the server exited"
+        found = re.search(r"serving (\w+):\d+ on \('[^']+', (\d+)\)", line)
+        if found:
+            ports[found[1]] = int(found[2])
+    return ports
+
+
+async def test_serve_a_behaviour_without_yaml_then_sigterm() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "mux.cli", "serve", "mux.behaviours.echo:Echo"],
+        *["--quic", "127.0.0.1:0", "--sctp", "127.0.0.1:0", "--alpn", "echo"],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        ports = await serving(proc)
+        assert await echo_once(f"quic://127.0.0.1:{ports['quic']}") == b"first hour\n"
+        assert await echo_once(f"sctp://127.0.0.1:{ports['sctp']}") == b"first hour\n"
+        proc.send_signal(signal.SIGTERM)
+        code, stderr = await finished(proc)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0, stderr
+    assert "stopped:" in stderr
+
+
+async def test_make_server_takes_a_class_defined_anywhere() -> None:
+    class Shout(ConnectionBehaviour):  # no dotted path reaches it: the class itself is passed
+        def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> Any:
+            return stream.send(data.upper(), fin=fin)
+
+    server = mux.make_server(Shout, quic="127.0.0.1:0", sctp="127.0.0.1:0", alpn="echo")
+    await server.start()
+    try:
+        for name in ("quic:0", "sctp:0"):
+            host, port = server.listener(name).address[:2]
+            url = f"{name.split(':')[0]}://{host}:{port}"
+            assert await echo_once(url) == b"FIRST HOUR\n"
+    finally:
+        await server.stop()
+
+
+def test_make_server_errors_read_like_the_yaml_ones() -> None:
+    with pytest.raises(cfg.ConfigError, match=r"^quic: needs alpn"):
+        mux.make_server(ConnectionBehaviour, quic="127.0.0.1:0")
+    with pytest.raises(cfg.ConfigError, match=r"^mux.serve: pool.num_acceptors: Input should be greater than 0"):
+        mux.make_server(ConnectionBehaviour, sctp="127.0.0.1:0", sctp_port=7, pool={"num_acceptors": 0})
+
+
+async def test_mux_serve_from_a_script(tmp_path: Path) -> None:
+    """``asyncio.run(mux.serve(Echo, ...))`` in a user's script: a class from ``__main__``, logs, SIGTERM drains."""
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import asyncio\n"
+        "import mux\n"
+        "from mux.behaviours.echo import Echo\n\n"
+        "class Mine(Echo):\n"
+        "    pass\n\n"
+        "asyncio.run(mux.serve(Mine, quic='127.0.0.1:0', sctp='127.0.0.1:0', alpn='echo'))\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path
+    )
+    try:
+        ports = await serving(proc)
+        assert await echo_once(f"sctp://127.0.0.1:{ports['sctp']}") == b"first hour\n"
+        proc.send_signal(signal.SIGTERM)
+        code, stderr = await finished(proc)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0, stderr
