@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from mux import config as cfg
-from mux import logs, preflight, quick
+from mux import logs, preflight, quick, scaffold
 from mux.loop import run as run_loop
 
 log = logging.getLogger("mux.cli")
@@ -120,6 +120,16 @@ def cmd_client(args: argparse.Namespace) -> int:
     return run_loop(run_client(args))
 
 
+def _version() -> str:
+    """The installed distribution's version (what pip sees), else the package's own."""
+    try:
+        return importlib.metadata.version("mux")
+    except importlib.metadata.PackageNotFoundError:
+        import mux
+
+        return mux.__version__
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -132,7 +142,9 @@ def _positive(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mux", description="One connection behaviour over QUIC and SCTP.")
+    parser.add_argument("--version", action="version", version=f"mux {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    scaffold.register(sub)
 
     def logging_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides the config")

@@ -7,12 +7,14 @@ directory of their own.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -217,8 +219,8 @@ async def test_client_timeout_flag_bounds_the_handshake(transport: str) -> None:
 # -- serving without a YAML file: the command line and the Python API ---------------------------------------------
 
 
-async def echo_once(url: str) -> bytes:
-    conn = await mux.connect(Client, url, options={"alpn": ["echo"], "insecure": True} if "quic" in url else {})
+async def echo_once(url: str, alpn: str = "echo") -> bytes:
+    conn = await mux.connect(Client, url, options={"alpn": [alpn], "insecure": True} if "quic" in url else {})
     try:
         stream = conn.open_stream()
         await stream.send(b"first hour\n", fin=True)
@@ -238,7 +240,7 @@ async def serving(proc: asyncio.subprocess.Process) -> dict[str, int]:
     while len(ports) < 2:
         line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
         assert line, "the server exited"
-        found = re.search(r"serving (\w+):\d+ on \('[^']+', (\d+)\)", line)
+        found = re.search(r"serving (\w+)(?::\d+)? on \('[^']+', (\d+)\)", line)
         if found:
             ports[found[1]] = int(found[2])
     return ports
@@ -312,3 +314,53 @@ async def test_mux_serve_from_a_script(tmp_path: Path) -> None:
             proc.kill()
             await proc.wait()
     assert code == 0, stderr
+
+
+# -- starting from nothing: an installed mux, an empty directory ---------------------------------------------------
+
+
+async def test_init_writes_a_server_that_runs(tmp_path: Path) -> None:
+    result = mux_script("init", "app", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    app = tmp_path / "app"
+    assert sorted(p.name for p in app.iterdir()) == ["hello.py", "server.yaml"]
+    assert "cd app && mux serve server.yaml" in result.stdout
+    again = mux_script("init", "app", cwd=tmp_path)
+    assert again.returncode == 2 and again.stderr.startswith("mux init: not overwriting "), again.stderr
+    text = (app / "server.yaml").read_text()
+    (app / "server.yaml").write_text(re.sub(r"(?m)^(\s+port:) \d+", r"\1 0", text))
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-P", "-m", "mux.cli", "serve", "server.yaml"],
+        cwd=app,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        ports = await serving(proc)
+        assert await echo_once(f"quic://127.0.0.1:{ports['quic']}", alpn="hello") == b"hello: first hour\n"
+        assert await echo_once(f"sctp://127.0.0.1:{ports['sctp']}") == b"hello: first hour\n"
+        proc.send_signal(signal.SIGTERM)
+        code, stderr = await finished(proc)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0, stderr
+
+
+def test_version_and_python_dash_m_mux(tmp_path: Path) -> None:
+    for command in ([sys.executable, "-m", "mux", "--version"], [sys.executable, "-m", "mux.cli", "--version"]):
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"mux {importlib.metadata.version('mux')}"
+
+
+def test_package_data_ships_the_templates_and_py_typed() -> None:
+    """What a non-editable ``pip install .`` copies besides modules is what pyproject's package-data matches."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mux"]
+    package = ROOT / "mux"
+    shipped = {path.relative_to(package).as_posix() for pattern in declared for path in package.glob(pattern)}
+    assert {"py.typed", "templates/server.yaml", "templates/hello.py"} <= shipped
+    from mux import scaffold
+
+    assert all(f"templates/{name}" in shipped for name in scaffold.FILES)
