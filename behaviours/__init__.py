@@ -1,5 +1,5 @@
 """The old name of ``mux.behaviours``, for configs that say ``behaviours.echo:Echo``: each module is an alias.
 
-This folder is not installed by ``pip install .`` (a top-level package of that name would hide a user's own); it is
-importable from the repository's root, where ``mux serve`` and the tests run. New configs: ``mux.behaviours...``.
+A user's own package called ``behaviours`` shadows this one (``mux serve`` puts the working directory first on
+``sys.path``), and ``mux.behaviours`` stays reachable whatever they call theirs. New configs: ``mux.behaviours...``.
 """
