@@ -104,6 +104,10 @@ class ConnectionBehaviour:
     def peer_address_changed(self, conn: Connection, address: Address) -> Any:
         """The peer's address changed (QUIC migration, SCTP primary path change)."""
 
+    def path_changed(self, conn: Connection, address: Address, state: str, props: dict[str, Any]) -> Any:
+        """One of the peer's addresses changed state (SCTP multi-homing): ``added``, ``confirmed``, ``unreachable``
+        or ``available``; ``props`` is the path's ``#sctp_paddrinfo{}`` (as in ``conn.stats()["paths"]``)."""
+
     def local_address_changed(self, conn: Connection, address: Address) -> Any:
         """Our address for this connection changed. No mux transport changes it today; here for quicer's apps."""
 

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from mux import config as cfg
-from mux import logs, preflight, quick, scaffold
+from mux import logs, preflight, quick, scaffold, workers
 from mux.loop import run as run_loop
 
 log = logging.getLogger("mux.cli")
@@ -98,10 +98,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     logs.setup(args.log_level or config.logging.level, args.log_format or config.logging.format)
 
-    async def main() -> int:
+    async def main(config: Any) -> int:
         from mux.server import Server, StartError
 
-        server = Server(config)
+        # a reload (SIGHUP) reads the YAML file again; a behaviour served from flags has none
+        server = Server(config, source=args.config if is_yaml_target(args.config) else None)
         try:
             await server.serve_forever()
         except StartError as exc:
@@ -110,7 +111,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 1
         return 0
 
-    return run_loop(main())
+    count = workers.resolve_count(args.workers or config.workers)
+    if count > 1:
+        return workers.serve(config, count, lambda config: run_loop(main(config)))
+    return run_loop(main(config))
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -138,6 +142,14 @@ def _positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected more than 0 seconds, got {text!r}")
     return value
+
+
+def _workers_flag(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if text.isdigit() and 1 <= int(text) <= cfg.MAX_WORKERS:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a number of processes from 1 to {cfg.MAX_WORKERS}, or 'auto'")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run a server from a YAML file, or a behaviour with --quic/--sctp")
     target(p)
+    p.add_argument(
+        "--workers", type=_workers_flag, help="worker processes, or 'auto' for one per core (overrides the config)"
+    )
     logging_flags(p)
     p.set_defaults(func=cmd_serve)
 
@@ -200,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     logging_flags(p)
     p.set_defaults(func=cmd_client)
 
-    for module in ("mux.impair.cli", "mux.bench.cli"):
+    for module in ("mux.impair.cli", "mux.bench.cli", "mux.ctl"):
         try:
             register = __import__(module, fromlist=["register"]).register
         except ModuleNotFoundError as exc:

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
 
 from mux import registry
 from mux.behaviour import ConnectionBehaviour
@@ -30,6 +30,29 @@ class PoolConfig(StrictModel):
     max_connections: int = Field(default=10_000, gt=0)
     handshake_timeout_ms: int = Field(default=10_000, gt=0)
     shutdown_timeout_ms: int = Field(default=5_000, ge=0)
+
+
+class ControlConfig(StrictModel):
+    """``mux ctl``'s Unix socket; off unless given."""
+
+    socket: str = Field(min_length=1, description="path of the Unix socket (made 0600)")
+
+
+class MetricsConfig(StrictModel):
+    """Prometheus text over HTTP (``GET /metrics``); off unless given."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(ge=0, le=65535)
+
+
+def _workers(value: Any) -> Any:
+    if value == "auto" or (type(value) is int and 1 <= value <= MAX_WORKERS):
+        return value
+    raise ValueError(f"expected a number of processes from 1 to {MAX_WORKERS}, or 'auto' (one per core)")
+
+
+MAX_WORKERS = 1024
+Workers = Annotated[Union[int, Literal["auto"]], BeforeValidator(_workers)]  # noqa: UP007
 
 
 class LoggingConfig(StrictModel):
@@ -53,6 +76,10 @@ def _server_model() -> type[StrictModel]:
         options: dict[str, Any] = Field(default_factory=dict)
         pool: PoolConfig = Field(default_factory=PoolConfig)
         logging: LoggingConfig = Field(default_factory=LoggingConfig)
+        control: ControlConfig | None = None
+        metrics: MetricsConfig | None = None
+        #: worker processes sharing the listeners (``mux.workers``): a number, or ``auto`` for one per core
+        workers: Workers = 1
         listeners: list[listener] = Field(min_length=1)  # type: ignore[valid-type]
 
     return ServerConfig

@@ -86,9 +86,15 @@ class Connection:
         listener: str | None = None,
         new_conn_props: dict[str, Any] | None = None,
     ) -> None:
+        #: unique in this process for its lifetime: ``mux ctl connections`` and the logs show it
         self.id = next(_ids)
         self.listener = listener
         self.state = "handshaking"
+        #: application bytes each way: stream data and datagrams delivered to / sent by the behaviour
+        self.bytes_in = 0
+        self.bytes_out = 0
+        #: callbacks that crashed (a Reject or Stop is not an error)
+        self.callback_errors = 0
         #: how the connection ended, once it has (the ``closed`` props)
         self.close_props: dict[str, Any] | None = None
         self.behaviour = behaviour
@@ -104,6 +110,9 @@ class Connection:
         self._writable_waiters: dict[int, asyncio.Future[None]] = {}
         self._dead = False  # stopped or crashed: only ``closed`` is still called
         loop = self._loop = asyncio.get_running_loop()
+        #: loop times: created (the peer admitted), and handshake done (set by the pool)
+        self.started = loop.time()
+        self.connected_at: float | None = None
         self._closed_future: asyncio.Future[dict[str, Any]] = loop.create_future()
         #: what ``Stream.send`` returns when it need not wait: awaiting a done future costs no frame
         self._sent: asyncio.Future[None] = loop.create_future()
@@ -180,6 +189,7 @@ class Connection:
         except t.ConnectionGone as exc:
             exc.connection = self
             raise
+        self.bytes_out += len(data)
 
     def close(self, error_code: int = 0, reason: str = "") -> None:
         """Close gracefully; ``closed`` follows once the transport is done."""
@@ -256,7 +266,10 @@ class Connection:
         directly, without the ``_dispatch`` coroutine around it.
         """
         item: Any = event  # a StreamData on the hot path below; mypy cannot follow that narrowing
-        if type(item) is t.Closed:
+        kind = type(item)
+        if kind is t.StreamData or kind is t.DatagramReceived:
+            self.bytes_in += len(item.data)
+        elif kind is t.Closed:
             self._on_transport_closed(item)
             self._push(item)
             return
@@ -378,6 +391,8 @@ class Connection:
                     note.bidi, note.unidi = item.bidi, item.unidi
                 elif kind is t.AddressChanged:
                     note.address = item.address
+                elif kind is t.PathChanged:
+                    note.state, note.props = item.state, item.props
                 elif kind is t.TicketReceived:
                     note.ticket = item.ticket  # the newest ticket is the one worth keeping
                 elif kind is t.DatagramStateChanged:
@@ -625,6 +640,8 @@ class Connection:
                 await self._invoke(b.peer_needs_streams, self, item.unidirectional)
             elif kind is t.AddressChanged:
                 await self._invoke(b.peer_address_changed, self, item.address)
+            elif kind is t.PathChanged:
+                await self._invoke(b.path_changed, self, item.address, item.state, item.props)
             elif kind is t.DatagramStateChanged:
                 await self._invoke(b.dgram_state_changed, self, item.props)
             elif kind is t.PeerCertificate:
@@ -663,6 +680,7 @@ class Connection:
             peer_log(log, "connection.gone", "connection %d ended while %s: %s", self.id, what, exc)
         else:
             self._dead = True
+            self.callback_errors += 1
             # a peer may be able to make a buggy behaviour crash on every connection: the traceback matters, but
             # the peer must not be able to fill the log with it
             limited_log(
@@ -688,6 +706,7 @@ class Connection:
         try:
             await self._invoke(self.behaviour.closed, self, event.props)
         except Exception as exc:
+            self.callback_errors += 1
             name = type(self.behaviour).__name__
             limited_log(log, logging.ERROR, "behaviour.crash", "behaviour %s crashed in closed()", name, exc_info=exc)
         finally:
@@ -742,6 +761,7 @@ _NOTES = frozenset(
         t.StreamsAvailable,
         t.PeerNeedsStreams,
         t.AddressChanged,
+        t.PathChanged,
         t.StopSending,
         t.StreamReset,
         t.TicketReceived,
@@ -758,6 +778,8 @@ def _note_key(item: Any) -> Any:
         return (kind, item.unidirectional)
     if kind is t.StopSending or kind is t.StreamReset:
         return (kind, item.stream_id)
+    if kind is t.PathChanged:
+        return (kind, item.address)
     return kind
 
 

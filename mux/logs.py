@@ -1,4 +1,8 @@
-"""Structured logging: ``key=value`` text or one JSON object per line."""
+"""Structured logging: ``key=value`` text or one JSON object per line.
+
+A line carries structured fields as ``extra={"fields": {...}}`` (see :func:`fields`): the JSON format
+makes each a key of the line's object, the text format appends them as ``key=value``.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +12,49 @@ import sys
 import time
 from typing import Any
 
+#: keys of a JSON line that a field never replaces
+_RESERVED = ("ts", "level", "logger", "msg", "exc")
+
+
+def fields(**values: Any) -> dict[str, Any]:
+    """``extra=`` for a log call carrying structured fields: ``log.info("...", extra=fields(conn_id=3))``."""
+    return {"fields": values}
+
+
+def _fields_of(record: logging.LogRecord) -> dict[str, Any]:
+    found = getattr(record, "fields", None)
+    return found if isinstance(found, dict) else {}
+
+
+def _text_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if text == "" or any(c in text for c in ' \t\n"='):
+        return json.dumps(text)
+    return text
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, Any] = {
             "ts": round(record.created, 6),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        for key, value in _fields_of(record).items():
+            entry[f"field_{key}" if key in _RESERVED else key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return json.dumps(entry, default=str)
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
         line = f"{ts}.{int(record.msecs):03d} {record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        extra = _fields_of(record)
+        if extra:
+            line += " " + " ".join(f"{key}={_text_value(value)}" for key, value in extra.items())
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -90,7 +119,13 @@ def _short(arg: Any) -> Any:
 
 
 def limited_log(
-    logger: logging.Logger, level: int, key: str, msg: str, *args: Any, exc_info: BaseException | None = None
+    logger: logging.Logger,
+    level: int,
+    key: str,
+    msg: str,
+    *args: Any,
+    exc_info: BaseException | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Log a line that remote input can cause: rate-limited per ``key``, each argument at most ``MAX_ARG`` chars."""
     if not logger.isEnabledFor(level):
@@ -102,7 +137,7 @@ def limited_log(
     if suppressed:
         msg += " (%d similar lines suppressed)"
         shown += (suppressed,)
-    logger.log(level, msg, *shown, exc_info=exc_info)
+    logger.log(level, msg, *shown, exc_info=exc_info, extra=extra)
 
 
 def peer_log(logger: logging.Logger, key: str, msg: str, *args: Any) -> None:

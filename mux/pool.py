@@ -17,8 +17,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from mux import connlog
 from mux.behaviour import ConnectionBehaviour
 from mux.connection import Connection
 from mux.logs import peer_log
@@ -63,6 +64,14 @@ class Counts:
         }
 
 
+class Observer(Protocol):
+    """Told of each connection's handshake done and its end (metrics); called on the event loop."""
+
+    def connected(self, conn: Connection) -> None: ...
+
+    def closed(self, conn: Connection) -> None: ...
+
+
 class AcceptorPool:
     def __init__(
         self,
@@ -81,6 +90,10 @@ class AcceptorPool:
         self._empty = asyncio.Event()
         self._empty.set()
         self._listener_counters: dict[str, Callable[[], Mapping[str, int]]] = {}
+        #: listeners that admit no one while the pool runs, and why: ``suspended`` (ranch's
+        #: suspend_listener) or ``removed`` (a reload took it out; its connections drain)
+        self.closed_to: dict[str, str] = {}
+        self.observers: list[Observer] = []
 
     # -- admission (called by listeners) -------------------------------------------------------
 
@@ -95,6 +108,11 @@ class AcceptorPool:
         if self.state != "running":
             self._refuse(listener, self.state)
             return Admission.REFUSE
+        if self.closed_to:
+            why = self.closed_to.get(listener)
+            if why is not None:
+                self._refuse(listener, why)
+                return Admission.REFUSE
         if len(self._connections) >= self.options.max_connections:
             self._refuse(listener, "max_connections")
             return Admission.REFUSE
@@ -150,6 +168,10 @@ class AcceptorPool:
             counts = self.counts(conn.listener)
             counts.handshaking -= 1
             counts.active += 1
+            conn.connected_at = now = asyncio.get_running_loop().time()
+            connlog.accepted(conn, now)
+            for observer in self.observers:
+                observer.connected(conn)
 
     def _rejected(self, conn: Connection) -> None:
         assert conn.listener is not None
@@ -173,6 +195,11 @@ class AcceptorPool:
         reason = (conn.close_props or {}).get("error")
         if reason and reason != "refused":  # a refusal is counted once, by why (``_refuse``)
             counts.errors[str(reason)] += 1
+        if conn.callback_errors:
+            counts.errors["callback_error"] += conn.callback_errors
+        connlog.closed(conn, asyncio.get_running_loop().time())
+        for observer in self.observers:
+            observer.closed(conn)
         if not self._connections:
             self._empty.set()
 
@@ -187,14 +214,22 @@ class AcceptorPool:
     def connections(self) -> frozenset[Connection]:
         return frozenset(self._connections)
 
-    def suspend(self) -> None:
-        """Stop admitting; existing connections carry on."""
-        if self.state == "running":
+    def suspend(self, listener: str | None = None) -> None:
+        """Stop admitting (on one listener, or all); existing connections carry on."""
+        if listener is not None:
+            self.closed_to.setdefault(listener, "suspended")
+        elif self.state == "running":
             self.state = "suspended"
 
-    def resume(self) -> None:
-        if self.state == "suspended":
+    def resume(self, listener: str | None = None) -> None:
+        if listener is not None:
+            if self.closed_to.get(listener) == "suspended":
+                del self.closed_to[listener]
+        elif self.state == "suspended":
             self.state = "running"
+
+    def listener_connections(self, listener: str) -> list[Connection]:
+        return [conn for conn in self._connections if conn.listener == listener]
 
     async def drain(
         self, timeout_ms: int | None = None, error_code: int = 0, reason: str = "server shutting down"
@@ -262,6 +297,9 @@ class AcceptorPool:
             total.refused += counts.refused
             total.closed += counts.closed
             total.errors.update(counts.errors)
+        for name, why in self.closed_to.items():
+            if name in listeners:
+                listeners[name]["state"] = why
         return {
             "state": self.state,
             "num_acceptors": self.options.num_acceptors,

@@ -67,8 +67,30 @@ def check(config: Any, source: str = "<config>") -> None:
             check_quic_listener(listener, key, problems)
         elif listener.transport == "sctp":
             check_sctp_listener(listener, key, problems)
+        if getattr(listener, "pcap", None) is not None:
+            check_writable(listener.pcap, f"{key}.pcap", False, problems)
     check_ports(config.listeners, problems)
+    control = getattr(config, "control", None)
+    if control is not None:
+        check_control_socket(control.socket, problems)
     problems.raise_for(source)
+
+
+#: sun_path holds 108 bytes with the terminating NUL
+MAX_UNIX_PATH = 107
+
+
+def check_control_socket(path: str, problems: Problems) -> None:
+    """The control socket's path fits a Unix socket address, its folder exists, and nothing but a socket is there."""
+    key = "control.socket"
+    if len(os.fsencode(path)) > MAX_UNIX_PATH:
+        problems.add(key, f"expected a path of at most {MAX_UNIX_PATH} bytes (a Unix socket's limit), got {path!r}")
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        problems.add(key, f"expected a path in an existing folder, but {str(folder)!r} is not one")
+    elif Path(path).exists() and not Path(path).is_socket():
+        problems.add(key, f"expected a path where a socket can be made, but {path!r} is a file already there")
 
 
 # -- files -------------------------------------------------------------------------------------------
@@ -285,22 +307,25 @@ def resolve_bind(host: str, port: int) -> tuple[int, ipaddress.IPv4Address | ipa
 def check_ports(listeners: list[Any], problems: Problems) -> None:
     bound: list[Bound] = []
     for i, lst in enumerate(listeners):
-        try:
-            family, address = resolve_bind(lst.host, lst.port)
-        except (OSError, UnicodeError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _why(exc)
-            problems.add(f"listeners[{i}].host", f"expected an address or a name that resolves: {lst.host!r}: {reason}")
-            continue
-        here = Bound(i, cfg.listener_name(lst), family, address, lst.port)
-        for other in bound:
-            if here.overlaps(other):
-                problems.add(
-                    f"listeners[{i}].port",
-                    f"{here} clashes with listener {other.name!r} (listeners[{other.index}], {other}); "
-                    "expected a UDP port no other listener binds (QUIC and SCTP-over-UDP are both UDP)",
-                )
-                break
-        bound.append(here)
+        hosts = [lst.host] if isinstance(lst.host, str) else list(lst.host)  # SCTP: several (multi-homing)
+        for j, host in enumerate(hosts):
+            key = f"listeners[{i}].host" + (f"[{j}]" if len(hosts) > 1 else "")
+            try:
+                family, address = resolve_bind(host, lst.port)
+            except (OSError, UnicodeError, ValueError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _why(exc)
+                problems.add(key, f"expected an address or a name that resolves: {host!r}: {reason}")
+                continue
+            here = Bound(i, cfg.listener_name(lst), family, address, lst.port)
+            for other in bound:
+                if here.overlaps(other) and other.index != i:
+                    problems.add(
+                        f"listeners[{i}].port",
+                        f"{here} clashes with listener {other.name!r} (listeners[{other.index}], {other}); "
+                        "expected a UDP port no other listener binds (QUIC and SCTP-over-UDP are both UDP)",
+                    )
+                    break
+            bound.append(here)
 
 
 # -- at bind time ------------------------------------------------------------------------------------
@@ -325,10 +350,12 @@ def describe_bind_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {_why(exc)}"
 
 
-def host_port(host: str, port: int) -> str:
-    """``HOST:PORT`` as configured, with IPv6 literals in brackets."""
+def host_port(host: str | list[str], port: int) -> str:
+    """``HOST:PORT`` as configured, with IPv6 literals in brackets (several hosts: ``{A,B}:PORT``)."""
+    if not isinstance(host, str):
+        return "{" + ",".join(f"[{h}]" if ":" in h else h for h in host) + f"}}:{port}"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def udp_address(host: str, port: int) -> str:
+def udp_address(host: str | list[str], port: int) -> str:
     return f"udp {host_port(host, port)}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -24,3 +26,6 @@ class ListenerBase(StrictModel):
     name: str | None = Field(default=None, description="defaults to '<transport>:<port>'")
     host: str = "127.0.0.1"
     port: int = Field(ge=0, le=65535)
+    #: write the listener's datagrams, both ways, to this pcap file (``mux.pcap``); rotated to PATH.1 at the cap
+    pcap: Path | None = None
+    pcap_max_bytes: int = Field(default=64 << 20, ge=4096)

@@ -11,8 +11,11 @@ from typing import Any
 from mux import registry
 from mux.behaviour import ConnectionBehaviour
 from mux.config import import_behaviour, listener_name
+from mux.control import Control, ControlServer
+from mux.metrics import MetricsServer
 from mux.pool import AcceptorPool, PoolOptions
-from mux.preflight import describe_bind_error, udp_address
+from mux.preflight import describe_bind_error, host_port, udp_address
+from mux.reload import reload_in_background
 from mux.transport import Listener
 
 log = logging.getLogger("mux.server")
@@ -23,9 +26,18 @@ class StartError(Exception):
 
 
 class Server:
-    def __init__(self, config: Any, behaviour: type[ConnectionBehaviour] | None = None) -> None:
+    def __init__(
+        self, config: Any, source: str | None = None, *, behaviour: type[ConnectionBehaviour] | None = None
+    ) -> None:
         """``behaviour``: the class itself, when code passes one (``mux.serve``), else ``config.behaviour``'s."""
         self.config = config
+        #: the YAML file a reload (SIGHUP, ``mux ctl reload``) reads again
+        self.source = source
+        self.reloads = 0
+        #: listeners a reload removed, still open while their connections drain
+        self.retiring: set[str] = set()
+        self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None
         behaviour = behaviour or import_behaviour(config.behaviour)
         self.pool = AcceptorPool(behaviour, dict(config.options), PoolOptions(**config.pool.model_dump()))
         self.listeners: list[Listener] = []
@@ -47,9 +59,31 @@ class Server:
                 except Exception as exc:  # a bind error, a file gone since the check: one line, no traceback
                     raise StartError(f"{where}: {describe_bind_error(exc)}") from exc
                 self.pool.add_counters(listener.name, _counters_of(listener))
+            await self._start_ops()
         except BaseException:
             await self._close_listeners()
             raise
+
+    async def _start_ops(self) -> None:
+        """The control socket and the metrics endpoint, when the config asks for them."""
+        if self.config.control is not None:
+            path = self.config.control.socket
+            control = ControlServer(Control(self), path)
+            try:
+                await control.start()
+            except OSError as exc:
+                raise StartError(f"control socket {path}: {exc.strerror or exc}") from exc
+            self.control = control
+        if self.config.metrics is not None:
+            opts = self.config.metrics
+            metrics = MetricsServer(self, opts.host, opts.port)
+            try:
+                await metrics.start()
+            except OSError as exc:
+                raise StartError(
+                    f"metrics (tcp {host_port(opts.host, opts.port)}): {describe_bind_error(exc)}"
+                ) from exc
+            self.metrics = metrics
 
     def listener(self, name: str) -> Listener:
         for listener in self.listeners:
@@ -71,6 +105,9 @@ class Server:
     async def _close_listeners(self) -> None:
         for listener in self.listeners:
             await listener.close()
+        for ops in (self.control, self.metrics):
+            if ops is not None:
+                await ops.close()
 
     def log_info(self) -> None:
         """Log the pool's counts (SIGUSR1), one line per listener and the total."""
@@ -88,7 +125,7 @@ class Server:
         draining: list[asyncio.Task[None]] = []
 
         def on_signal(signum: int) -> None:
-            if not draining:
+            if not draining and self.pool.state not in ("draining", "stopped"):  # ``mux ctl drain`` may have begun
                 log.info(
                     "%s: draining (timeout %d ms)", signal.Signals(signum).name, self.pool.options.shutdown_timeout_ms
                 )
@@ -100,13 +137,14 @@ class Server:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
         loop.add_signal_handler(signal.SIGUSR1, self.log_info)
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload_in_background(self))
         try:
             await self.start()
             for listener in self.listeners:
                 log.info("serving %s on %s", listener.name, listener.address[:2])
             await self._stopped.wait()
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
         log.info("stopped: %s", self.pool.info()["total"])
 

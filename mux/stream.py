@@ -78,6 +78,7 @@ class Stream:
         except ConnectionGone as exc:  # the transport's own connection ended under us: say which one
             exc.connection = conn
             raise
+        conn.bytes_out += len(data)
         if fin:
             self.send_done = True
             conn._maybe_stream_closed(self)

@@ -101,6 +101,15 @@ class AddressChanged:
 
 
 @dataclass(slots=True)
+class PathChanged:
+    """One of the peer's addresses changed state (SCTP multi-homing: ``path_changed``)."""
+
+    address: Address
+    state: str
+    props: dict[str, Any]
+
+
+@dataclass(slots=True)
 class LocalAddressChanged:
     """Our own address for this connection changed (quicer's ``local_address_changed``)."""
 
@@ -174,6 +183,7 @@ Event = (
     | StreamsAvailable
     | PeerNeedsStreams
     | AddressChanged
+    | PathChanged
     | LocalAddressChanged
     | DatagramStateChanged
     | PeerCertificate
@@ -313,6 +323,10 @@ class Listener(Protocol):
     async def close(self) -> None:
         """Stop reading and release the socket; connections must already be gone."""
         ...
+
+    # Optional, for hot reload (mux/reload.py): ``reconfigure(options)`` checks new options of the same socket,
+    # raising on a problem before anything changes, and returns a function that applies them to connections made
+    # from then on. A transport without it refuses a reload that changes its listener's options.
 
 
 #: builds the framework side of a client connection for a transport connection

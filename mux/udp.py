@@ -22,7 +22,7 @@ import fcntl
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from termios import FIONREAD
 from time import monotonic
 from typing import Any, Protocol
@@ -87,8 +87,13 @@ class Driver:
         loop: asyncio.AbstractEventLoop | None = None,
         *,
         busy_poll_us: int = 0,
+        more: Sequence[socket.socket] = (),
     ) -> None:
         self.sock = sock
+        #: further sockets, one per local address of a multi-homed SCTP endpoint: read alike; each datagram leaves
+        #: by the one whose address the kernel would choose as source towards its destination (``_route``)
+        self.more = list(more)
+        self._routes: dict[Any, socket.socket] = {}
         self.demux = demux
         self.loop = loop or asyncio.get_running_loop()
         self._dirty: list[Pumped] = []
@@ -101,19 +106,30 @@ class Driver:
         self._awake_until = 0.0
         self._polling = False
         self.counters = {"rx": 0, "tx": 0, "tx_dropped": 0, "rx_errors": 0}
-        sock.setblocking(False)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-            except OSError:
-                pass
+        for each in (sock, *self.more):
+            each.setblocking(False)
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    each.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+                except OSError:
+                    pass
         self._fileno = sock.fileno()
         self._pending = bytearray(4)
         self.loop.add_reader(self._fileno, self._read_ready)
+        for each in self.more:
+            self.loop.add_reader(each.fileno(), self._read_ready, each)
 
     @property
     def local_address(self) -> Address:
         return tuple(self.sock.getsockname())
+
+    @property
+    def busy_poll_us(self) -> int:
+        return round(self._busy_poll * 1e6)
+
+    @busy_poll_us.setter
+    def busy_poll_us(self, value: int) -> None:
+        self._busy_poll = value / 1e6
 
     def close(self) -> None:
         if self._closed:
@@ -121,18 +137,27 @@ class Driver:
         self._closed = True
         if not self.loop.is_closed():  # a closed loop has forgotten its readers already
             self.loop.remove_reader(self._fileno)
+            for each in self.more:
+                self.loop.remove_reader(each.fileno())
             if self._writer_on:
                 self.loop.remove_writer(self._fileno)
         self.sock.close()
+        for each in self.more:
+            each.close()
 
     # -- receive --------------------------------------------------------------------------------
 
-    def _read_ready(self) -> None:
-        recvfrom = self.sock.recvfrom
+    def _read_ready(self, sock: socket.socket | None = None) -> None:
+        if sock is None:
+            recvfrom = self.sock.recvfrom
+            fileno = self._fileno
+        else:
+            recvfrom = sock.recvfrom
+            fileno = sock.fileno()
         received = self.demux.datagram_received
         now = self.loop.time()
         count = 0
-        fileno, pending = self._fileno, self._pending
+        pending = self._pending
         self._reading = True
         for _ in range(BATCH):
             try:
@@ -274,12 +299,29 @@ class Driver:
 
     # -- send -----------------------------------------------------------------------------------
 
+    def _route(self, addr: Address) -> socket.socket:
+        """The socket bound to the address the kernel would send from towards ``addr`` (the first by default)."""
+        sock = self._routes.get(addr[0])
+        if sock is None:
+            sock = self.sock
+            try:
+                with socket.socket(self.sock.family, socket.SOCK_DGRAM) as probe:
+                    probe.connect((addr[0], 9))
+                    source = probe.getsockname()[0]
+                sock = next((s for s in (self.sock, *self.more) if s.getsockname()[0] == source), self.sock)
+            except OSError:
+                pass
+            if len(self._routes) >= 4096:  # bounded: peers come and go
+                self._routes.clear()
+            self._routes[addr[0]] = sock
+        return sock
+
     def sendto(self, data: bytes, addr: Address) -> None:
         if self._out:
             self._queue(data, addr)
             return
         try:
-            self.sock.sendto(data, addr)
+            (self._route(addr) if self.more else self.sock).sendto(data, addr)
             self.counters["tx"] += 1
         except (BlockingIOError, InterruptedError):
             self._queue(data, addr)
@@ -303,7 +345,7 @@ class Driver:
         while out:
             data, addr = out[0]
             try:
-                self.sock.sendto(data, addr)
+                (self._route(addr) if self.more else self.sock).sendto(data, addr)
                 self.counters["tx"] += 1
             except (BlockingIOError, InterruptedError):
                 return

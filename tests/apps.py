@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from mux import Connection, ConnectionBehaviour, Reject, Stop, Stream
@@ -244,3 +245,33 @@ class TicketClient(Client):
     def nst_received(self, conn: Connection, ticket: bytes) -> None:
         self.tickets.append(ticket)
         self._put(("nst_received", ticket))
+
+
+class PathEcho(ConnectionBehaviour):
+    """Echoes each message, and prints each path event on a line of its own (tests/test_sctp_multihoming.py reads
+    them from a server in another network namespace)."""
+
+    def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> Any:
+        return stream.send(data, fin=fin)
+
+    def path_changed(self, conn: Connection, address: Any, state: str, props: dict[str, Any]) -> None:
+        print(f"PATH {address[0]} {state}", flush=True)
+
+    def peer_address_changed(self, conn: Connection, address: Any) -> None:
+        print(f"PRIMARY {address[0]}", flush=True)
+
+
+class WhichWorker(ConnectionBehaviour):
+    """Echoes each message prefixed with the worker process that served it (``MUX_WORKER``, ``-`` outside workers)
+    and, when its options have a ``tag``, ``/tag`` after it."""
+
+    def init(self, opts: dict[str, Any]) -> None:
+        self.tag = opts.get("tag")
+
+    def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> Any:
+        if stream.local or not (data or fin):
+            return None
+        worker = os.environ.get("MUX_WORKER", "-").encode()
+        if self.tag:
+            worker += b"/" + str(self.tag).encode()
+        return stream.send(worker + b":" + data if data else b"", fin=fin)

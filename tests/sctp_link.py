@@ -91,6 +91,18 @@ class Node:
     log: list[tuple[float, Association, ev.Event]] = field(default_factory=list)
     new_associations: list[Association] = field(default_factory=list)
     received: list[tuple[float, Addr, bytes]] = field(default_factory=list)
+    #: further addresses of a multi-homed node (``Network.alias``)
+    aliases: list[Addr] = field(default_factory=list)
+
+    def source_for(self, dst: Addr) -> Addr:
+        """The address a datagram to ``dst`` leaves from: a multi-homed node routes by /24, as the kernel would
+        with one interface per subnet."""
+        if self.aliases:
+            net = str(dst[0]).rsplit(".", 1)[0]
+            for a in (self.addr, *self.aliases):
+                if str(a[0]).rsplit(".", 1)[0] == net:
+                    return a
+        return self.addr
 
     def connect(self, peer: Node) -> Association:
         assoc = self.endpoint.connect(peer.addr, peer.endpoint.local_port, self.net.now)
@@ -164,6 +176,11 @@ class Network:
         self.nodes[addr] = node
         return node
 
+    def alias(self, node: Node, addr: Addr) -> None:
+        """``addr`` is another address of ``node`` (multi-homing): datagrams to it reach the same endpoint."""
+        node.aliases.append(addr)
+        self.nodes[addr] = node
+
     def path(self, src: Addr, dst: Addr) -> Path:
         """The path from ``src`` to ``dst``, created from the defaults on first use so it can be tuned."""
         p = self.paths.get((src, dst))
@@ -230,17 +247,17 @@ class Network:
     def flush(self) -> None:
         """Collect every pending datagram and event from every node."""
         now = self.now
-        for node in list(self.nodes.values()):
+        for node in {id(n): n for n in self.nodes.values()}.values():
             endpoint = node.endpoint
             while (new := endpoint.next_event()) is not None:
                 if isinstance(new, ev.NewAssociation):
                     node.new_associations.append(new.association)
                 node.track(new.association)
             for data, dst in endpoint.datagrams_to_send(now):
-                self._emit(node.addr, (dst[0], dst[1]), data)
+                self._emit(node.source_for(dst), (dst[0], dst[1]), data)
             for assoc in list(node.events):
                 for data, dst in assoc.datagrams_to_send(now):
-                    self._emit(node.addr, (dst[0], dst[1]), data)
+                    self._emit(node.source_for(dst), (dst[0], dst[1]), data)
                 evs = node.events[assoc]
                 while (e := assoc.next_event()) is not None:
                     evs.append(e)

@@ -71,7 +71,12 @@ async def test_crash_closes_only_that_connection(
     await stream.send(b"still here")
     assert await wait_bytes(healthy, stream.id, 10) == b"still here"
     assert conn_ok.state == "connected"
-    crashed = [log for log in tb.LOG.values() if any("crash" in e for e in log)]
+    # the server runs the crashed connection's ``closed`` after the abort has left, so the peer may hear first
+    for _ in range(200):
+        crashed = [log for log in tb.LOG.values() if any("crash" in e for e in log)]
+        if crashed and crashed[-1][-1] == "closed":
+            break
+        await asyncio.sleep(0.01)
     assert crashed and crashed[-1][-1] == "closed"
     conn_ok.close()
 
@@ -323,7 +328,8 @@ async def test_stats_share_their_keys(make_server: ServerFactory, transport: str
         assert stats["state"] == "connected"
         for key in ("srtt_ms", "rto_ms", "cwnd", "mtu", "peer_rwnd", "packets_sent", "packets_received"):
             assert stats[key] > 0, (key, stats)
-        assert stats["bytes_in_flight"] >= 0 and stats["packets_retransmitted"] == 0, stats
+        # a loaded machine may make a probe timer fire (counted): test_stats_count_retransmissions checks the count
+        assert stats["bytes_in_flight"] >= 0 and isinstance(stats["packets_retransmitted"], int), stats
         assert stats["mailbox"]["queued"] >= 0
     conn.close()
     await asyncio.wait_for(conn.wait_closed(), 5)

@@ -372,3 +372,28 @@ def test_bulk_both_ways_on_a_lossy_path_every_message_once_in_order(seed: int) -
             assert order == sorted(order)
     assert ca.stats["rack_retransmits"] + sa.stats["rack_retransmits"] > 0
     assert ca.stats["t3_expiries"] + sa.stats["t3_expiries"] <= 2
+
+
+def test_every_sack_of_a_read_batch_grows_the_window_in_slow_start() -> None:
+    """The driver hands the association a whole read batch of SACKs before asking what to send, so the flight
+    shrinks from one SACK to the next with nothing sent between. Whether the window was in use is judged when data
+    left (§7.2.1), so each SACK of the batch counts; judged per SACK, only the first grew cwnd, and bulk at 20 ms RTT
+    fell to a third as soon as the receiver acknowledged every second packet."""
+    net = Network(7, delay=0.01)
+    client, server = net.add(("10.0.0.1", 1)), net.add(("10.0.0.2", 1))
+    ca, sa = handshake(net, client, server)
+    ca.send(1, b"z" * 200_000, now=net.now)
+    cwnd = ca._cc.cwnd
+    flight = [d for d, _ in ca.datagrams_to_send(net.now)]
+    assert ca._cc.full and len(flight) >= 4
+    for d in flight:  # the server reads them as one batch: a SACK for every second packet
+        server.endpoint.receive_datagram(d, client.addr, net.now)
+    sacks = [d for d, _ in sa.datagrams_to_send(net.now) if any(isinstance(c, SackChunk) for c in chunks_of([d]))]
+    assert len(sacks) >= 2
+    for d in sacks:  # and the client reads those as one batch too
+        client.endpoint.receive_datagram(d, server.addr, net.now + 0.02)
+    cum = max(c.cum_tsn for c in chunks_of(sacks) if isinstance(c, SackChunk))
+    first = next(c for c in chunks_of(sacks) if isinstance(c, SackChunk)).cum_tsn
+    data = [c for c in chunks_of(flight) if isinstance(c, (DataChunk, IDataChunk))]
+    assert first < cum  # more than one SACK acknowledged new data
+    assert ca._cc.cwnd == cwnd + sum(len(c.data) for c in data if c.tsn <= cum)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 
-from mux.sctp.association import Association
+from mux.sctp.association import MAX_BATCH_SACKS, Association
 from mux.sctp.chunks import AbortChunk, DataChunk, SackChunk, ShutdownAckChunk, ShutdownChunk
 from mux.sctp.config import SctpConfig
 from mux.sctp.endpoint import Endpoint
@@ -31,16 +31,46 @@ def _sacks(assoc: Association, now: float = NOW) -> list[SackChunk]:
     return [c for c in chunks_of(assoc.datagrams_to_send(now)) if isinstance(c, SackChunk)]
 
 
-def test_in_order_data_in_one_batch_gets_one_sack() -> None:
-    """The control: in sequence, one packet's SACK is delayed; a second makes it due (§6.2), and the rest of the read
-    batch folds into it (SACKing every second packet of a batch cut bulk at 20 ms RTT to a third)."""
+def test_in_order_data_gets_a_sack_for_every_second_packet_even_inside_one_batch() -> None:
+    """§6.2: a SACK for at least every second packet, however the driver batches its reads. usrsctp grows its cwnd
+    by at most an MTU or two per SACK, so one SACK per batch held tsctp's transfers into mux back; the rest waits
+    for the delayed-SACK timer."""
     server, assoc, peer = _server()
     server.receive_datagram(peer.packet(peer.data(b"a")), A, NOW)
     assert _sacks(assoc) == []  # delayed
     chunks = [peer.data(b"x%d" % i) for i in range(6)]
     for c in chunks:
         server.receive_datagram(peer.packet(c), A, NOW)
-    assert [s.cum_tsn for s in _sacks(assoc)] == [chunks[-1].tsn]
+    assert [s.cum_tsn for s in _sacks(assoc)] == [chunks[0].tsn, chunks[2].tsn, chunks[4].tsn]
+    later = NOW + SctpConfig().sackdelay / 1000.0
+    assert assoc.get_timer() is not None and assoc.get_timer() <= later
+    assoc.handle_timer(later)
+    assert [s.cum_tsn for s in _sacks(assoc, later)] == [chunks[-1].tsn]
+
+
+def test_a_long_in_order_batch_folds_its_sacks_beyond_a_few() -> None:
+    """A read batch far longer than the sender's window could explain says the receiver is the bottleneck: after
+    MAX_BATCH_SACKS early SACKs, one at the batch's end acknowledges the rest. The next batch starts over."""
+    server, assoc, peer = _server()
+    chunks = [peer.data(b"y%d" % i) for i in range(40)]
+    for c in chunks:
+        server.receive_datagram(peer.packet(c), A, NOW)
+    cums = [s.cum_tsn for s in _sacks(assoc)]
+    assert cums == [chunks[i].tsn for i in range(1, 2 * MAX_BATCH_SACKS, 2)] + [chunks[-1].tsn]
+    more = [peer.data(b"z%d" % i) for i in range(4)]
+    for c in more:
+        server.receive_datagram(peer.packet(c), A, NOW)
+    assert [s.cum_tsn for s in _sacks(assoc)] == [more[1].tsn, more[3].tsn]
+
+
+def test_every_out_of_order_packet_of_a_batch_gets_its_own_sack_however_many() -> None:
+    """Above a hole, no SACK is folded: each is a miss indication the sender's fast retransmit counts."""
+    server, assoc, peer = _server()
+    peer.data(b"lost")
+    above = [peer.data(b"m%d" % i) for i in range(3 * MAX_BATCH_SACKS)]
+    for c in above:
+        server.receive_datagram(peer.packet(c), A, NOW)
+    assert len(_sacks(assoc)) == len(above)
 
 
 def test_every_out_of_order_packet_of_a_batch_gets_its_own_sack() -> None:

@@ -21,6 +21,7 @@ This depends on aioquic internals, pinned in pyproject.toml and covered by tests
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from aioquic.quic.connection import (
     Limit,
     QuicConnection,
     QuicConnectionAdapter,
+    QuicConnectionId,
 )
 from aioquic.quic.events import ConnectionTerminated, QuicEvent
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType
@@ -123,9 +125,16 @@ class MuxQuicConnection(QuicConnection):
         *,
         peer_bidi_stream_count: int = DEFAULT_PEER_STREAMS,
         peer_unidi_stream_count: int = DEFAULT_PEER_STREAMS,
+        cid_factory: Callable[[int], bytes] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        #: makes our connection IDs (``mux.steering``: a worker's carry its index); None: aioquic's random ones
+        self._cid_factory = cid_factory
+        if cid_factory is not None:
+            first = self._host_cids[0]
+            first.cid = cid_factory(self._configuration.connection_id_length)
+            self.host_cid = self._local_initial_source_connection_id = first.cid
         self._logger = _PeerCausedLog(self._logger.logger, self._logger.extra)
         #: whether the behaviour has handled every event delivered so far (the adapter asks its sink)
         self.app_idle: Callable[[], bool] = _always
@@ -179,6 +188,20 @@ class MuxQuicConnection(QuicConnection):
         cc.on_packets_lost = on_packets_lost  # type: ignore[method-assign]
         cc.on_packets_expired = on_packets_expired  # type: ignore[method-assign]
         recovery.reschedule_data = reschedule_data  # type: ignore[method-assign]
+
+    def _replenish_connection_ids(self) -> None:
+        make = self._cid_factory
+        if make is None:
+            super()._replenish_connection_ids()
+            return
+        length = self._configuration.connection_id_length
+        while len(self._host_cids) < min(8, self._remote_active_connection_id_limit):
+            self._host_cids.append(
+                QuicConnectionId(
+                    cid=make(length), sequence_number=self._host_cid_seq, stateless_reset_token=os.urandom(16)
+                )
+            )
+            self._host_cid_seq += 1
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)

@@ -28,6 +28,8 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
@@ -41,11 +43,14 @@ from aioquic.quic.packet import (
 from aioquic.quic.retry import QuicRetryTokenHandler
 from aioquic.tls import SessionTicket
 
+from mux.pcap import maybe_capture
 from mux.pool import AcceptorPool, Admission
 from mux.quic.certs import self_signed
 from mux.quic.connection import QuicTransportConnection
 from mux.quic.core import MuxQuicConnection
 from mux.quic.options import QuicListenerOptions, build_configuration
+from mux.steering import current as current_steering
+from mux.steering import quic_cid, take_socket
 from mux.udp import Address, Driver, open_socket
 
 log = logging.getLogger("mux.quic")
@@ -142,6 +147,8 @@ class TicketStore:
 
 class QuicListener:
     transport_name = "quic"
+    #: what each admitted peer becomes (``mux.quic.webtransport`` puts HTTP/3 there)
+    connection_class: type[QuicTransportConnection] = QuicTransportConnection
 
     def __init__(self, options: QuicListenerOptions, pool: AcceptorPool) -> None:
         self.options = options
@@ -153,6 +160,9 @@ class QuicListener:
         # tokens are checked in every mode: refuse: retry and retry: auto issue them too
         self._retry = QuicRetryTokenHandler()
         self._tickets = TicketStore()
+        steering = current_steering()
+        #: a worker's connection IDs carry its index (``mux.steering``), so the kernel steers their packets to it
+        self._cid_factory = None if steering is None else partial(quic_cid, steering.index, steering.count)
         #: what peers caused; none of it is logged above debug
         self.counters = {
             "malformed": 0,
@@ -180,8 +190,30 @@ class QuicListener:
             opts = opts.model_copy(update={"certfile": certfile, "keyfile": keyfile})
         self.config = build_configuration(opts, is_client=False)
         self._verify = opts.verify or "none"
-        self.driver = Driver(open_socket(opts.host, opts.port), self, busy_poll_us=opts.busy_poll_us)
+        sock = maybe_capture(take_socket(self.name) or open_socket(opts.host, opts.port), opts)
+        self.driver = Driver(sock, self, busy_poll_us=opts.busy_poll_us)
         log.info("listener %s: QUIC on %s alpn=%s", self.name, self.address[:2], ",".join(opts.alpn))
+        if opts.webtransport is not None:
+            log.info("listener %s: WebTransport at %s", self.name, ", ".join(opts.webtransport.paths))
+
+    def reconfigure(self, options: QuicListenerOptions) -> Callable[[], None]:
+        """New options for connections made from now on (a reload): certificates are read again here, and
+        a problem raises before anything changes; the returned function applies them. Live connections keep
+        the configuration object they were made with."""
+        opts = options
+        if opts.certfile is None:
+            certfile, keyfile = self_signed(opts.host)
+            opts = opts.model_copy(update={"certfile": certfile, "keyfile": keyfile})
+        config = build_configuration(opts, is_client=False)
+
+        def commit() -> None:
+            self.options = options
+            self.config = config
+            self._verify = opts.verify or "none"
+            if self.driver is not None:
+                self.driver.busy_poll_us = options.busy_poll_us
+
+        return commit
 
     async def close(self) -> None:
         if self.driver is not None:
@@ -274,10 +306,11 @@ class QuicListener:
             session_ticket_handler=self._tickets.add if self.options.server_resumption_level else None,
             peer_bidi_stream_count=self.options.peer_bidi_stream_count,
             peer_unidi_stream_count=self.options.peer_unidi_stream_count,
+            cid_factory=self._cid_factory,
         )
         quic.request_client_certificate = self._verify != "none"
         quic.allow_early_data = self.options.server_resumption_level == 2
-        conn = QuicTransportConnection(
+        conn = self.connection_class(
             quic,
             driver,
             high_water=self.options.ideal_send_buffer_size,
@@ -291,11 +324,15 @@ class QuicListener:
         )
         self._cid_issued(header.destination_cid, conn)
         self._cid_issued(quic.host_cid, conn)
-        conn.hold()
-        conn.sink = self.pool.accept(self.name, conn, {"transport": "quic", "peer": addr, "listener": self.name})
+        self._supervise(conn, addr)
         if not proven:
             conn.expect_proof(self.options.handshake_idle_timeout_ms / 1000.0)
         conn.received(data, addr, now)
+
+    def _supervise(self, conn: QuicTransportConnection, addr: Address) -> None:
+        """The pool runs the behaviour on the connection; the handshake waits for its ``new_conn``."""
+        conn.hold()
+        conn.sink = self.pool.accept(self.name, conn, {"transport": "quic", "peer": addr, "listener": self.name})
 
     def _wants_retry(self, admission: Admission) -> bool:
         """Whether a token-less Initial gets a Retry instead of a slot (or a drop, when busy)."""
@@ -309,7 +346,8 @@ class QuicListener:
     def _send_retry(self, header: Any, addr: Address, now: float) -> None:
         assert self.driver is not None
         self.counters["retry_sent"] += 1
-        source_cid = os.urandom(8)
+        # the client's next Initial goes to this ID: a worker's must lead back to it (its token key is its own)
+        source_cid = os.urandom(8) if self._cid_factory is None else self._cid_factory(8)
         token = self._retry.create_token(
             address=addr,
             original_destination_connection_id=header.destination_cid,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.logger import QuicFileLogger
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from mux.schema import DriverOptions, ListenerBase
+from mux.schema import DriverOptions, ListenerBase, StrictModel
 
 
 class QuicOptions(DriverOptions):
@@ -40,6 +40,21 @@ class QuicOptions(DriverOptions):
     sslkeylogfile: Path | None = None
 
 
+class WebTransportOptions(StrictModel):
+    """``webtransport:`` on a QUIC listener: it speaks HTTP/3, and a WebTransport session to one of ``paths`` is
+    a connection to the behaviour (``mux.quic.webtransport``)."""
+
+    paths: list[str] = Field(min_length=1)
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.startswith("/") or "?" in path:
+                raise ValueError(f"a path starts with '/' and has no query, not {path!r}")
+        return paths
+
+
 class QuicListenerOptions(ListenerBase, QuicOptions):
     transport: Literal["quic"] = "quic"
     port: int = Field(default=4433, ge=0, le=65535)
@@ -54,6 +69,25 @@ class QuicListenerOptions(ListenerBase, QuicOptions):
     server_resumption_level: Literal[0, 1, 2] = 2
     #: at max_connections: CONNECTION_CLOSE with CONNECTION_REFUSED, or keep answering with Retry
     refuse: Literal["close", "retry"] = "close"
+    #: serve WebTransport over HTTP/3 (ALPN h3) at these paths instead of the behaviour over raw QUIC
+    webtransport: WebTransportOptions | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _h3_alpn(cls, data: Any) -> Any:
+        # a WebTransport listener speaks HTTP/3: ALPN h3 goes without saying
+        if isinstance(data, dict) and data.get("webtransport") is not None and "alpn" not in data:
+            data = {**data, "alpn": ["h3"]}
+        return data
+
+    @model_validator(mode="after")
+    def _h3_only(self) -> QuicListenerOptions:
+        if self.webtransport is not None:
+            if list(self.alpn) != ["h3"]:
+                raise ValueError(f"a webtransport listener speaks HTTP/3 only: alpn must be [h3], not {self.alpn}")
+            if not self.datagrams:
+                raise ValueError("webtransport needs datagrams: true (HTTP/3 datagrams ride on RFC 9221)")
+        return self
 
 
 class QuicClientOptions(QuicOptions):

@@ -69,6 +69,8 @@ from mux.sctp.params import (
     unrecognized_chunk_cause,
     user_abort_cause,
 )
+from mux.sctp.paths import INFO as _PATH_HB
+from mux.sctp.paths import Paths
 from mux.sctp.rx.interleaved import InterleavedReassembly, TooLarge
 from mux.sctp.rx.reassembly import CHUNK_COST, MESSAGE_COST, BadFragments, Reassembly
 from mux.sctp.rx.tracker import DUPLICATE, MAX_AHEAD, NEXT, NO_ROOM, TOO_FAR, DataTracker
@@ -103,6 +105,9 @@ MASK = 0xFFFFFFFF
 OUT_COST = 256
 #: received HEARTBEAT infos longer than this are not echoed back (an amplification guard)
 _MAX_HB_INFO = 1024
+PATH_HB_INFO = _PATH_HB.size
+#: §6.2's every-second-packet SACKs at most sent inside one read batch; those §6.7 owes are never held back
+MAX_BATCH_SACKS = 4
 
 
 class Association:
@@ -170,6 +175,12 @@ class Association:
         # timers and error counting
         self._rtt = RttEstimator(config.rto_initial / 1000.0, config.rto_min / 1000.0, config.rto_max / 1000.0)
         self._heartbeat = Heartbeat(self, self._rng)
+        #: the peer's addresses (``paths``): ``_rtt`` and ``_cc`` above are its primary path's
+        self._paths = Paths(self, peer_addr)
+        #: packets for paths other than the primary (their HEARTBEATs and HEARTBEAT-ACKs), with their address
+        self._to_paths: list[tuple[bytes, Addr]] = []
+        #: where the latest DATA came from: its SACK goes back there (§6.4)
+        self._sack_to: Addr = peer_addr
         self._error_count = 0
         self._t1: float | None = None
         self._t2: float | None = None
@@ -201,6 +212,8 @@ class Association:
         #: with data arrives before it is built, it leaves first, as it stood, so each such packet gets its own
         self._sack_urgent = False
         self._data_packets = 0
+        #: §6.2's every-second-packet SACKs sent early since the driver last asked for packets (one read batch)
+        self._batch_sacks = 0
 
         self.stats: dict[str, int] = {
             "tx_packets": 0,
@@ -491,10 +504,17 @@ class Association:
                 "rto": round(self._rtt.rto * 1000, 3),
                 "mtu": self._mtu,
             },
+            "paths": self._paths.info(),
             **self.stats,
         }
 
     # -- pump -----------------------------------------------------------------------------------------------
+
+    def set_primary(self, addr: Addr, now: float) -> bool:
+        """gen_sctp's ``primary_addr``: send to the peer's address ``addr`` from now on, and come back to it after a
+        failover. False when the peer has no such address. (Asking the peer to change its own primary, gen_sctp's
+        ``set_peer_primary``, needs ASCONF, RFC 5061, which mux does not speak.)"""
+        return self._paths.set_primary(addr, now)
 
     def next_event(self) -> ev.Event | None:
         events = self._events
@@ -513,6 +533,10 @@ class Association:
             self._t_reconf,
             self._t_loss,
         ):
+            if t is not None and (at is None or t < at):
+                at = t
+        if len(self._paths.by_index) > 1 and self.state in DATA_FLOWS and not self._on_hold:
+            t = self._paths.next_timer()
             if t is not None and (at is None or t < at):
                 at = t
         return at
@@ -552,15 +576,25 @@ class Association:
                     if not got_data:
                         gaps_before = self._begin_data()
                         got_data = True
+                        self._sack_to = addr
                     self._on_data(chunk, now)  # type: ignore[arg-type]
             elif kind is SackChunk:
                 self._on_sack(chunk, now)  # type: ignore[arg-type]
             elif kind is HeartbeatChunk:
                 info = chunk.info  # type: ignore[union-attr]
                 if len(info) <= _MAX_HB_INFO:
-                    self._ctrl.append(HeartbeatAckChunk(info).serialize())
+                    ack = HeartbeatAckChunk(info).serialize()
+                    if addr[0] == self.peer_addr[0]:
+                        self._ctrl.append(ack)
+                    else:  # §8.3: the ack goes back where the probe came from (another path of the peer's)
+                        self._to_paths.append(
+                            (serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [ack]), addr)
+                        )
             elif kind is HeartbeatAckChunk:
-                self._heartbeat.on_ack(chunk.info, now)  # type: ignore[union-attr]
+                if len(chunk.info) == PATH_HB_INFO:  # type: ignore[union-attr]
+                    self._paths.on_ack(chunk.info, now)  # type: ignore[union-attr]
+                else:
+                    self._heartbeat.on_ack(chunk.info, now)  # type: ignore[union-attr]
             elif kind is InitAckChunk:
                 self._handshake.on_init_ack(chunk, now)  # type: ignore[arg-type]
             elif kind is CookieAckChunk:
@@ -588,6 +622,7 @@ class Association:
                     if not got_data:
                         gaps_before = self._begin_data()
                         got_data = True
+                        self._sack_to = addr
                     self._on_forward_tsn(chunk, now)  # type: ignore[arg-type]
             elif kind is ReconfigChunk and self.features & ext.RECONFIG:
                 if self.state in DATA_FLOWS or self.state == SHUTDOWN_ACK_SENT:
@@ -621,9 +656,13 @@ class Association:
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         addr = self.peer_addr
         out: list[tuple[bytes, Addr]] = []
+        self._batch_sacks = 0
         if self._raw:
             out = [(p, addr) for p in self._raw]
             self._raw = []
+        if self._to_paths:
+            out.extend(self._to_paths)
+            self._to_paths = []
         if self.state == CLOSED or self._on_hold:
             self.stats["tx_packets"] += len(out)
             return out
@@ -637,7 +676,12 @@ class Association:
         if self._reconf_work and self.state in DATA_FLOWS:
             ctrl.append(self._streams.poll(now))
         if self._need_sack:
-            ctrl.append(self._build_sack())
+            to = self._sack_to
+            if to[0] == addr[0]:
+                ctrl.append(self._build_sack())
+            else:  # §6.4: a SACK goes where the DATA it answers came from (another of the peer's addresses)
+                sack = serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [self._build_sack()])
+                out.append((sack, to))
         if ctrl:
             self._ctrl = []
             for enc in ctrl:
@@ -728,7 +772,7 @@ class Association:
                         stats["tx_data_chunks"] += new_chunks
             if sent_any:
                 self._last_data = now
-                cc.acked_since_send = 0
+                cc.on_sent(inflight.flight)
                 if self._t3 is None:
                     self._t3 = now + self._rtt.rto
                 if self._t_hb is not None:
@@ -777,6 +821,10 @@ class Association:
         if self._t_loss is not None and now >= self._t_loss:
             self._t_loss = None
             self._retx.on_loss_timer(now)
+        if len(self._paths.by_index) > 1 and self.state in DATA_FLOWS and not self._on_hold:
+            t = self._paths.next_timer()
+            if t is not None and now >= t:
+                self._paths.on_timer(now, self._to_paths)
 
     def _on_autoclose_timer(self, now: float) -> None:
         """gen_sctp's autoclose: an association idle for ``autoclose`` seconds shuts down gracefully."""
@@ -923,7 +971,13 @@ class Association:
         it stood, before this packet changes what it would say (the driver reads packets in batches and builds
         one round of packets per batch). Returns whether TSNs were missing before this packet."""
         if self._sack_urgent:
-            self._raw.append(serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [self._build_sack()]))
+            self._batch_sacks += 1
+            packet = serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [self._build_sack()])
+            to = self._sack_to
+            if to[0] == self.peer_addr[0]:
+                self._raw.append(packet)
+            else:
+                self._to_paths.append((packet, to))
         return self._rx.has_gaps
 
     def _after_data(self, now: float, gaps_before: bool) -> None:
@@ -932,17 +986,14 @@ class Association:
         self._data_packets += 1
         # §6.7: a SACK at once for a packet that arrives while TSNs are missing and (as BSD and usrsctp do) for
         # the one that fills the last gap, for duplicates, and when the sender asked (RFC 7053 I bit): each such
-        # packet gets its own, even inside one read batch. §6.2's SACK for every second packet is folded within a
-        # batch (one SACK for the batch): SACKing every second packet of a batch cut bulk at 20 ms RTT to a third
-        urgent = self._sack_now or gaps_before or self._rx.has_gaps
-        if (
-            urgent
-            or self._data_packets >= self.config.sack_freq
-            or not self.config.sackdelay
-            or self.state != ESTABLISHED
-        ):
+        # packet gets its own, even inside one read batch, and so does every second packet (§6.2): usrsctp grows
+        # its cwnd by an MTU or two per SACK, so one SACK per batch held its slow start back; up to a point:
+        owed = self._sack_now or gaps_before or self._rx.has_gaps or not self.config.sackdelay
+        if owed or self._data_packets >= self.config.sack_freq or self.state != ESTABLISHED:
             self._need_sack = True
-            self._sack_urgent = urgent
+            # a read batch longer than 2 x MAX_BATCH_SACKS packets says we are the bottleneck, not the sender's
+            # window: the rest of it is acknowledged by one SACK at its end
+            self._sack_urgent = owed or self._batch_sacks < MAX_BATCH_SACKS
             self._t_sack = None
             if self.state == SHUTDOWN_SENT:
                 self._ctrl.append(ShutdownChunk(self._rx.cum_tsn).serialize())

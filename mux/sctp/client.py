@@ -24,7 +24,7 @@ from mux.sctp.association import Association
 from mux.sctp.connection import SctpTransportConnection
 from mux.sctp.endpoint import Endpoint
 from mux.sctp.listener import address_changed
-from mux.sctp.options import SctpClientOptions, core_config
+from mux.sctp.options import SctpClientOptions, core_config, host_list
 from mux.sctp.peer_rtts import PeerRtts
 from mux.transport import SinkFactory
 from mux.udp import Address, Driver, resolve
@@ -158,7 +158,9 @@ async def connect(
     addr = await loop.run_in_executor(None, resolve, host, port)
     family = socket.AF_INET6 if len(addr) == 4 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
-    local_host = options.local_host or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+    local_hosts = host_list(options.local_host)
+    local_host = local_hosts[0] if local_hosts else ("::" if family == socket.AF_INET6 else "0.0.0.0")
+    more: list[socket.socket] = []
     try:
         try:
             sock.bind((local_host, options.local_udp_port))
@@ -167,13 +169,19 @@ async def connect(
             if exc.errno != errno.EADDRINUSE or not _free_lingering_port(family, options.local_udp_port):
                 raise
             sock.bind((local_host, options.local_udp_port))
+        for other in local_hosts[1:]:  # multi-homed: each address on the same UDP port
+            more.append(socket.socket(family, socket.SOCK_DGRAM))
+            more[-1].bind((other, sock.getsockname()[1]))
     except OSError:
-        sock.close()
+        for s in (sock, *more):
+            s.close()
         raise
     local_port = options.local_sctp_port or random.randrange(49152, 65536)
-    endpoint = Endpoint(core_config(options), local_port=local_port, admit=lambda _addr: False, listening=False)
+    endpoint = Endpoint(
+        core_config(options, local_hosts), local_port=local_port, admit=lambda _addr: False, listening=False
+    )
     demux = _ClientDemux(endpoint)
-    driver = Driver(sock, demux, loop, busy_poll_us=options.busy_poll_us)
+    driver = Driver(sock, demux, loop, busy_poll_us=options.busy_poll_us, more=more)
     host = addr[0]
     assoc: Association = endpoint.connect(
         addr, options.sctp_port, loop.time(), rtt_hint=PEER_RTTS.lookup(host, loop.time())

@@ -36,6 +36,12 @@ class SctpConfig:
     pmtu: int = 1280
     #: idle time between HEARTBEATs; 0 disables them
     hbinterval: int = 30_000
+    #: errors (T3 expiries, unanswered HEARTBEATs) after which a path is inactive (RFC 9260 Path.Max.Retrans)
+    pathmaxrxt: int = 5
+    #: the peer address to prefer as primary path when the peer has several (gen_sctp's ``primary_addr``)
+    primary_addr: str = ""
+    #: our addresses, listed in INIT and INIT-ACK when there are two or more (multi-homing)
+    local_addresses: tuple[str, ...] = ()
     #: our receive window: the most user data we ever hold for the application
     recbuf: int = 1024 * 1024
     #: the most user data we queue for sending

@@ -351,6 +351,7 @@ class SctpTransportConnection(Pumped):
             "recv_unconsumed": status.get("held_bytes", 0),
             "dgram_send_queued": dgram_queued,
             "dgram_send_dropped": dgram_dropped,
+            "paths": status.get("paths", []),
             "sctp": status,
         }
 
@@ -461,6 +462,15 @@ class SctpTransportConnection(Pumped):
             # peer-caused: counted, and logged at debug only, briefly and at a bounded rate
             self._counters["peer_errors"] = self._counters.get("peer_errors", 0) + 1
             peer_log(log, "sctp.peer_error", "association %s: peer reported %s", self.peer_address, event.causes)
+        elif kind is se.PathChanged or kind is se.PrimaryChanged:
+            sink = self.sink
+            if sink is not None and not self.finished:
+                address = tuple(event.address[:2])
+                if kind is se.PrimaryChanged:
+                    sink.deliver(t.AddressChanged(address))
+                else:
+                    info = next((p for p in self.assoc._paths.info() if p["address"] == address), {})
+                    sink.deliver(t.PathChanged(address, event.state, info))
         elif kind is se.AssociationRestarted:
             peer_log(log, "sctp.restart", "association %s: peer restarted", self.peer_address)
 

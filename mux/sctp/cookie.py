@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import socket
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +19,11 @@ from typing import Any
 _BODY = struct.Struct("!BdIIIIIIHHHHIIB")
 _PORT = struct.Struct("!H")
 _MAC_LEN = 32
-COOKIE_LEN = _BODY.size + _MAC_LEN
-_VERSION = 2
+COOKIE_LEN = _BODY.size + _MAC_LEN  # without addresses
+_VERSION = 3
+#: the peer's other addresses its INIT listed (multi-homing, ``paths``): at most this many ride in the cookie
+MAX_ADDRESSES = 7
+_FAMILY = {4: socket.AF_INET, 16: socket.AF_INET6}
 
 
 @dataclass(slots=True, frozen=True)
@@ -41,6 +45,8 @@ class Cookie:
     tie_peer: int
     #: the extensions both sides offered (``mux.sctp.extensions`` bits)
     features: int = 0
+    #: the IPv4/IPv6 addresses the peer's INIT listed, as text
+    addresses: tuple[str, ...] = ()
 
 
 def _mac(secret: bytes, body: bytes, peer: tuple[Any, ...]) -> bytes:
@@ -68,20 +74,29 @@ def encode(cookie: Cookie, secret: bytes, peer: tuple[Any, ...]) -> bytes:
         cookie.tie_peer,
         cookie.features,
     )
+    for host in cookie.addresses[:MAX_ADDRESSES]:
+        raw = socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        body += bytes([len(raw)]) + raw
     return body + _mac(secret, body, peer)
 
 
 def decode(data: bytes, secret: bytes, peer: tuple[Any, ...]) -> Cookie | None:
     """The cookie if it is ours and untampered, else None. Staleness is the caller's check."""
-    if len(data) != COOKIE_LEN:
+    if not COOKIE_LEN <= len(data) <= COOKIE_LEN + 17 * MAX_ADDRESSES:
         return None
-    body = data[: _BODY.size]
-    if not hmac.compare_digest(data[_BODY.size :], _mac(secret, body, peer)):
+    body = data[:-_MAC_LEN]
+    if not hmac.compare_digest(data[-_MAC_LEN:], _mac(secret, body, peer)):
         return None
-    version, *fields = _BODY.unpack(body)
+    version, *fields = _BODY.unpack_from(body)
     if version != _VERSION:
         return None
-    return Cookie(*fields)
+    addresses: list[str] = []
+    i = _BODY.size
+    while i < len(body):  # our own encoding, under our MAC: well formed
+        n = body[i]
+        addresses.append(socket.inet_ntop(_FAMILY[n], body[i + 1 : i + 1 + n]))
+        i += 1 + n
+    return Cookie(*fields, tuple(addresses))  # type: ignore[call-arg]
 
 
 def expires_at(cookie: Cookie) -> float:

@@ -44,6 +44,8 @@ from mux.sctp.params import (
     STALE_COOKIE,
     CookiePreservativeParam,
     ErrorCause,
+    IPv4AddressParam,
+    IPv6AddressParam,
     Param,
     StateCookieParam,
     UnknownParam,
@@ -51,7 +53,9 @@ from mux.sctp.params import (
     param_action,
     stale_cookie_cause,
 )
+from mux.sctp.paths import acceptable, address_params
 from mux.sctp.state import CLOSED, COOKIE_ECHOED, COOKIE_WAIT, SHUTDOWN_ACK_SENT
+from mux.steering import sctp_tag
 
 log = logging.getLogger("mux.sctp")
 
@@ -89,19 +93,20 @@ class Endpoint:
         rng: random.Random | None = None,
         hold: bool = False,
         listening: bool = True,
+        tag_residue: tuple[int, int] | None = None,
     ) -> None:
-        self.config = config
+        self.reconfigure(config)
         #: new server associations wait for ``Association.proceed`` (the application's new_conn)
         self.hold = hold
         #: False for a client's endpoint: an INIT that starts nothing we know of is refused with a small
         #: ABORT (RFC 9260 §8.4 3) instead of drawing an INIT-ACK and a cookie nobody can ever use
         self.listening = listening
         self.local_port = local_port
-        #: the extensions our INIT-ACKs offer
-        self._offered = ext.offered(config.prsctp_enable, config.reconf_enable, config.intl_enable)
         self._secret = secret or os.urandom(32)
         self._admit = admit
         self._rng = rng or random.SystemRandom()
+        #: (index, count): our local tags are ``index`` modulo ``count`` (a worker's, see ``mux.steering``)
+        self._tag_residue = tag_residue
         self._assocs: dict[tuple[Any, ...], Association] = {}
         #: live associations by their local verification tag (unique per endpoint; see ``_new_tag``)
         self._by_tag: dict[int, Association] = {}
@@ -131,6 +136,12 @@ class Endpoint:
             "init_report_capped": 0,
             "stateless_dropped": 0,
         }
+
+    def reconfigure(self, config: SctpConfig) -> None:
+        """Options for associations made from now on (a reload); live ones keep the config they were made with."""
+        self.config = config
+        #: the extensions our INIT-ACKs offer
+        self._offered = ext.offered(config.prsctp_enable, config.reconf_enable, config.intl_enable)
 
     @property
     def associations(self) -> Iterable[Association]:
@@ -163,14 +174,21 @@ class Endpoint:
         return assoc
 
     def remove(self, assoc: Association) -> None:
-        key = _key(assoc.peer_addr, assoc.remote_port)
-        if self._assocs.get(key) is assoc:
-            del self._assocs[key]
+        for addr in {assoc.peer_addr[:2], *(a[:2] for a in assoc._paths.addresses())}:
+            key = _key(addr, assoc.remote_port)
+            if self._assocs.get(key) is assoc:
+                del self._assocs[key]
         self._unindex(assoc)
         self._moved_at.pop(assoc, None)
 
     def _new_tag(self) -> int:
         """A local verification tag no live association of ours uses (the key of ``_by_tag``)."""
+        residue = self._tag_residue
+        if residue is not None:
+            tag = sctp_tag(self._rng, *residue)
+            while tag in self._by_tag:
+                tag = sctp_tag(self._rng, *residue)
+            return tag
         tag = self._rng.randrange(1, 1 << 32)
         while tag in self._by_tag:
             tag = self._rng.randrange(1, 1 << 32)
@@ -183,6 +201,12 @@ class Endpoint:
         if tag not in self._by_tag:
             self._by_tag[tag] = assoc
             self._tag_of[assoc] = tag
+
+    def _index_paths(self, assoc: Association) -> None:
+        """Packets from each of the peer's addresses find the association (multi-homing, ``paths``)."""
+        assoc._paths.changed = False
+        for addr in assoc._paths.addresses():
+            self._assocs.setdefault(_key(addr, assoc.remote_port), assoc)
 
     def _unindex(self, assoc: Association) -> None:
         tag = self._tag_of.pop(assoc, None)
@@ -238,6 +262,8 @@ class Endpoint:
             self._ootb(packet, addr)
             return None
         assoc.receive_packet(packet, addr, now)
+        if assoc._paths.changed:
+            self._index_paths(assoc)
         return assoc
 
     def _follow(self, packet: Packet, first: Any, addr: Addr, now: float) -> Association | None:
@@ -267,6 +293,7 @@ class Endpoint:
         if self._assocs.get(old_key) is assoc:
             del self._assocs[old_key]
         assoc.peer_addr = addr
+        assoc._paths.primary.addr = addr
         self._assocs[_key(addr, packet.src_port)] = assoc
         self._moved_at[assoc] = now
         self.stats["port_changes"] += 1
@@ -307,6 +334,7 @@ class Endpoint:
             self._reply(addr, packet.src_port, init.initiate_tag, [AbortChunk()])
             return
         unrecognized: list[Param] = []
+        listed: list[str] = []  # §5.1.2: the peer's other addresses, for the association the cookie builds
         room = MAX_UNRECOGNIZED_REPORT
         capped = False
         extension_ms = 0
@@ -326,6 +354,13 @@ class Endpoint:
                     break
             elif type(param) is CookiePreservativeParam:
                 extension_ms = min(param.increment_ms, _MAX_COOKIE_EXTENSION_MS)
+            elif (
+                (type(param) is IPv4AddressParam or type(param) is IPv6AddressParam)
+                and len(listed) < ck.MAX_ADDRESSES
+                and param.address != addr[0]
+                and acceptable(param.address, addr)
+            ):
+                listed.append(param.address)
         config = self.config
         tie_local = tie_peer = 0
         if assoc is not None and live:
@@ -361,8 +396,10 @@ class Endpoint:
             tie_local=tie_local,
             tie_peer=tie_peer,
             features=ext.agree(self._offered, theirs),
+            addresses=tuple(listed),
         )
         params: list[Param] = [StateCookieParam(ck.encode(cookie, self._secret, addr))]
+        params.extend(address_params(config.local_addresses))
         # our Adaptation Layer Indication only to a peer that sent one: pion before 1.8.13 rejects any INIT-ACK
         # carrying a parameter it does not know, instead of skipping it as its type says (RFC 9260 §3.2.1)
         params.extend(ext.params(self._offered if theirs & ext.MUX else self._offered & ~ext.MUX))
@@ -415,6 +452,9 @@ class Endpoint:
         assoc = Association.from_cookie(self.config, cookie, peer_addr=addr, now=now, rng=self._rng, hold=self.hold)
         self._assocs[_key(addr, packet.src_port)] = assoc
         self._index(assoc)
+        if cookie.addresses:
+            assoc._paths.learn(list(cookie.addresses), addr, now)
+            self._index_paths(assoc)
         stats["accepted"] += 1
         self._events.append(ev.NewAssociation(assoc))
         if rest:

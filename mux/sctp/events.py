@@ -27,6 +27,23 @@ class AssociationRestarted:
 
 
 @dataclass(slots=True)
+class PathChanged:
+    """A peer address changed state (``paths``): ``added`` (listed by the peer, unconfirmed), ``confirmed`` (its
+    first HEARTBEAT-ACK), ``unreachable`` (more than ``pathmaxrxt`` errors), ``available`` (it answers again)."""
+
+    address: tuple[object, ...]
+    state: str
+
+
+@dataclass(slots=True)
+class PrimaryChanged:
+    """Data goes to another peer address from now on (a failover, a path coming back, or ``primary_addr``)."""
+
+    address: tuple[object, ...]
+    previous: tuple[object, ...]
+
+
+@dataclass(slots=True)
 class DataReceived:
     """One complete user message."""
 
@@ -156,4 +173,6 @@ Event = (
     | AssociationAborted
     | PeerError
     | AssociationClosed
+    | PathChanged
+    | PrimaryChanged
 )

@@ -22,6 +22,8 @@ from mux.sctp.params import (
     STALE_COOKIE,
     CookiePreservativeParam,
     ErrorCause,
+    IPv4AddressParam,
+    IPv6AddressParam,
     StateCookieParam,
     UnknownParam,
     cookie_while_shutting_down_cause,
@@ -30,6 +32,7 @@ from mux.sctp.params import (
     protocol_violation_cause,
     unrecognized_params_cause,
 )
+from mux.sctp.paths import address_params
 from mux.sctp.rx.tracker import DataTracker
 from mux.sctp.state import CLOSED, COOKIE_ECHOED, COOKIE_WAIT, ESTABLISHED, SHUTDOWN_ACK_SENT, SctpError
 from mux.sctp.tx.congestion import Congestion
@@ -96,6 +99,7 @@ class Handshake:
         a = self.a
         c = a.config
         params: list[Any] = ext.params(a._offered)
+        params.extend(address_params(c.local_addresses))
         if self.cookie_preservative_ms:
             params.append(CookiePreservativeParam(self.cookie_preservative_ms))
         init = InitChunk(a.local_vtag, c.recbuf, c.num_ostreams, c.max_instreams, a._initial_tsn, params)
@@ -115,9 +119,12 @@ class Handshake:
             return  # §5.2.3: an INIT-ACK in any other state is discarded
         cookie: bytes | None = None
         unrecognized: list[bytes] = []
+        listed: list[str] = []
         for param in chunk.params:
             if type(param) is StateCookieParam:
                 cookie = param.cookie
+            elif type(param) is IPv4AddressParam or type(param) is IPv6AddressParam:
+                listed.append(param.address)
             elif type(param) is UnknownParam:
                 stop, report = param_action(param.type)
                 if report:
@@ -138,6 +145,8 @@ class Handshake:
         a.outbound_streams = min(config.num_ostreams, chunk.max_instreams)
         a.inbound_streams = min(config.max_instreams, chunk.num_ostreams)
         a.features = ext.agree(a._offered, ext.peer_offers(chunk.params))
+        if listed:
+            a._paths.learn(listed, a.peer_addr, now)
         self.cookie_echo = CookieEchoChunk(cookie).serialize()
         a._ctrl.append(self.cookie_echo)
         if unrecognized:
@@ -259,7 +268,7 @@ class Handshake:
         a = self.a
         lost = a.buffered_amount()
         a._reasm.reset(a.inbound_streams)  # held data (deferred resets) included: it is charged there
-        a._cc = Congestion(a._mtu)
+        a._cc = a._paths.primary.cc = Congestion(a._mtu)
         a._t3 = a._t2 = a._t5 = a._t_sack = None
         a._load_cookie(cookie)  # a new Outstanding under the new initial TSN
         a._ctrl.append(CookieAckChunk().serialize())

@@ -59,6 +59,8 @@ class Heartbeat:
         if self.nonce is not None:  # the last probe went unanswered (§8.3)
             a._error_count += 1
             rtt.backoff()
+            a._paths.on_t3(now)  # an error of the primary path too: with another path, it may fail over
+            rtt = a._rtt
             if a._error_count > a.config.asocmaxrxt:
                 a._lost()
                 return
@@ -71,6 +73,7 @@ class Heartbeat:
         if sample is None:
             return
         a._error_count = 0
+        a._paths.primary.errors = 0
         a._rtt.sample(sample)
         if a.config.hbinterval and a.state in DATA_FLOWS:
             a._t_hb = self.due(now, a._rtt.rto)

@@ -8,15 +8,20 @@ is kept: an INIT only ever costs a stateless INIT-ACK.
 from __future__ import annotations
 
 import logging
+import socket
+from collections.abc import Callable
 from typing import Any
 
 from mux import transport as t
+from mux.pcap import maybe_capture
 from mux.pool import AcceptorPool, Admission
 from mux.sctp import events as se
 from mux.sctp.association import Association
 from mux.sctp.connection import SctpTransportConnection
 from mux.sctp.endpoint import Endpoint
-from mux.sctp.options import SctpListenerOptions, core_config
+from mux.sctp.options import SctpListenerOptions, core_config, host_list
+from mux.steering import current as current_steering
+from mux.steering import take_socket
 from mux.udp import Address, Driver, open_socket
 
 log = logging.getLogger("mux.sctp")
@@ -30,7 +35,16 @@ class SctpListener:
         self.pool = pool
         self.name = options.name or f"sctp:{options.port}"
         self.driver: Driver | None = None
-        self.endpoint = Endpoint(core_config(options), local_port=options.sctp_port, admit=self._admit, hold=True)
+        steering = current_steering()
+        self.endpoint = Endpoint(
+            core_config(options, host_list(options.host)),
+            local_port=options.sctp_port,
+            admit=self._admit,
+            hold=True,
+            # a worker's tags carry its index (``mux.steering``); the cookie secret is the supervisor's
+            secret=None if steering is None else steering.secret,
+            tag_residue=None if steering is None else (steering.index, steering.count),
+        )
         self._conns: dict[Association, SctpTransportConnection] = {}
 
     @property
@@ -44,8 +58,30 @@ class SctpListener:
 
     async def start(self) -> None:
         opts = self.options
-        self.driver = Driver(open_socket(opts.host, opts.port), self, busy_poll_us=opts.busy_poll_us)
+        first, *others = host_list(opts.host)
+        sock = maybe_capture(take_socket(self.name) or open_socket(first, opts.port), opts)
+        more: list[socket.socket] = []
+        try:
+            port = sock.getsockname()[1]  # port 0: the others take the one the first got
+            more.extend(open_socket(host, port) for host in others)  # (a pcap records the first address only)
+        except OSError:
+            for s in (sock, *more):
+                s.close()
+            raise
+        self.driver = Driver(sock, self, busy_poll_us=opts.busy_poll_us, more=more)
         log.info("listener %s: SCTP port %d over UDP %s", self.name, opts.sctp_port, self.address[:2])
+
+    def reconfigure(self, options: SctpListenerOptions) -> Callable[[], None]:
+        """New options for associations made from now on (a reload): check them, and return what applies them."""
+        config = core_config(options, host_list(options.host))
+
+        def commit() -> None:
+            self.options = options
+            self.endpoint.reconfigure(config)
+            if self.driver is not None:
+                self.driver.busy_poll_us = options.busy_poll_us
+
+        return commit
 
     async def close(self) -> None:
         if self.driver is not None:

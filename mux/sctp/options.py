@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mux.schema import DriverOptions, ListenerBase, StrictModel
 from mux.sctp.config import SctpConfig
@@ -34,6 +34,23 @@ class AssocParams(StrictModel):
     cookie_life: int = Field(default=60_000, gt=0, description="ms")
 
 
+PaddrFlag = Literal["hb_enable", "hb_disable", "sackdelay_enable", "sackdelay_disable", "pmtud_disable"]
+
+
+class PaddrParams(StrictModel):
+    """gen_sctp #sctp_paddrparams{}: what each of the peer's addresses (paths) gets. A field left out keeps the
+    option of the same meaning at the top level (``hbinterval``, ``sackdelay``, ``pmtu``)."""
+
+    hbinterval: int | None = Field(default=None, ge=0, description="ms; 0 disables heartbeats")
+    #: errors (T3 expiries, unanswered HEARTBEATs) after which a path is inactive and traffic fails over
+    pathmaxrxt: int = Field(default=5, ge=0)
+    pathmtu: int | None = Field(default=None, ge=576, le=65535)
+    sackdelay: int | None = Field(default=None, ge=0, le=500, description="ms")
+    #: gen_sctp's spp_flags: hb_disable and sackdelay_disable turn those off; pmtud_disable is what mux does (no
+    #: path MTU discovery: ``pathmtu`` is used as given)
+    flags: list[PaddrFlag] = Field(default_factory=list)
+
+
 class SctpOptions(DriverOptions):
     initmsg: InitMsg = Field(default_factory=InitMsg)
     rtoinfo: RtoInfo = Field(default_factory=RtoInfo)
@@ -59,10 +76,34 @@ class SctpOptions(DriverOptions):
     #: how the streams share the send queue (RFC 8260 §3): round robin (a message per turn, or with I-DATA a chunk),
     #: first come first served, strict priority, or weighted fair queueing by ``stream.priority``
     scheduler: Literal["rr", "fcfs", "prio", "wfq"] = "rr"
+    #: per path: heartbeats, failure threshold, MTU, SACK delay (multi-homing)
+    paddrparams: PaddrParams = Field(default_factory=PaddrParams)
+    #: gen_sctp's primary_addr: the peer address (IP) data goes to, when the peer has several
+    primary_addr: str | None = None
+
+
+def _hosts(value: object) -> object:
+    """One address, or a list of them (a multi-homed endpoint: each is bound and listed in INIT / INIT-ACK)."""
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("expected an address or a non-empty list of addresses")
+        if len(value) > 8:
+            raise ValueError("expected at most 8 addresses")
+        if len(set(value)) != len(value):
+            raise ValueError("expected distinct addresses")
+    return value
+
+
+def host_list(host: str | list[str] | None) -> list[str]:
+    return [] if host is None else [host] if isinstance(host, str) else list(host)
 
 
 class SctpListenerOptions(ListenerBase, SctpOptions):
     transport: Literal["sctp"] = "sctp"
+    #: one address, or several for a multi-homed endpoint (each bound, all announced)
+    host: str | list[str] = "127.0.0.1"  # type: ignore[assignment]
+
+    _check_hosts = field_validator("host")(_hosts)
     #: the UDP port (RFC 6951 registers 9899)
     port: int = Field(default=9899, ge=0, le=65535)
     #: the SCTP port inside the UDP encapsulation
@@ -76,12 +117,19 @@ class SctpClientOptions(SctpOptions):
     local_sctp_port: int = Field(default=0, ge=0, le=65535)
     #: our UDP port; 0 picks an ephemeral one (usrsctp programs need to know it: set it)
     local_udp_port: int = Field(default=0, ge=0, le=65535)
-    local_host: str | None = None
+    #: our address, or several (multi-homing: each bound to the same UDP port, all announced in the INIT)
+    local_host: str | list[str] | None = None
     mode: Literal["one-to-one"] = "one-to-one"
 
+    _check_hosts = field_validator("local_host")(_hosts)
 
-def core_config(options: SctpOptions) -> SctpConfig:
-    """The sans-IO core's settings from the YAML/client options."""
+
+def core_config(options: SctpOptions, local_hosts: list[str] | None = None) -> SctpConfig:
+    """The sans-IO core's settings from the YAML/client options; ``local_hosts``, the addresses bound."""
+    paddr = options.paddrparams
+    flags = set(paddr.flags)
+    hbinterval = options.hbinterval if paddr.hbinterval is None else paddr.hbinterval
+    sackdelay = options.sackdelay if paddr.sackdelay is None else paddr.sackdelay
     return SctpConfig(
         num_ostreams=options.initmsg.num_ostreams,
         max_instreams=options.initmsg.max_instreams,
@@ -95,9 +143,12 @@ def core_config(options: SctpOptions) -> SctpConfig:
         nodelay=options.nodelay,
         maxseg=options.maxseg,
         autoclose=options.autoclose,
-        sackdelay=options.sackdelay,
-        pmtu=options.pmtu,
-        hbinterval=options.hbinterval,
+        sackdelay=0 if "sackdelay_disable" in flags else sackdelay,
+        pmtu=options.pmtu if paddr.pathmtu is None else paddr.pathmtu,
+        hbinterval=0 if "hb_disable" in flags else hbinterval,
+        pathmaxrxt=paddr.pathmaxrxt,
+        primary_addr=options.primary_addr or "",
+        local_addresses=tuple(local_hosts) if local_hosts and len(local_hosts) > 1 else (),
         recbuf=options.recbuf,
         sndbuf=options.sndbuf,
         prsctp_enable=options.prsctp_enable,

@@ -13,7 +13,7 @@ HALF = 0x80000000
 
 
 class Congestion:
-    __slots__ = ("acked_since_send", "cwnd", "mtu", "pba", "recovery_exit", "ssthresh")
+    __slots__ = ("acked_since_send", "cwnd", "full", "mtu", "pba", "recovery_exit", "ssthresh")
 
     def __init__(self, mtu: int) -> None:
         self.mtu = mtu
@@ -24,6 +24,9 @@ class Congestion:
         self.recovery_exit: int | None = None
         #: bytes newly acknowledged since data last left: the ack clock
         self.acked_since_send = 0
+        #: whether the window was in use (§7.2.1) when data last left: judged then, not at each SACK, because a
+        #: batch of SACKs read together shrinks the flight before the next send, and only the first would count
+        self.full = False
 
     def on_cum_ack(self, cum: int) -> None:
         """The cumulative TSN moved: fast recovery ends once it reaches the exit point."""
@@ -31,16 +34,22 @@ class Congestion:
         if exit_ is not None and (exit_ == cum or ((exit_ - cum) & MASK) >= HALF):
             self.recovery_exit = None
 
+    def on_sent(self, flight: int) -> None:
+        """Data left and ``flight`` bytes are now outstanding."""
+        self.acked_since_send = 0
+        self.full = flight + self.mtu > self.cwnd
+
     def on_acked(self, acked: int, flight_before: int) -> None:
         """New data was cumulatively acknowledged outside fast recovery (§7.2.1, §7.2.2)."""
         cwnd = self.cwnd
         mtu = self.mtu
+        in_use = self.full or flight_before + mtu > cwnd
         if cwnd <= self.ssthresh:
-            if flight_before + mtu > cwnd:  # the window was in use
+            if in_use:
                 self.cwnd = cwnd + acked
         else:
             self.pba += acked
-            if self.pba >= cwnd and flight_before + mtu > cwnd:
+            if self.pba >= cwnd and in_use:
                 self.pba -= cwnd
                 self.cwnd = cwnd + mtu
 

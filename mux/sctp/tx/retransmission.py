@@ -64,6 +64,7 @@ class Retransmission:
         suspects = bool(gaps) or bool(rack.retx)
         if acked_bytes:
             a._error_count = 0
+            a._paths.primary.errors = 0
         if acked_bytes or d:
             rack.delivered(out, d, newly, cum, now, cc, srtt, a.stats)
         if dups:
@@ -138,6 +139,7 @@ class Retransmission:
             return
         a._cc.on_t3()
         a._rtt.backoff()
+        a._paths.on_t3(now)  # past pathmaxrxt this fails over: what follows goes to the new primary path
         out = a._out
         out.rack.on_t3()
         a._t_loss = None
