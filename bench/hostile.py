@@ -1,6 +1,6 @@
 """Hostile peers against a real ``mux serve``: memory, CPU and log output per attack pattern (issue 9).
 
-Each pattern gets a fresh server subprocess (QUIC and SCTP listeners on free ports, ``behaviours.echo:Echo``,
+Each pattern gets a fresh server subprocess (QUIC and SCTP listeners on free ports, ``mux.behaviours.echo:Echo``,
 its log in a file), so one pattern's heap cannot hide the next one's growth. While the attack runs the
 server's VmRSS is sampled (/proc/PID/status); its CPU time is read from /proc/PID/task/*/schedstat (the same
 time as /proc/PID/stat's utime+stime, at nanosecond resolution). The table gives, per pattern: the peak RSS

@@ -7,7 +7,7 @@ in-memory sockets inside one event loop, and only the server's handling of each 
 is timed, from the readiness callback to the first reply ``sendto`` (the part on the round trip's
 critical path) and to the callback's return (all the work that datagram caused).
 
-* mux: ``QuicListener`` and its ``Driver`` with ``behaviours.echo:Echo`` behind the acceptor pool;
+* mux: ``QuicListener`` and its ``Driver`` with ``mux.behaviours.echo:Echo`` behind the acceptor pool;
 * raw: aioquic's own ``QuicServer`` and a ``QuicConnectionProtocol`` that echoes in
   ``quic_event_received``, as ``quic_vs_aioquic.py`` runs it.
 
@@ -125,7 +125,7 @@ class MuxSide(Side):
     def __init__(self, clock: Clock, certfile: str, keyfile: str) -> None:
         self.sock = MemorySocket(clock)
         self.outbox = self.sock.outbox
-        from behaviours.echo import Echo
+        from mux.behaviours.echo import Echo
 
         self.pool = AcceptorPool(Echo)
         options = QuicListenerOptions(

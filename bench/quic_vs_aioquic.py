@@ -1,6 +1,6 @@
 """mux-over-QUIC against raw aioquic: the same echo, the same settings, alternating A B A B.
 
-Two servers run in their own processes: A is ``mux serve`` with ``behaviours.echo:Echo``; B is a
+Two servers run in their own processes: A is ``mux serve`` with ``mux.behaviours.echo:Echo``; B is a
 plain aioquic ``QuicConnectionProtocol`` that echoes in ``quic_event_received``. Both use the same
 certificate, congestion control, datagram size and flow-control windows, and the same event loop
 (uvloop when installed). One plain aioquic client (this process) measures both:
@@ -101,7 +101,7 @@ def run_raw_server(port: int, certfile: str, keyfile: str) -> None:
 
 def mux_config(port: int, certfile: str, keyfile: str, busy_poll_us: int = 0) -> str:
     return (
-        "behaviour: behaviours.echo:Echo\n"
+        "behaviour: mux.behaviours.echo:Echo\n"
         "logging: {level: warning}\n"
         "listeners:\n"
         f"  - {{transport: quic, host: 127.0.0.1, port: {port}, alpn: [echo], certfile: {certfile}, "

@@ -3,6 +3,7 @@
 from mux.behaviour import ConnectionBehaviour, Reject, Stop
 from mux.client import connect
 from mux.connection import Connection, ConnectionClosed
+from mux.quick import make_server, serve
 from mux.stream import Stream
 
 __all__ = [
@@ -13,5 +14,7 @@ __all__ = [
     "Stop",
     "Stream",
     "connect",
+    "make_server",
+    "serve",
 ]
 __version__ = "0.1.0"

@@ -55,7 +55,9 @@ async def connect(
     """Connect and run ``behaviour`` on the client side; returns once ``connected`` is queued.
 
     ``url`` is ``quic://host:port?alpn=echo`` or ``sctp://host:udp_port?sctp_port=7``; query items
-    are transport options (or pass ``options=``). ``opts`` go to the behaviour's ``init``.
+    are transport options (or pass ``options=``). ``opts`` go to the behaviour's ``init``. QUIC checks the
+    server's certificate; ``?insecure=1`` (``options={"insecure": True}``) skips that, for a self-signed test
+    server. ``timeout``: seconds for the handshake, then ConnectionClosed.
     """
     options = dict(options or {})
     if url is not None:
@@ -71,7 +73,9 @@ async def connect(
     try:
         client_options = plugin.client_model.model_validate(options)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "") + str(e["msg"]) for e in exc.errors()
+        )
         raise ValueError(f"bad {transport} client options: {problems}") from None
     instance = behaviour() if isinstance(behaviour, type) else behaviour
     supervisor = _ClientSupervisor()

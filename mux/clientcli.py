@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -12,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 from mux import preflight
 from mux.behaviour import ConnectionBehaviour
 from mux.client import connect
-from mux.connection import Connection
+from mux.connection import Connection, ConnectionClosed
 from mux.stream import Stream
 from mux.transport import TransportError
 
@@ -23,6 +25,7 @@ class LineClient(ConnectionBehaviour):
     def init(self, opts: dict[str, Any]) -> None:
         self.received = 0
         self.peer_done = asyncio.Event()
+        self.gone = asyncio.Event()
         self.progress = asyncio.Event()
 
     def _show(self, data: bytes) -> None:
@@ -48,6 +51,7 @@ class LineClient(ConnectionBehaviour):
 
     def closed(self, conn: Connection, props: dict[str, Any]) -> None:
         self.peer_done.set()
+        self.gone.set()
 
 
 def file_problems(url: str, options: dict[str, Any]) -> list[str]:
@@ -88,7 +92,7 @@ async def run_client(args: argparse.Namespace) -> int:
         if args.alpn:
             options["alpn"] = args.alpn.split(",")
         if args.insecure:
-            options["verify"] = "none"
+            options["insecure"] = True
         if args.cacertfile:
             options["cacertfile"] = args.cacertfile
     if scheme == "sctp" and args.sctp_port is not None:
@@ -99,20 +103,22 @@ async def run_client(args: argparse.Namespace) -> int:
         return 2
     behaviour = LineClient()
     try:
-        conn = await connect(behaviour, args.url, options=options)
+        conn = await connect(behaviour, args.url, options=options, timeout=args.timeout)
     except (OSError, TransportError, ValueError, KeyError) as exc:
         print(f"mux client: {exc}", file=sys.stderr)
         return 1
     print(f"[connected to {args.url} over {conn.transport}, alpn {conn.alpn}]", file=sys.stderr)
     stream = None if args.datagram else conn.open_stream()
     loop = asyncio.get_running_loop()
+    lines = stdin_lines(loop)
     sent = 0
     try:
         while True:
-            line = await loop.run_in_executor(None, sys.stdin.buffer.readline)
+            line = await next_line(lines, behaviour.gone)
+            if line is None:  # the connection ended: nothing more can be sent, and nothing will come back
+                props = conn.close_props or {}
+                return 0 if props.get("error") is None and not props.get("error_code") else 1
             if not line:
-                break
-            if conn.state != "connected":
                 break
             if stream is None:
                 conn.send_datagram(line.rstrip(b"\n"))
@@ -129,10 +135,63 @@ async def run_client(args: argparse.Namespace) -> int:
                 await asyncio.wait_for(behaviour.progress.wait(), deadline - loop.time())
             except TimeoutError:
                 break
-    except TransportError as exc:
+    except (TransportError, ConnectionClosed) as exc:
         print(f"mux client: {exc}", file=sys.stderr)
         return 1
     finally:
         conn.close()
         await asyncio.wait_for(conn.wait_closed(), 5.0)
     return 0 if behaviour.received >= sent else 3
+
+
+def stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[bytes]:
+    """Stdin's lines (b"" at EOF), read by a daemon thread.
+
+    Not the loop's default executor: a thread blocked in ``readline`` there is joined when the loop closes, so
+    Ctrl-C waited for the next Enter. A daemon thread is left behind at exit; it reads the file descriptor
+    (``os.read``), not ``sys.stdin``, whose buffer lock it would hold while the interpreter shuts down.
+    """
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def put(line: bytes) -> bool:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+        except RuntimeError:  # the loop is closed: the client is exiting
+            return False
+        return True
+
+    def read() -> None:
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(sys.stdin.fileno(), 65536)
+            except (OSError, ValueError):
+                chunk = b""
+            if not chunk:
+                if pending:
+                    put(pending)
+                put(b"")
+                return
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if not put(line + b"\n"):
+                    return
+
+    threading.Thread(target=read, name="mux-client-stdin", daemon=True).start()
+    return queue
+
+
+async def next_line(lines: asyncio.Queue[bytes], gone: asyncio.Event) -> bytes | None:
+    """The next stdin line, or None once the connection has closed (the peer closed it, or it was lost)."""
+    if gone.is_set():
+        return None
+    get = asyncio.ensure_future(lines.get())
+    done = asyncio.ensure_future(gone.wait())
+    try:
+        await asyncio.wait((get, done), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        done.cancel()
+    if get.done():
+        return get.result()
+    get.cancel()
+    return None

@@ -288,7 +288,7 @@ class Connection:
             try:
                 props = item.props if item.props is not None else {}
                 result = self.behaviour.stream_data(stream, data, item.fin, props)
-                # ``_sent``: what a send that need not wait returns (``behaviours/echo.py`` returns it)
+                # ``_sent``: what a send that need not wait returns (``mux/behaviours/echo.py`` returns it)
                 waiting = _awaiting(result) if result is not None and result is not self._sent else None
                 if waiting is not None:
                     try:

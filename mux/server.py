@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mux import registry
+from mux.behaviour import ConnectionBehaviour
 from mux.config import import_behaviour, listener_name
 from mux.control import Control, ControlServer
 from mux.metrics import MetricsServer
@@ -25,7 +26,10 @@ class StartError(Exception):
 
 
 class Server:
-    def __init__(self, config: Any, source: str | None = None) -> None:
+    def __init__(
+        self, config: Any, source: str | None = None, *, behaviour: type[ConnectionBehaviour] | None = None
+    ) -> None:
+        """``behaviour``: the class itself, when code passes one (``mux.serve``), else ``config.behaviour``'s."""
         self.config = config
         #: the YAML file a reload (SIGHUP, ``mux ctl reload``) reads again
         self.source = source
@@ -34,7 +38,7 @@ class Server:
         self.retiring: set[str] = set()
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
-        behaviour = import_behaviour(config.behaviour)
+        behaviour = behaviour or import_behaviour(config.behaviour)
         self.pool = AcceptorPool(behaviour, dict(config.options), PoolOptions(**config.pool.model_dump()))
         self.listeners: list[Listener] = []
         self._where: list[str] = []

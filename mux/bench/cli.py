@@ -32,7 +32,7 @@ DEFAULT_CONFIG = Path("conf/ab.yaml")
 T = TypeVar("T")
 
 DESCRIPTION = """\
-Run one behaviour (behaviours/bench.py) over each transport through the userspace impairment proxy and compare
+Run one behaviour (mux/behaviours/bench.py) over each transport through the userspace impairment proxy and compare
 them: bulk goodput, request/response latency, parallel streams under loss (head-of-line blocking per stream against
 one shared stream), handshake rate, unreliable messages, and how long a large message on one stream holds back small
 ones on the others (interleave). The matrix (transports x impairment profiles x workloads x repetitions) comes from a

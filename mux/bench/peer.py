@@ -1,4 +1,4 @@
-"""The far end of one benchmark run: a server running ``behaviours.bench:BenchServer`` behind an impairment proxy.
+"""The far end of one benchmark run: a server running ``mux.behaviours.bench:BenchServer`` behind an impairment proxy.
 
 ``LocalPeer`` runs them on the caller's event loop; ``mux.bench.worker`` runs a LocalPeer in a process of its own.
 Both take a JSON-able ``PeerSpec`` and answer the same things, so the runner cannot tell them apart.
@@ -17,7 +17,7 @@ from mux.server import Server
 
 log = logging.getLogger("mux.bench")
 
-SERVER_BEHAVIOUR = "behaviours.bench:BenchServer"
+SERVER_BEHAVIOUR = "mux.behaviours.bench:BenchServer"
 STOP_TIMEOUT = 5.0
 #: how long ``stop`` lets the proxy deliver what it holds (e.g. SCTP's SHUTDOWN-COMPLETE behind a delay)
 SETTLE_TIMEOUT = 1.0

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from behaviours.bench import BenchClient, BenchError, Unavailable, clock
+from mux.behaviours.bench import BenchClient, BenchError, Unavailable, clock
 from mux.bench.matrix import Bulk, Datagrams, Handshake, Interleave, Parallel, RequestResponse, WorkloadName
 from mux.bench.stats import percentile
 from mux.client import connect

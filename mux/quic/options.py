@@ -95,6 +95,15 @@ class QuicClientOptions(QuicOptions):
     server_name: str | None = None
     #: session ticket file: read to resume (0-RTT when the server allows), written when one arrives
     session_ticket_file: Path | None = None
+    #: skip the server certificate check (the same as ``verify: none``): for a test server's self-signed
+    #: certificate; ``quic://host:port?insecure=1`` or ``mux client --insecure``
+    insecure: bool = False
+
+    @model_validator(mode="after")
+    def _insecure_or_verify(self) -> QuicClientOptions:
+        if self.insecure and (self.verify not in (None, "none") or self.cacertfile is not None):
+            raise ValueError("insecure skips the certificate check; it cannot go with verify or cacertfile")
+        return self
 
 
 def build_configuration(opts: QuicOptions, *, is_client: bool) -> QuicConfiguration:
@@ -113,7 +122,7 @@ def build_configuration(opts: QuicOptions, *, is_client: bool) -> QuicConfigurat
         config.quic_logger = QuicFileLogger(str(opts.qlog_dir))
     if opts.sslkeylogfile is not None:
         config.secrets_log_file = open(opts.sslkeylogfile, "a")  # noqa: SIM115 - lives as long as the config
-    verify = opts.verify or ("required" if is_client else "none")
+    verify = "none" if getattr(opts, "insecure", False) else opts.verify or ("required" if is_client else "none")
     if is_client:
         config.verify_mode = ssl.CERT_NONE if verify == "none" else ssl.CERT_REQUIRED
     if opts.cacertfile is not None:
