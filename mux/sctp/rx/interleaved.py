@@ -84,6 +84,22 @@ class InterleavedReassembly:
     #: (the association's whole-window rule is ``Reassembly``'s; here ``limit`` is checked per message)
     one_message = False
 
+    __slots__ = (
+        "_events",
+        "_next",
+        "_nfrags",
+        "_ordered",
+        "_stats",
+        "_streams",
+        "_ufloor",
+        "_unordered",
+        "assembling",
+        "fragment_bytes",
+        "held",
+        "limit",
+        "opened",
+    )
+
     def __init__(self, inbound_streams: int, events: deque[Any], stats: dict[str, int], limit: int = 1 << 62) -> None:
         #: the most one message may hold (the receive window): a fragment taking one past it raises ``TooLarge``
         self.limit = limit

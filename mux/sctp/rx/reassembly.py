@@ -56,6 +56,20 @@ class Reassembly:
     #: fragments back to back): their total is what that message needs
     one_message = True
 
+    __slots__ = (
+        "_by_end",
+        "_by_start",
+        "_events",
+        "_frags",
+        "_ssn",
+        "_stats",
+        "_waiting",
+        "assembling",
+        "fragment_bytes",
+        "held",
+        "opened",
+    )
+
     def __init__(self, inbound_streams: int, events: deque[Any], stats: dict[str, int]) -> None:
         #: bytes charged for everything received and not yet consumed (the window's complement)
         self.held = 0
