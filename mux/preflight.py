@@ -282,14 +282,32 @@ def resolve_bind(host: str, port: int) -> tuple[int, ipaddress.IPv4Address | ipa
     return family, address
 
 
+def on_ip(listener: Any) -> bool:
+    """SCTP directly on IP (``encapsulation: none``): no UDP socket, a raw one per SCTP port."""
+    return getattr(listener, "encapsulation", "udp") == "none"
+
+
 def check_ports(listeners: list[Any], problems: Problems) -> None:
     bound: list[Bound] = []
+    raw: dict[tuple[int, int], int] = {}  # (family, SCTP port) -> listener index, for SCTP on IP
     for i, lst in enumerate(listeners):
         try:
-            family, address = resolve_bind(lst.host, lst.port)
+            family, address = resolve_bind(lst.host, 0 if on_ip(lst) else lst.port)
         except (OSError, UnicodeError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _why(exc)
             problems.add(f"listeners[{i}].host", f"expected an address or a name that resolves: {lst.host!r}: {reason}")
+            continue
+        if on_ip(lst):
+            key = (family, lst.sctp_port)
+            if lst.sctp_port and key in raw:
+                other = listeners[raw[key]]
+                problems.add(
+                    f"listeners[{i}].sctp_port",
+                    f"SCTP port {lst.sctp_port} on IP clashes with listener {cfg.listener_name(other)!r} "
+                    f"(listeners[{raw[key]}]); expected one listener per SCTP port and address family "
+                    "(on IP the port is the host's, whatever the address)",
+                )
+            raw.setdefault(key, i)
             continue
         here = Bound(i, cfg.listener_name(lst), family, address, lst.port)
         for other in bound:
@@ -328,6 +346,13 @@ def describe_bind_error(exc: BaseException) -> str:
 def host_port(host: str, port: int) -> str:
     """``HOST:PORT`` as configured, with IPv6 literals in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listener_address(listener: Any) -> str:
+    """Where a listener listens, for messages: its UDP address, or its SCTP port on IP."""
+    if on_ip(listener):
+        return f"sctp {host_port(listener.host, listener.sctp_port)} on IP"
+    return udp_address(listener.host, listener.port)
 
 
 def udp_address(host: str, port: int) -> str:

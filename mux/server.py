@@ -11,7 +11,7 @@ from typing import Any
 from mux import registry
 from mux.config import import_behaviour, listener_name
 from mux.pool import AcceptorPool, PoolOptions
-from mux.preflight import describe_bind_error, udp_address
+from mux.preflight import describe_bind_error, listener_address
 from mux.transport import Listener
 
 log = logging.getLogger("mux.server")
@@ -33,7 +33,7 @@ class Server:
                 options = options.model_copy(update={"name": listener_name(options)})
             plugin = registry.get(options.transport)
             self.listeners.append(plugin.listener(options, self.pool))
-            self._where.append(f"listener {options.name} ({udp_address(options.host, options.port)})")
+            self._where.append(f"listener {options.name} ({listener_address(options)})")
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:

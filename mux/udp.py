@@ -52,6 +52,27 @@ class Core(Protocol):
     def next_event(self) -> Any: ...
 
 
+class DatagramSocket(Protocol):
+    """What the driver uses of its socket: a bound UDP socket, or ``mux.sctp.rawip.RawSctpSocket``."""
+
+    @property
+    def family(self) -> int: ...
+
+    def recvfrom(self, size: int, /) -> tuple[bytes, Any]: ...
+
+    def sendto(self, data: bytes, addr: Any, /) -> int: ...
+
+    def fileno(self) -> int: ...
+
+    def setblocking(self, flag: bool, /) -> None: ...
+
+    def setsockopt(self, level: int, option: int, value: int, /) -> None: ...
+
+    def getsockname(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
 class Pumped:
     """One connection as the driver sees it. Transports subclass it and implement ``handle_event``."""
 
@@ -82,7 +103,7 @@ class Demux(Protocol):
 class Driver:
     def __init__(
         self,
-        sock: socket.socket,
+        sock: DatagramSocket,
         demux: Demux,
         loop: asyncio.AbstractEventLoop | None = None,
         *,

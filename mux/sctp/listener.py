@@ -1,4 +1,4 @@
-"""An SCTP-over-UDP server endpoint (RFC 6951) feeding the shared pool.
+"""An SCTP server endpoint feeding the shared pool: over UDP (RFC 6951), or directly on IP (``mux.sctp.rawip``).
 
 Policy when the pool says no: ``BUSY`` drops the COOKIE-ECHO (the client's T1-cookie retransmits it,
 a natural accept queue); ``REFUSE`` answers ABORT with an Out of Resource cause. Either way no state
@@ -17,7 +17,8 @@ from mux.sctp.association import Association
 from mux.sctp.connection import SctpTransportConnection
 from mux.sctp.endpoint import Endpoint
 from mux.sctp.options import SctpListenerOptions, core_config
-from mux.udp import Address, Driver, open_socket
+from mux.sctp.rawip import open_raw
+from mux.udp import Address, DatagramSocket, Driver, open_socket
 
 log = logging.getLogger("mux.sctp")
 
@@ -28,7 +29,8 @@ class SctpListener:
     def __init__(self, options: SctpListenerOptions, pool: AcceptorPool) -> None:
         self.options = options
         self.pool = pool
-        self.name = options.name or f"sctp:{options.port}"
+        self.native = options.encapsulation == "none"
+        self.name = options.name or (f"sctp:ip:{options.sctp_port}" if self.native else f"sctp:{options.port}")
         self.driver: Driver | None = None
         self.endpoint = Endpoint(core_config(options), local_port=options.sctp_port, admit=self._admit, hold=True)
         self._conns: dict[Association, SctpTransportConnection] = {}
@@ -44,8 +46,18 @@ class SctpListener:
 
     async def start(self) -> None:
         opts = self.options
-        self.driver = Driver(open_socket(opts.host, opts.port), self, busy_poll_us=opts.busy_poll_us)
-        log.info("listener %s: SCTP port %d over UDP %s", self.name, opts.sctp_port, self.address[:2])
+        sock: DatagramSocket
+        if self.native:
+            raw = open_raw(opts.host, opts.sctp_port)
+            self.endpoint.local_port = raw.port  # sctp_port 0: the one reserved for us
+            sock = raw
+        else:
+            sock = open_socket(opts.host, opts.port)
+        self.driver = Driver(sock, self, busy_poll_us=opts.busy_poll_us)
+        if self.native:
+            log.info("listener %s: SCTP %s port %d on IP (protocol 132)", self.name, self.address[0], raw.port)
+        else:
+            log.info("listener %s: SCTP port %d over UDP %s", self.name, opts.sctp_port, self.address[:2])
 
     async def close(self) -> None:
         if self.driver is not None:

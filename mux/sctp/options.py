@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mux.schema import DriverOptions, ListenerBase, StrictModel
 from mux.sctp.config import SctpConfig
@@ -45,7 +45,7 @@ class SctpOptions(DriverOptions):
     #: close an association idle this many seconds; 0 never
     autoclose: int = Field(default=0, ge=0)
     sackdelay: int = Field(default=200, ge=0, le=500, description="ms")
-    #: IP path MTU; an SCTP packet is at most pmtu - IP header - 8 (UDP)
+    #: IP path MTU; an SCTP packet is at most pmtu - IP header - 8 (UDP; 0 with ``encapsulation: none``)
     pmtu: int = Field(default=1280, ge=576, le=65535)
     hbinterval: int = Field(default=30_000, ge=0, description="ms; 0 disables heartbeats")
     #: our receive window: the most we ever buffer for the application
@@ -59,14 +59,28 @@ class SctpOptions(DriverOptions):
     #: how the streams share the send queue (RFC 8260 §3): round robin (a message per turn, or with I-DATA a chunk),
     #: first come first served, strict priority, or weighted fair queueing by ``stream.priority``
     scheduler: Literal["rr", "fcfs", "prio", "wfq"] = "rr"
+    #: what carries the SCTP packets: ``udp`` (RFC 6951, the default: no privileges, passes NATs) or ``none``,
+    #: SCTP directly on IP as protocol 132 (raw sockets: root or CAP_NET_RAW), which kernel SCTP peers speak
+    encapsulation: Literal["udp", "none"] = "udp"
 
 
 class SctpListenerOptions(ListenerBase, SctpOptions):
     transport: Literal["sctp"] = "sctp"
-    #: the UDP port (RFC 6951 registers 9899)
+    #: the UDP port (RFC 6951 registers 9899); none with ``encapsulation: none``
     port: int = Field(default=9899, ge=0, le=65535)
-    #: the SCTP port inside the UDP encapsulation
-    sctp_port: int = Field(default=7, ge=1, le=65535)
+    #: the SCTP port (inside the UDP encapsulation, or on IP); 0 only on IP: a free one, as UDP's port 0
+    sctp_port: int = Field(default=7, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _ports_fit_the_encapsulation(self) -> SctpListenerOptions:
+        if self.encapsulation == "none" and "port" in self.model_fields_set:
+            raise ValueError(
+                "port: SCTP directly on IP (encapsulation: none) has no UDP port; "
+                "remove port and set sctp_port, the SCTP port to listen on"
+            )
+        if self.encapsulation == "udp" and self.sctp_port == 0:
+            raise ValueError("sctp_port: expected 1-65535 inside UDP (0, a free port, is only for encapsulation: none)")
+        return self
 
 
 class SctpClientOptions(SctpOptions):
@@ -78,6 +92,12 @@ class SctpClientOptions(SctpOptions):
     local_udp_port: int = Field(default=0, ge=0, le=65535)
     local_host: str | None = None
     mode: Literal["one-to-one"] = "one-to-one"
+
+    @model_validator(mode="after")
+    def _no_udp_port_on_ip(self) -> SctpClientOptions:
+        if self.encapsulation == "none" and self.local_udp_port:
+            raise ValueError("local_udp_port: SCTP directly on IP (encapsulation: none) has no UDP port")
+        return self
 
 
 def core_config(options: SctpOptions) -> SctpConfig:
@@ -104,4 +124,5 @@ def core_config(options: SctpOptions) -> SctpConfig:
         reconf_enable=options.reconf_enable,
         intl_enable=options.intl_enable,
         scheduler=options.scheduler,
+        encapsulation=options.encapsulation,
     )
