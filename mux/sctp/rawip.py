@@ -20,7 +20,7 @@ namespace, the same scope as the port, so two mux endpoints on one host, in one 
 a port, and the reservation goes with the socket (or the process). Programs that are not mux (usrsctp) do not see
 it: a listener's port must be one they do not use, and a client picks a random one in 49152-65535 as they do.
 
-Raw sockets need root or CAP_NET_RAW; without, ``open_raw`` raises one ``PermissionError`` saying so.
+Raw sockets need root or CAP_NET_RAW; without, ``open_raw`` raises ``NeedsRoot``, one line saying so.
 """
 
 from __future__ import annotations
@@ -41,8 +41,15 @@ _FILTER = struct.Struct("HBBI")  # struct sock_filter: code, jt, jf, k
 NEEDS_ROOT = "SCTP without UDP encapsulation needs raw IP sockets: run as root or with CAP_NET_RAW"
 
 
+class NeedsRoot(PermissionError):
+    """No CAP_NET_RAW: ``str()`` is the one line to show (no errno prefix)."""
+
+    def __str__(self) -> str:
+        return NEEDS_ROOT
+
+
 class PortTaken(OSError):
-    """Another mux endpoint on this host holds the SCTP port."""
+    """Another mux endpoint on this host holds the SCTP port (an errno-less OSError: ``str()`` is the message)."""
 
 
 def port_filter(family: int, port: int) -> bytes:
@@ -123,7 +130,7 @@ class RawSctpSocket:
 def open_raw(host: str, port: int) -> RawSctpSocket:
     """A raw SCTP socket on ``host`` receiving only packets to SCTP ``port``; 0 picks a free ephemeral port.
 
-    Raises ``PermissionError`` (``NEEDS_ROOT``) without CAP_NET_RAW and ``PortTaken`` when a mux endpoint on this
+    Raises ``NeedsRoot`` (a ``PermissionError``) without CAP_NET_RAW and ``PortTaken`` when a mux endpoint on this
     host holds ``port``.
     """
     infos = socket.getaddrinfo(host, 0, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
@@ -131,7 +138,7 @@ def open_raw(host: str, port: int) -> RawSctpSocket:
     try:
         sock = socket.socket(family, socket.SOCK_RAW, IPPROTO_SCTP)
     except PermissionError:
-        raise PermissionError(errno.EPERM, NEEDS_ROOT) from None
+        raise NeedsRoot(errno.EPERM, NEEDS_ROOT) from None
     try:
         sock.bind(sockaddr)
         token, port = _claim(family, port)
@@ -158,7 +165,7 @@ def _claim(family: int, port: int) -> tuple[socket.socket, int]:
     if port:
         token = _reserve(family, port)
         if token is None:
-            raise PortTaken(errno.EADDRINUSE, f"SCTP port {port} is already used by another mux endpoint on this host")
+            raise PortTaken(f"SCTP port {port} is already used by another mux endpoint on this host")
         return token, port
     rng = random.SystemRandom()
     for _ in range(64):
@@ -166,4 +173,4 @@ def _claim(family: int, port: int) -> tuple[socket.socket, int]:
         token = _reserve(family, port)
         if token is not None:
             return token, port
-    raise PortTaken(errno.EADDRINUSE, "no free SCTP port found in 64 tries")
+    raise PortTaken("no free SCTP port found in 64 tries")
