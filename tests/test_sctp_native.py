@@ -7,6 +7,12 @@ port for mux: listeners take ``sctp_port: 0`` (a free port mux reserves host-wid
 from ``listener.address``) and clients a random one the same way. usrsctp's servers take the ports their code
 fixes (echo_server 7, discard_server 9) or a random one well below the ephemeral range (tsctp); every usrsctp
 program drops packets for ports it does not use (``blackhole`` 2), so tests running beside them do not collide.
+
+OTHER_STACKS: a usrsctp program opens raw SCTP sockets whenever it runs as root, even with UDP encapsulation, so
+while one runs anywhere on the host (another test, another user) it sees our packets on IP. ``blackhole`` keeps
+it quiet except for one case RFC 9260 §8.4 5 answers whatever: a SHUTDOWN-ACK for an association it does not
+have draws its SHUTDOWN-COMPLETE (T bit). So the end of a graceful close may see a second SHUTDOWN-COMPLETE,
+which our endpoint drops and counts as out of the blue: the tests do not count on ``ootb`` staying 0 there.
 """
 
 from __future__ import annotations
@@ -270,8 +276,10 @@ async def test_echo_streams_datagrams_and_graceful_close(make_server: ServerFact
     server = await only_instance(DatagramEcho)
     await server.until(lambda: "closed" in server.kinds(), 5, "server association never closed")
     assert_graceful(server, by="peer")
-    # the kernel's filter gave the listener its own packets only, with good checksums
-    assert stats["wrong_port"] == stats["bad_crc"] == stats["ootb"] == stats["malformed"] == 0, stats
+    # the kernel's filter gave the listener its own packets only, with good checksums (not ``ootb``: a usrsctp
+    # program elsewhere on the host answers our SHUTDOWN-ACK too, see OTHER_STACKS, and its SHUTDOWN-COMPLETE
+    # may come second)
+    assert stats["wrong_port"] == stats["bad_crc"] == stats["malformed"] == 0, stats
     assert stats["accepted"] == 1, stats
 
 
@@ -312,7 +320,10 @@ async def test_packets_for_another_sctp_port_are_ignored_not_aborted(make_server
     await stream.send(b"before")
     await client.until(lambda: len(client.messages) == 1, 5, "no echo")
     server = await only_instance(EchoRecorder)
-    client_port = int(conn.local_address[1])
+    client_stats: dict[str, int] = conn._tconn._counters  # type: ignore[attr-defined]
+    stray_counts = ("wrong_port", "ootb", "init", "bad_init", "bad_cookie", "bad_vtag", "malformed", "rx")
+    strays_seen = lambda: {k: (stats[k], client_stats[k]) for k in stray_counts}  # noqa: E731
+    await asyncio.sleep(0.5)  # the delayed SACKs (sackdelay 200 ms) are out of the way: nothing more is due
 
     other = rawip.open_raw("127.0.0.1", 0)  # the other endpoint, reading what comes to its port
     stranger = rawip.open_raw("127.0.0.1", 0)  # a peer of it, sending from its own port
@@ -329,7 +340,9 @@ async def test_packets_for_another_sctp_port_are_ignored_not_aborted(make_server
                 serialize_packet(stranger.port, other.port, 0 if chunks[0].TYPE == 1 else 0xBAD, chunks),
                 ("127.0.0.1", other.port),
             )
+        seen_before = strays_seen()
         await asyncio.sleep(0.3)
+        seen_after = strays_seen()
         arrived = []
         other.setblocking(False)
         while True:
@@ -337,7 +350,8 @@ async def test_packets_for_another_sctp_port_are_ignored_not_aborted(make_server
                 arrived.append(parse_packet(other.recvfrom(65536)[0]))
             except BlockingIOError:
                 break
-        answers = [p for p in sniffer.seen if p[2] == stranger.port]
+        # what anyone sent back to the stranger, but the SHUTDOWN-COMPLETE a usrsctp program on the host may send
+        answers = [p for p in sniffer.seen if p[2] == stranger.port and p[3] != ["ShutdownCompleteChunk"]]
         await stream.send(b"after")
         await client.until(lambda: len(client.messages) == 2, 5, "the association did not survive")
     finally:
@@ -345,12 +359,12 @@ async def test_packets_for_another_sctp_port_are_ignored_not_aborted(make_server
         other.close()
         stranger.close()
     assert len(arrived) == len(strays)  # they were sent, to the host, to the other port
-    assert answers == []  # nobody answered: neither the listener nor the client took them as out of the blue
-    assert stats["wrong_port"] == stats["ootb"] == 0 and stats["init"] == 1, stats
+    assert answers == []  # nobody answered
+    # mux's listener and client never even saw them: the kernel's filter kept them out
+    assert seen_after == seen_before
     assert "transport_shutdown" not in client.kinds() and "transport_shutdown" not in server.kinds()
     conn.close()
     await asyncio.wait_for(conn.wait_closed(), 10)
-    assert client_port not in (port, other.port, stranger.port)
 
 
 @needs_raw
@@ -376,7 +390,7 @@ async def test_two_listeners_and_their_clients_share_protocol_132(make_server: S
         await asyncio.wait_for(conn.wait_closed(), 10)
     for name in ("one", "two"):
         stats = server.listener(name).counters  # type: ignore[attr-defined]
-        assert stats["accepted"] == 1 and stats["wrong_port"] == stats["ootb"] == 0, (name, stats)
+        assert stats["accepted"] == 1 and stats["wrong_port"] == 0, (name, stats)
 
 
 @needs_raw
@@ -473,7 +487,7 @@ async def test_our_client_on_ip_against_usrsctp_discard_server() -> None:
         conn.close()
         await asyncio.wait_for(conn.wait_closed(), 10)
         assert_graceful(client, by="local")
-        seen = await asyncio.to_thread(discard.wait_for, usrsctp._ECHOED, 5, len(lengths))
+        seen = await asyncio.to_thread(discard.wait_for, usrsctp.RECEIVED, 5, len(lengths))
     assert [(int(m[1]), int(m[2])) for m in seen] == [(n, n) for n in lengths]
 
 

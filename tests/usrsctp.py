@@ -10,7 +10,9 @@ Facts learnt by running them (usrsctp 0.9.5, Debian):
 * UDP port 0 means SCTP directly on IP: ``usrsctp_init`` always opens raw protocol-132 sockets (IPv4 and IPv6)
   when it may (root), and with a local UDP port of 0 it opens no UDP socket; a remote UDP port of 0 sends on IP.
   Every program sets ``blackhole`` to 2: a packet for a port it does not use is dropped without an answer, so
-  programs running at once, and mux endpoints beside them, do not abort each other's associations. They compute
+  programs running at once, and mux endpoints beside them, do not abort each other's associations; except a
+  SHUTDOWN-ACK, which usrsctp answers with a SHUTDOWN-COMPLETE whatever its port and ``blackhole`` (§8.4 5).
+  The raw sockets are open whenever a program runs as root, UDP encapsulation or not. They compute
   the CRC32c on loopback too (mux counts none as bad).
 * UDP encapsulation needs explicit ports: each program binds its local UDP port (``echo_server``'s first argument,
   ``client``'s fourth, ``tsctp -E``) and sends to the remote one it is given. A server answers the UDP source
@@ -70,6 +72,8 @@ ECHO_MAX = 10240
 _TSCTP_RECEIVED = re.compile(r"^(\d+), (\d+), (\d+), (\d+), ([^,]+), ([^,]+), (\d+)$", re.M)
 _TSCTP_SENT = re.compile(r"^Sending of (\d+) messages of length (\d+) took ([\d.]+) seconds\.$", re.M)
 _ECHOED = re.compile(r"^Msg of length (\d+) received .* PPID (\d+)", re.M)
+#: the same anywhere in a line (debug output without a newline may come first)
+RECEIVED = re.compile(r"Msg of length (\d+) received .*? PPID (\d+)")
 NOTIFICATION = re.compile(r"^Notification of length (\d+) received\.$", re.M)
 #: echo_server's notification lengths at the end of a graceful association: SHUTDOWN_EVENT, SHUTDOWN_COMP
 ECHO_GRACEFUL_END = [12, 20]
@@ -337,8 +341,12 @@ def echo_server(local_udp: int, remote_udp: int, *, interleaving: bool = False) 
 
 def discard_server(local_udp: int, remote_udp: int) -> Program:
     """``discard_server [local_udp [remote_udp]]``: listens on SCTP port ``DISCARD_PORT`` and prints a ``Msg of
-    length N received ...`` line per message, as echo_server does, without answering."""
-    program = Program([path("discard_server"), local_udp, remote_udp], line_buffered=True)
+    length N received ...`` line per message, as echo_server does, without answering. Runs without its debug
+    logging (``silencer``) when a compiler can build it: the debug lines, some without a newline, get in front
+    of the ``Msg`` lines."""
+    library = silencer()
+    env = {"LD_PRELOAD": str(library)} if library is not None else None
+    program = Program([path("discard_server"), local_udp, remote_udp], line_buffered=True, env=env)
     wait_listening(program, local_udp)
     return program
 
