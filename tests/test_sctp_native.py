@@ -420,6 +420,29 @@ async def test_an_sctp_port_is_reserved_host_wide(make_server: ServerFactory) ->
     assert other.stdout.strip() == f"SCTP port {port} is already used by another mux endpoint on this host", other
 
 
+@needs_raw
+async def test_a_lingering_client_gives_its_sctp_port_to_the_next(make_server: ServerFactory) -> None:
+    """A client that closed gracefully keeps its raw socket a while (to answer a retransmitted SHUTDOWN-ACK), and
+    with it its SCTP port's reservation; a new client configured with that port takes it over, as over UDP."""
+    from mux.sctp import client as sctp_client
+
+    port, stats = await native_server(make_server, EchoRecorder)
+    mine = usrsctp_port()
+    for round_ in range(2):
+        client = Recorder()
+        conn = await connect(client, native_url("127.0.0.1", port) + f"&local_sctp_port={mine}")
+        assert conn.local_address[1] == mine
+        stream = conn.open_stream()
+        await stream.send(b"round %d" % round_)
+        await client.until(lambda c=client: len(c.messages) == 1, 5, "no echo")  # type: ignore[misc]
+        conn.close()
+        await asyncio.wait_for(conn.wait_closed(), 10)
+        assert_graceful(client, by="local")
+        lingering = [d for d in sctp_client._LINGERING if isinstance(d.sock, rawip.RawSctpSocket)]
+        assert [d.sock.getsockname()[1] for d in lingering] == [mine]
+    assert stats["accepted"] == 2
+
+
 # -- usrsctp on IP ------------------------------------------------------------------------------------------------
 
 
