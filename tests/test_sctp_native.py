@@ -459,10 +459,12 @@ def usrsctp_port() -> int:
 
 @needs_raw
 @needs_usrsctp
-async def test_usrsctp_client_on_ip_against_our_echo_server(make_server: ServerFactory) -> None:
-    port, stats = await native_server(make_server, EchoRecorder)
+@pytest.mark.parametrize("host", HOSTS)
+async def test_usrsctp_client_on_ip_against_our_echo_server(make_server: ServerFactory, host: str) -> None:
+    port, stats = await native_server(make_server, EchoRecorder, host)
     lines = [b"hello\n", b"SCTP on IP " + b"0123456789" * 6 + b"\n", b"last line \xc3\xa9\t!\n"]
-    with usrsctp.running(usrsctp.client(b"".join(lines), remote_udp=0, local_udp=0, port=port)) as (client,):
+    program = usrsctp.client(b"".join(lines), remote_udp=0, local_udp=0, port=port, host=host)
+    with usrsctp.running(program) as (client,):
         code = await asyncio.to_thread(client.wait, 20)
         out = client.raw_output()
     assert code == 0, out.decode(errors="replace")
