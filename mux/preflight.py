@@ -232,6 +232,16 @@ def check_quic_listener(lst: Any, key: str, problems: Problems) -> None:
 
 
 def check_sctp_listener(lst: Any, key: str, problems: Problems) -> None:
+    if lst.encapsulation == "none" and "port" in lst.model_fields_set:
+        problems.add(
+            f"{key}.port",
+            "SCTP directly on IP (encapsulation: none) has no UDP port; expected no port, and the SCTP port to "
+            "listen on in sctp_port",
+        )
+    if lst.encapsulation == "udp" and lst.sctp_port == 0:
+        problems.add(
+            f"{key}.sctp_port", "expected 1-65535 inside UDP (0, a free port, is only for encapsulation: none)"
+        )
     rto = lst.rtoinfo
     if rto.min > rto.max:
         problems.add(f"{key}.rtoinfo.min", f"expected min <= max, got min {rto.min} > max {rto.max}")

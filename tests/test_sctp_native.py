@@ -160,15 +160,23 @@ class Sniffer:
 
 
 def test_a_udp_port_on_ip_is_refused() -> None:
+    from mux import preflight
+
     data = {"behaviour": "behaviours.echo:Echo", "listeners": [{**native_listener(), "port": 9899}]}
-    with pytest.raises(cfg.ConfigError, match=r"port: SCTP directly on IP .* has no UDP port"):
-        cfg.parse(data, "<test>")
+    with pytest.raises(cfg.ConfigError) as caught:
+        preflight.check(cfg.parse(data, "<test>"), "<test>")
+    assert str(caught.value) == (
+        "<test>: listeners[0].port: SCTP directly on IP (encapsulation: none) has no UDP port; expected no port, "
+        "and the SCTP port to listen on in sctp_port"
+    )
 
 
 def test_sctp_port_zero_only_on_ip_and_listener_names() -> None:
+    from mux import preflight
+
     data = {"behaviour": "behaviours.echo:Echo", "listeners": [{"transport": "sctp", "port": 0, "sctp_port": 0}]}
-    with pytest.raises(cfg.ConfigError, match="sctp_port: expected 1-65535 inside UDP"):
-        cfg.parse(data, "<test>")
+    with pytest.raises(cfg.ConfigError, match=r"listeners\[0\].sctp_port: expected 1-65535 inside UDP"):
+        preflight.check(cfg.parse(data, "<test>"), "<test>")
     ok = cfg.parse({"behaviour": "behaviours.echo:Echo", "listeners": [{**native_listener(), "name": None}]}, "<t>")
     assert cfg.listener_name(ok.listeners[0]) == "sctp:ip:0"
 

@@ -199,6 +199,8 @@ async def connect(
             f"port {port}: SCTP directly on IP (encapsulation=none) has no UDP port; give the server's SCTP port "
             "as sctp_port (e.g. sctp://host?encapsulation=none&sctp_port=7)"
         )
+    if native and options.local_udp_port:
+        raise ValueError("local_udp_port: SCTP directly on IP (encapsulation=none) has no UDP port")
     # on IP the peer's address is (IP, SCTP port), as the raw socket reports its packets' sources
     addr = await loop.run_in_executor(None, resolve, host, options.sctp_port if native else port)
     family = socket.AF_INET6 if len(addr) == 4 else socket.AF_INET

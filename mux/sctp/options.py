@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from mux.schema import DriverOptions, ListenerBase, StrictModel
 from mux.sctp.config import SctpConfig
@@ -69,18 +69,8 @@ class SctpListenerOptions(ListenerBase, SctpOptions):
     #: the UDP port (RFC 6951 registers 9899); none with ``encapsulation: none``
     port: int = Field(default=9899, ge=0, le=65535)
     #: the SCTP port (inside the UDP encapsulation, or on IP); 0 only on IP: a free one, as UDP's port 0
+    #: (``mux.preflight`` checks these against the encapsulation)
     sctp_port: int = Field(default=7, ge=0, le=65535)
-
-    @model_validator(mode="after")
-    def _ports_fit_the_encapsulation(self) -> SctpListenerOptions:
-        if self.encapsulation == "none" and "port" in self.model_fields_set:
-            raise ValueError(
-                "port: SCTP directly on IP (encapsulation: none) has no UDP port; "
-                "remove port and set sctp_port, the SCTP port to listen on"
-            )
-        if self.encapsulation == "udp" and self.sctp_port == 0:
-            raise ValueError("sctp_port: expected 1-65535 inside UDP (0, a free port, is only for encapsulation: none)")
-        return self
 
 
 class SctpClientOptions(SctpOptions):
@@ -88,16 +78,10 @@ class SctpClientOptions(SctpOptions):
     sctp_port: int = Field(default=7, ge=1, le=65535)
     #: our SCTP port; 0 picks an ephemeral one
     local_sctp_port: int = Field(default=0, ge=0, le=65535)
-    #: our UDP port; 0 picks an ephemeral one (usrsctp programs need to know it: set it)
+    #: our UDP port; 0 picks an ephemeral one (usrsctp programs need to know it: set it); none on IP
     local_udp_port: int = Field(default=0, ge=0, le=65535)
     local_host: str | None = None
     mode: Literal["one-to-one"] = "one-to-one"
-
-    @model_validator(mode="after")
-    def _no_udp_port_on_ip(self) -> SctpClientOptions:
-        if self.encapsulation == "none" and self.local_udp_port:
-            raise ValueError("local_udp_port: SCTP directly on IP (encapsulation: none) has no UDP port")
-        return self
 
 
 def core_config(options: SctpOptions) -> SctpConfig:
