@@ -202,11 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Like usrsctp's client program: each stdin line goes out on one stream "
         "(one message per line over SCTP); replies are printed as they arrive. EOF ends it.",
     )
-    p.add_argument("url", help="quic://HOST:PORT or sctp://HOST:UDP_PORT (query: transport options)")
+    p.add_argument(
+        "url",
+        help="quic://HOST:PORT, sctp://HOST:UDP_PORT or sctp://HOST?encapsulation=none (query: transport options)",
+    )
     p.add_argument("--alpn", default=None, help="QUIC ALPN, comma-separated (default: echo)")
     p.add_argument("--insecure", action="store_true", help="QUIC: do not verify the server certificate")
     p.add_argument("--cacertfile", default=None, help="QUIC: CA file to verify the server with")
     p.add_argument("--sctp-port", type=int, default=None, help="SCTP: the server's SCTP port (default 7)")
+    p.add_argument(
+        "--encapsulation",
+        choices=["udp", "none"],
+        default=None,
+        help="SCTP: in UDP (default) or none, directly on IP (needs root; the URL then has no port)",
+    )
     p.add_argument("--datagram", action="store_true", help="send each line as a datagram instead")
     p.add_argument("--wait", type=float, default=2.0, help="seconds to wait for replies after EOF")
     p.add_argument(

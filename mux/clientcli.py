@@ -97,6 +97,8 @@ async def run_client(args: argparse.Namespace) -> int:
             options["cacertfile"] = args.cacertfile
     if scheme == "sctp" and args.sctp_port is not None:
         options["sctp_port"] = args.sctp_port
+    if scheme == "sctp" and args.encapsulation is not None:
+        options["encapsulation"] = args.encapsulation
     problems = file_problems(args.url, options)
     if problems:
         print("\n".join(f"mux client: {problem}" for problem in problems), file=sys.stderr)

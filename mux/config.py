@@ -224,7 +224,11 @@ def parse(data: Any, source: str = "<config>") -> Any:
 
 
 def listener_name(listener: Any) -> str:
-    return str(listener.name or f"{listener.transport}:{listener.port}")
+    if listener.name:
+        return str(listener.name)
+    if getattr(listener, "encapsulation", "udp") == "none":  # SCTP on IP: no UDP port, its SCTP port names it
+        return f"{listener.transport}:ip:{listener.sctp_port}"
+    return f"{listener.transport}:{listener.port}"
 
 
 #: config, certificate and key files are small; /dev/zero given by mistake must not eat the memory

@@ -254,6 +254,21 @@ def check_quic_listener(lst: Any, key: str, problems: Problems) -> None:
 
 
 def check_sctp_listener(lst: Any, key: str, problems: Problems) -> None:
+    if lst.encapsulation == "none" and "port" in lst.model_fields_set:
+        problems.add(
+            f"{key}.port",
+            "SCTP directly on IP (encapsulation: none) has no UDP port; expected no port, and the SCTP port to "
+            "listen on in sctp_port",
+        )
+    if lst.encapsulation == "none" and not isinstance(lst.host, str):
+        problems.add(
+            f"{key}.host",
+            "expected one address with encapsulation: none (a multi-homed endpoint, a list of hosts, runs over UDP)",
+        )
+    if lst.encapsulation == "udp" and lst.sctp_port == 0:
+        problems.add(
+            f"{key}.sctp_port", "expected 1-65535 inside UDP (0, a free port, is only for encapsulation: none)"
+        )
     rto = lst.rtoinfo
     if rto.min > rto.max:
         problems.add(f"{key}.rtoinfo.min", f"expected min <= max, got min {rto.min} > max {rto.max}")
@@ -304,25 +319,44 @@ def resolve_bind(host: str, port: int) -> tuple[int, ipaddress.IPv4Address | ipa
     return family, address
 
 
+def on_ip(listener: Any) -> bool:
+    """SCTP directly on IP (``encapsulation: none``): no UDP socket, a raw one per SCTP port."""
+    return getattr(listener, "encapsulation", "udp") == "none"
+
+
 def check_ports(listeners: list[Any], problems: Problems) -> None:
     bound: list[Bound] = []
+    raw: dict[tuple[int, int], int] = {}  # (family, SCTP port) -> listener index, for SCTP on IP
     for i, lst in enumerate(listeners):
         hosts = [lst.host] if isinstance(lst.host, str) else list(lst.host)  # SCTP: several (multi-homing)
         for j, host in enumerate(hosts):
             key = f"listeners[{i}].host" + (f"[{j}]" if len(hosts) > 1 else "")
             try:
-                family, address = resolve_bind(host, lst.port)
+                family, address = resolve_bind(host, 0 if on_ip(lst) else lst.port)
             except (OSError, UnicodeError, ValueError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _why(exc)
                 problems.add(key, f"expected an address or a name that resolves: {host!r}: {reason}")
                 continue
+            if on_ip(lst):
+                taken = (family, lst.sctp_port)
+                if lst.sctp_port and raw.get(taken, i) != i:
+                    other = listeners[raw[taken]]
+                    problems.add(
+                        f"listeners[{i}].sctp_port",
+                        f"SCTP port {lst.sctp_port} on IP clashes with listener {cfg.listener_name(other)!r} "
+                        f"(listeners[{raw[taken]}]); expected one listener per SCTP port and address family "
+                        "(on IP the port is the host's, whatever the address)",
+                    )
+                raw.setdefault(taken, i)
+                continue
             here = Bound(i, cfg.listener_name(lst), family, address, lst.port)
-            for other in bound:
-                if here.overlaps(other) and other.index != i:
+            for other_bound in bound:
+                if here.overlaps(other_bound) and other_bound.index != i:
                     problems.add(
                         f"listeners[{i}].port",
-                        f"{here} clashes with listener {other.name!r} (listeners[{other.index}], {other}); "
-                        "expected a UDP port no other listener binds (QUIC and SCTP-over-UDP are both UDP)",
+                        f"{here} clashes with listener {other_bound.name!r} (listeners[{other_bound.index}], "
+                        f"{other_bound}); expected a UDP port no other listener binds (QUIC and SCTP-over-UDP are "
+                        "both UDP)",
                     )
                     break
             bound.append(here)
@@ -355,6 +389,13 @@ def host_port(host: str | list[str], port: int) -> str:
     if not isinstance(host, str):
         return "{" + ",".join(f"[{h}]" if ":" in h else h for h in host) + f"}}:{port}"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listener_address(listener: Any) -> str:
+    """Where a listener listens, for messages: its UDP address, or its SCTP port on IP."""
+    if on_ip(listener):
+        return f"sctp {host_port(listener.host, listener.sctp_port)} on IP"
+    return udp_address(listener.host, listener.port)
 
 
 def udp_address(host: str | list[str], port: int) -> str:

@@ -14,7 +14,7 @@ from mux.config import import_behaviour, listener_name
 from mux.control import Control, ControlServer
 from mux.metrics import MetricsServer
 from mux.pool import AcceptorPool, PoolOptions
-from mux.preflight import describe_bind_error, host_port, udp_address
+from mux.preflight import describe_bind_error, host_port, listener_address
 from mux.reload import reload_in_background
 from mux.transport import Listener
 
@@ -47,7 +47,7 @@ class Server:
                 options = options.model_copy(update={"name": listener_name(options)})
             plugin = registry.get(options.transport)
             self.listeners.append(plugin.listener(options, self.pool))
-            self._where.append(f"listener {options.name} ({udp_address(options.host, options.port)})")
+            self._where.append(f"listener {options.name} ({listener_address(options)})")
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:

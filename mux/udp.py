@@ -52,6 +52,27 @@ class Core(Protocol):
     def next_event(self) -> Any: ...
 
 
+class DatagramSocket(Protocol):
+    """What the driver uses of its socket: a bound UDP socket, or ``mux.sctp.rawip.RawSctpSocket``."""
+
+    @property
+    def family(self) -> int: ...
+
+    def recvfrom(self, size: int, /) -> tuple[bytes, Any]: ...
+
+    def sendto(self, data: bytes, addr: Any, /) -> int: ...
+
+    def fileno(self) -> int: ...
+
+    def setblocking(self, flag: bool, /) -> None: ...
+
+    def setsockopt(self, level: int, option: int, value: int, /) -> None: ...
+
+    def getsockname(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
 class Pumped:
     """One connection as the driver sees it. Transports subclass it and implement ``handle_event``."""
 
@@ -82,7 +103,7 @@ class Demux(Protocol):
 class Driver:
     def __init__(
         self,
-        sock: socket.socket,
+        sock: DatagramSocket,
         demux: Demux,
         loop: asyncio.AbstractEventLoop | None = None,
         *,
@@ -93,7 +114,7 @@ class Driver:
         #: further sockets, one per local address of a multi-homed SCTP endpoint: read alike; each datagram leaves
         #: by the one whose address the kernel would choose as source towards its destination (``_route``)
         self.more = list(more)
-        self._routes: dict[Any, socket.socket] = {}
+        self._routes: dict[Any, DatagramSocket] = {}
         self.demux = demux
         self.loop = loop or asyncio.get_running_loop()
         self._dirty: list[Pumped] = []
@@ -299,21 +320,22 @@ class Driver:
 
     # -- send -----------------------------------------------------------------------------------
 
-    def _route(self, addr: Address) -> socket.socket:
+    def _route(self, addr: Address) -> DatagramSocket:
         """The socket bound to the address the kernel would send from towards ``addr`` (the first by default)."""
-        sock = self._routes.get(addr[0])
-        if sock is None:
-            sock = self.sock
-            try:
-                with socket.socket(self.sock.family, socket.SOCK_DGRAM) as probe:
-                    probe.connect((addr[0], 9))
-                    source = probe.getsockname()[0]
-                sock = next((s for s in (self.sock, *self.more) if s.getsockname()[0] == source), self.sock)
-            except OSError:
-                pass
-            if len(self._routes) >= 4096:  # bounded: peers come and go
-                self._routes.clear()
-            self._routes[addr[0]] = sock
+        known = self._routes.get(addr[0])
+        if known is not None:
+            return known
+        sock: DatagramSocket = self.sock
+        try:
+            with socket.socket(self.more[0].family, socket.SOCK_DGRAM) as probe:
+                probe.connect((addr[0], 9))
+                source = probe.getsockname()[0]
+            sock = next((s for s in (self.sock, *self.more) if s.getsockname()[0] == source), self.sock)
+        except OSError:
+            pass
+        if len(self._routes) >= 4096:  # bounded: peers come and go
+            self._routes.clear()
+        self._routes[addr[0]] = sock
         return sock
 
     def sendto(self, data: bytes, addr: Address) -> None:

@@ -177,3 +177,25 @@ def test_listed_addresses_ride_in_the_cookie_under_its_mac() -> None:
 )
 def test_which_listed_addresses_are_taken(host: str, source: tuple[str, int], ok: bool) -> None:
     assert acceptable(host, source) is ok
+
+
+def test_a_host_list_is_checked(tmp_path: Any) -> None:
+    """One clear line per problem: an empty list, duplicates, and a list on IP (multi-homing runs over UDP)."""
+    from mux import config as cfg
+    from mux import preflight
+
+    for host, expected in (
+        ("[]", "listeners[0].host"),
+        ("[127.0.0.1, 127.0.0.1]", "distinct"),
+        ("[127.0.0.1, 127.0.0.2]\n    encapsulation: none\n    sctp_port: 7", "expected one address"),
+    ):
+        conf = tmp_path / "multi.yaml"
+        conf.write_text(f"behaviour: mux.behaviours.echo:Echo\nlisteners:\n  - transport: sctp\n    host: {host}\n")
+        with pytest.raises(cfg.ConfigError) as err:
+            preflight.load(conf)
+        assert expected in str(err.value) and str(conf) in str(err.value), err.value
+    conf.write_text(
+        "behaviour: mux.behaviours.echo:Echo\n"
+        "listeners:\n  - {transport: sctp, host: [127.0.0.1, 127.0.0.2], port: 0}\n"
+    )
+    preflight.load(conf)  # two loopback addresses, one UDP port each: fine

@@ -7,6 +7,13 @@ that through ``grep`` so only the lines worth parsing are stored.
 
 Facts learnt by running them (usrsctp 0.9.5, Debian):
 
+* UDP port 0 means SCTP directly on IP: ``usrsctp_init`` always opens raw protocol-132 sockets (IPv4 and IPv6)
+  when it may (root), and with a local UDP port of 0 it opens no UDP socket; a remote UDP port of 0 sends on IP.
+  Every program sets ``blackhole`` to 2: a packet for a port it does not use is dropped without an answer, so
+  programs running at once, and mux endpoints beside them, do not abort each other's associations; except a
+  SHUTDOWN-ACK, which usrsctp answers with a SHUTDOWN-COMPLETE whatever its port and ``blackhole`` (§8.4 5).
+  The raw sockets are open whenever a program runs as root, UDP encapsulation or not. They compute
+  the CRC32c on loopback too (mux counts none as bad).
 * UDP encapsulation needs explicit ports: each program binds its local UDP port (``echo_server``'s first argument,
   ``client``'s fourth, ``tsctp -E``) and sends to the remote one it is given. A server answers the UDP source
   port a packet came from. A program whose UDP port is taken does not fail: it silently never hears anything.
@@ -57,12 +64,16 @@ from pathlib import Path
 DIR = Path(os.environ.get("USRSCTP_DIR", "/usr/lib/usrsctp"))
 #: the SCTP port echo_server listens on (hard-coded in it)
 ECHO_PORT = 7
+#: the SCTP port discard_server listens on (hard-coded in it)
+DISCARD_PORT = 9
 #: the largest message echo_server echoes (its receive buffer)
 ECHO_MAX = 10240
 
 _TSCTP_RECEIVED = re.compile(r"^(\d+), (\d+), (\d+), (\d+), ([^,]+), ([^,]+), (\d+)$", re.M)
 _TSCTP_SENT = re.compile(r"^Sending of (\d+) messages of length (\d+) took ([\d.]+) seconds\.$", re.M)
 _ECHOED = re.compile(r"^Msg of length (\d+) received .* PPID (\d+)", re.M)
+#: the same anywhere in a line (debug output without a newline may come first)
+RECEIVED = re.compile(r"Msg of length (\d+) received .*? PPID (\d+)")
 NOTIFICATION = re.compile(r"^Notification of length (\d+) received\.$", re.M)
 #: echo_server's notification lengths at the end of a graceful association: SHUTDOWN_EVENT, SHUTDOWN_COMP
 ECHO_GRACEFUL_END = [12, 20]
@@ -282,18 +293,36 @@ def _preload(silent: bool, interleaving: bool = False) -> dict[str, str] | None:
     return {"LD_PRELOAD": str(library)}
 
 
+def has_raw_sctp_socket(pid: int) -> bool:
+    """Whether process ``pid`` holds a raw IP socket of protocol 132 (/proc/net/raw shows the protocol as the
+    local port, 0x0084); usrsctp_init opens them for SCTP on IP, for which it has no UDP port to wait for."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/raw", "/proc/net/raw6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.read().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) > 9 and fields[1].endswith(":0084"):
+                    inodes.add(fields[9])
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return False
+    return any(link.startswith("socket:[") and link[8:-1] in inodes for link in links)
+
+
 def wait_listening(program: Program, udp_port: int, timeout: float = 5.0) -> None:
-    """Return once ``program`` has bound ``udp_port`` (and had a moment to listen on its SCTP port).
+    """Return once ``program`` has bound ``udp_port`` (and had a moment to listen on its SCTP port); with
+    ``udp_port`` 0 (SCTP on IP) once it holds its raw SCTP socket.
 
     usrsctp drops an INIT to a port nobody listens on without a word (blackhole), and the peer would then wait
     a whole RTO before retrying, so a test that starts its client too early only gets slow.
     """
     deadline = time.monotonic() + timeout
-    while not udp_port_taken(udp_port):
+    while not (udp_port_taken(udp_port) if udp_port else has_raw_sctp_socket(program.proc.pid)):
         if program.returncode is not None:
             raise RuntimeError(f"{program.name} exited with {program.returncode}:\n{program.tail()}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{program.name} did not bind UDP port {udp_port} within {timeout}s")
+            raise TimeoutError(f"{program.name} did not bind UDP port {udp_port} (0: a raw socket) within {timeout}s")
         time.sleep(0.01)
     time.sleep(0.1)
 
@@ -310,8 +339,20 @@ def echo_server(local_udp: int, remote_udp: int, *, interleaving: bool = False) 
     return program
 
 
+def discard_server(local_udp: int, remote_udp: int) -> Program:
+    """``discard_server [local_udp [remote_udp]]``: listens on SCTP port ``DISCARD_PORT`` and prints a ``Msg of
+    length N received ...`` line per message, as echo_server does, without answering. Runs without its debug
+    logging (``silencer``) when a compiler can build it: the debug lines, some without a newline, get in front
+    of the ``Msg`` lines."""
+    library = silencer()
+    env = {"LD_PRELOAD": str(library)} if library is not None else None
+    program = Program([path("discard_server"), local_udp, remote_udp], line_buffered=True, env=env)
+    wait_listening(program, local_udp)
+    return program
+
+
 def echoed_messages(program: Program) -> list[tuple[int, int]]:
-    """(length, ppid) of each message echo_server reported receiving."""
+    """(length, ppid) of each message echo_server (or discard_server) reported receiving."""
     return [(int(m[1]), int(m[2])) for m in _ECHOED.finditer(program.output())]
 
 

@@ -207,8 +207,8 @@ class Association:
         self._offered = ext.offered(config.prsctp_enable, config.reconf_enable, config.intl_enable)
         self.features = 0
         ip_overhead = 40 if ":" in str(peer_addr[0]) else 20
-        #: room for chunks in one packet: path MTU minus IP, UDP (RFC 6951) and the SCTP common header
-        self._budget = config.pmtu - ip_overhead - 8 - 12
+        #: room for chunks in one packet: path MTU minus IP, UDP (RFC 6951; none on IP) and the SCTP common header
+        self._budget = config.pmtu - ip_overhead - (8 if config.encapsulation == "udp" else 0) - 12
         # cut at I-DATA's size whenever we offer it: messages queued before the handshake ends must fit either way
         frag = self._budget - (20 if self._offered & ext.IDATA else 16)
         if config.maxseg:

@@ -1,4 +1,5 @@
-"""An SCTP-over-UDP client association on its own UDP socket (an ephemeral port unless configured).
+"""An SCTP client association on its own socket: UDP (an ephemeral port unless configured), or with
+``encapsulation: none`` a raw IP socket of its own SCTP port (``mux.sctp.rawip``, random unless configured).
 
 The socket outlives an association that ended with our SHUTDOWN, as a kernel stack's port does. We sent the last
 packet, the SHUTDOWN-COMPLETE; if it is lost, the peer retransmits its SHUTDOWN-ACK on its T2 timer (one RTO, then
@@ -26,9 +27,12 @@ from mux.sctp.endpoint import Endpoint
 from mux.sctp.listener import address_changed
 from mux.sctp.options import SctpClientOptions, core_config, host_list
 from mux.sctp.peer_rtts import PeerRtts
+from mux.sctp.rawip import PortTaken, RawSctpSocket, open_raw
 from mux.transport import SinkFactory
-from mux.udp import Address, Driver, resolve
+from mux.udp import Address, DatagramSocket, Driver, resolve
 
+#: the UDP port a URL without one gets (the plugin's default_port, RFC 6951's 9899)
+DEFAULT_UDP_PORT = 9899
 #: what this process's client associations measured to each peer host: times the next INIT to it
 PEER_RTTS = PeerRtts()
 #: seconds a client socket stays after our SHUTDOWN ended its association, counted from the close and from each
@@ -119,12 +123,18 @@ def _stop_lingering(driver: Driver) -> None:
     driver.close()
 
 
-def _free_lingering_port(family: int, port: int) -> bool:
-    """Close this loop's lingering socket on UDP ``port``, so a new client may bind it; True if there was one."""
+def _free_lingering_port(family: int, port: int, raw: bool = False) -> bool:
+    """Close this loop's lingering socket on UDP ``port`` (``raw``: on SCTP port ``port`` on IP), so a new client
+    may bind it; True if there was one."""
     loop = asyncio.get_running_loop()
     for driver in list(_LINGERING):
         sock = driver.sock
-        if (driver.loop is loop or driver.loop.is_closed()) and sock.family == family and sock.getsockname()[1] == port:
+        if (
+            (driver.loop is loop or driver.loop.is_closed())
+            and isinstance(sock, RawSctpSocket) == raw
+            and sock.family == family
+            and sock.getsockname()[1] == port
+        ):
             _stop_lingering(driver)
             return True
     return False
@@ -151,32 +161,70 @@ def _close_lingering() -> None:
             driver.sock.close()
 
 
+def _udp_socket(family: int, local_host: str, local_udp_port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        try:
+            sock.bind((local_host, local_udp_port))
+        except OSError as exc:
+            # the port configured is still held by a previous connection's lingering socket: the new one has it
+            if exc.errno != errno.EADDRINUSE or not _free_lingering_port(family, local_udp_port):
+                raise
+            sock.bind((local_host, local_udp_port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _raw_socket(family: int, local_host: str, local_sctp_port: int) -> RawSctpSocket:
+    try:
+        return open_raw(local_host, local_sctp_port)
+    except PortTaken:
+        # the SCTP port configured is still held by a previous connection's lingering socket: the new one has it
+        if not local_sctp_port or not _free_lingering_port(family, local_sctp_port, raw=True):
+            raise
+        return open_raw(local_host, local_sctp_port)
+
+
 async def connect(
     options: SctpClientOptions, host: str, port: int, make_sink: SinkFactory
 ) -> tuple[SctpTransportConnection, Callable[[], Awaitable[None]]]:
+    """``port`` is the server's UDP port; with ``encapsulation: none`` there is none (only ``sctp_port``), so a
+    port other than the default (9899, what a URL without one gets) is refused rather than silently ignored."""
     loop = asyncio.get_running_loop()
-    addr = await loop.run_in_executor(None, resolve, host, port)
-    family = socket.AF_INET6 if len(addr) == 4 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    native = options.encapsulation == "none"
+    if native and port != DEFAULT_UDP_PORT:
+        raise ValueError(
+            f"port {port}: SCTP directly on IP (encapsulation=none) has no UDP port; give the server's SCTP port "
+            "as sctp_port (e.g. sctp://host?encapsulation=none&sctp_port=7)"
+        )
+    if native and options.local_udp_port:
+        raise ValueError("local_udp_port: SCTP directly on IP (encapsulation=none) has no UDP port")
     local_hosts = host_list(options.local_host)
+    if native and len(local_hosts) > 1:
+        raise ValueError("local_host: a multi-homed client runs over UDP (encapsulation=udp) for now")
+    # on IP the peer's address is (IP, SCTP port), as the raw socket reports its packets' sources
+    addr = await loop.run_in_executor(None, resolve, host, options.sctp_port if native else port)
+    family = socket.AF_INET6 if len(addr) == 4 else socket.AF_INET
     local_host = local_hosts[0] if local_hosts else ("::" if family == socket.AF_INET6 else "0.0.0.0")
+    sock: DatagramSocket
     more: list[socket.socket] = []
-    try:
+    if native:
+        raw = _raw_socket(family, local_host, options.local_sctp_port)
+        local_port = raw.port
+        sock = raw
+    else:
+        sock = _udp_socket(family, local_host, options.local_udp_port)
         try:
-            sock.bind((local_host, options.local_udp_port))
-        except OSError as exc:
-            # the port configured is still held by a previous connection's lingering socket: the new one has it
-            if exc.errno != errno.EADDRINUSE or not _free_lingering_port(family, options.local_udp_port):
-                raise
-            sock.bind((local_host, options.local_udp_port))
-        for other in local_hosts[1:]:  # multi-homed: each address on the same UDP port
-            more.append(socket.socket(family, socket.SOCK_DGRAM))
-            more[-1].bind((other, sock.getsockname()[1]))
-    except OSError:
-        for s in (sock, *more):
-            s.close()
-        raise
-    local_port = options.local_sctp_port or random.randrange(49152, 65536)
+            for other in local_hosts[1:]:  # multi-homed: each address on the same UDP port
+                more.append(socket.socket(family, socket.SOCK_DGRAM))
+                more[-1].bind((other, sock.getsockname()[1]))
+        except OSError:
+            for s in (sock, *more):
+                s.close()
+            raise
+        local_port = options.local_sctp_port or random.randrange(49152, 65536)
     endpoint = Endpoint(
         core_config(options, local_hosts), local_port=local_port, admit=lambda _addr: False, listening=False
     )

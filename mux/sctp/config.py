@@ -32,7 +32,7 @@ class SctpConfig:
     sackdelay: int = 200
     #: SACK at least every this many packets carrying DATA
     sack_freq: int = 2
-    #: IP path MTU; an SCTP packet gets pmtu - IP header - 8 (UDP) bytes
+    #: IP path MTU; an SCTP packet gets pmtu - IP header - the encapsulation's header (8 for UDP) bytes
     pmtu: int = 1280
     #: idle time between HEARTBEATs; 0 disables them
     hbinterval: int = 30_000
@@ -57,3 +57,6 @@ class SctpConfig:
     #: without I-DATA, a chunk with it), ``fcfs`` first come first served, ``prio`` strictly by stream priority,
     #: ``wfq`` weighted fair queueing by stream priority
     scheduler: str = "rr"
+    #: what carries the packets (the driver's business): ``udp`` (RFC 6951) or ``none`` (protocol 132 on IP);
+    #: the core only counts its header out of the path MTU
+    encapsulation: str = "udp"

@@ -1,4 +1,4 @@
-"""An SCTP-over-UDP server endpoint (RFC 6951) feeding the shared pool.
+"""An SCTP server endpoint feeding the shared pool: over UDP (RFC 6951), or directly on IP (``mux.sctp.rawip``).
 
 Policy when the pool says no: ``BUSY`` drops the COOKIE-ECHO (the client's T1-cookie retransmits it,
 a natural accept queue); ``REFUSE`` answers ABORT with an Out of Resource cause. Either way no state
@@ -20,9 +20,10 @@ from mux.sctp.association import Association
 from mux.sctp.connection import SctpTransportConnection
 from mux.sctp.endpoint import Endpoint
 from mux.sctp.options import SctpListenerOptions, core_config, host_list
+from mux.sctp.rawip import open_raw
 from mux.steering import current as current_steering
 from mux.steering import take_socket
-from mux.udp import Address, Driver, open_socket
+from mux.udp import Address, DatagramSocket, Driver, open_socket
 
 log = logging.getLogger("mux.sctp")
 
@@ -33,7 +34,8 @@ class SctpListener:
     def __init__(self, options: SctpListenerOptions, pool: AcceptorPool) -> None:
         self.options = options
         self.pool = pool
-        self.name = options.name or f"sctp:{options.port}"
+        self.native = options.encapsulation == "none"
+        self.name = options.name or (f"sctp:ip:{options.sctp_port}" if self.native else f"sctp:{options.port}")
         self.driver: Driver | None = None
         steering = current_steering()
         self.endpoint = Endpoint(
@@ -59,17 +61,26 @@ class SctpListener:
     async def start(self) -> None:
         opts = self.options
         first, *others = host_list(opts.host)
-        sock = maybe_capture(take_socket(self.name) or open_socket(first, opts.port), opts)
+        sock: DatagramSocket
         more: list[socket.socket] = []
-        try:
-            port = sock.getsockname()[1]  # port 0: the others take the one the first got
-            more.extend(open_socket(host, port) for host in others)  # (a pcap records the first address only)
-        except OSError:
-            for s in (sock, *more):
-                s.close()
-            raise
+        if self.native:
+            raw = open_raw(first, opts.sctp_port)  # (preflight: one address on IP)
+            self.endpoint.local_port = raw.port  # sctp_port 0: the one reserved for us
+            sock = raw
+        else:
+            sock = maybe_capture(take_socket(self.name) or open_socket(first, opts.port), opts)
+            try:
+                port = sock.getsockname()[1]  # port 0: the others take the one the first got
+                more.extend(open_socket(host, port) for host in others)  # (a pcap records the first address only)
+            except OSError:
+                for s in (sock, *more):
+                    s.close()
+                raise
         self.driver = Driver(sock, self, busy_poll_us=opts.busy_poll_us, more=more)
-        log.info("listener %s: SCTP port %d over UDP %s", self.name, opts.sctp_port, self.address[:2])
+        if self.native:
+            log.info("listener %s: SCTP %s port %d on IP (protocol 132)", self.name, self.address[0], raw.port)
+        else:
+            log.info("listener %s: SCTP port %d over UDP %s", self.name, opts.sctp_port, self.address[:2])
 
     def reconfigure(self, options: SctpListenerOptions) -> Callable[[], None]:
         """New options for associations made from now on (a reload): check them, and return what applies them."""

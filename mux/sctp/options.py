@@ -62,7 +62,7 @@ class SctpOptions(DriverOptions):
     #: close an association idle this many seconds; 0 never
     autoclose: int = Field(default=0, ge=0)
     sackdelay: int = Field(default=200, ge=0, le=500, description="ms")
-    #: IP path MTU; an SCTP packet is at most pmtu - IP header - 8 (UDP)
+    #: IP path MTU; an SCTP packet is at most pmtu - IP header - 8 (UDP; 0 with ``encapsulation: none``)
     pmtu: int = Field(default=1280, ge=576, le=65535)
     hbinterval: int = Field(default=30_000, ge=0, description="ms; 0 disables heartbeats")
     #: our receive window: the most we ever buffer for the application
@@ -80,6 +80,9 @@ class SctpOptions(DriverOptions):
     paddrparams: PaddrParams = Field(default_factory=PaddrParams)
     #: gen_sctp's primary_addr: the peer address (IP) data goes to, when the peer has several
     primary_addr: str | None = None
+    #: what carries the SCTP packets: ``udp`` (RFC 6951, the default: no privileges, passes NATs) or ``none``,
+    #: SCTP directly on IP as protocol 132 (raw sockets: root or CAP_NET_RAW), which kernel SCTP peers speak
+    encapsulation: Literal["udp", "none"] = "udp"
 
 
 def _hosts(value: object) -> object:
@@ -104,10 +107,11 @@ class SctpListenerOptions(ListenerBase, SctpOptions):
     host: str | list[str] = "127.0.0.1"  # type: ignore[assignment]
 
     _check_hosts = field_validator("host")(_hosts)
-    #: the UDP port (RFC 6951 registers 9899)
+    #: the UDP port (RFC 6951 registers 9899); none with ``encapsulation: none``
     port: int = Field(default=9899, ge=0, le=65535)
-    #: the SCTP port inside the UDP encapsulation
-    sctp_port: int = Field(default=7, ge=1, le=65535)
+    #: the SCTP port (inside the UDP encapsulation, or on IP); 0 only on IP: a free one, as UDP's port 0
+    #: (``mux.preflight`` checks these against the encapsulation)
+    sctp_port: int = Field(default=7, ge=0, le=65535)
 
 
 class SctpClientOptions(SctpOptions):
@@ -115,7 +119,7 @@ class SctpClientOptions(SctpOptions):
     sctp_port: int = Field(default=7, ge=1, le=65535)
     #: our SCTP port; 0 picks an ephemeral one
     local_sctp_port: int = Field(default=0, ge=0, le=65535)
-    #: our UDP port; 0 picks an ephemeral one (usrsctp programs need to know it: set it)
+    #: our UDP port; 0 picks an ephemeral one (usrsctp programs need to know it: set it); none on IP
     local_udp_port: int = Field(default=0, ge=0, le=65535)
     #: our address, or several (multi-homing: each bound to the same UDP port, all announced in the INIT)
     local_host: str | list[str] | None = None
@@ -155,4 +159,5 @@ def core_config(options: SctpOptions, local_hosts: list[str] | None = None) -> S
         reconf_enable=options.reconf_enable,
         intl_enable=options.intl_enable,
         scheduler=options.scheduler,
+        encapsulation=options.encapsulation,
     )
