@@ -260,11 +260,6 @@ def check_sctp_listener(lst: Any, key: str, problems: Problems) -> None:
             "SCTP directly on IP (encapsulation: none) has no UDP port; expected no port, and the SCTP port to "
             "listen on in sctp_port",
         )
-    if lst.encapsulation == "none" and not isinstance(lst.host, str):
-        problems.add(
-            f"{key}.host",
-            "expected one address with encapsulation: none (a multi-homed endpoint, a list of hosts, runs over UDP)",
-        )
     if lst.encapsulation == "udp" and lst.sctp_port == 0:
         problems.add(
             f"{key}.sctp_port", "expected 1-65535 inside UDP (0, a free port, is only for encapsulation: none)"

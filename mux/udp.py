@@ -108,7 +108,7 @@ class Driver:
         loop: asyncio.AbstractEventLoop | None = None,
         *,
         busy_poll_us: int = 0,
-        more: Sequence[socket.socket] = (),
+        more: Sequence[DatagramSocket] = (),
     ) -> None:
         self.sock = sock
         #: further sockets, one per local address of a multi-homed SCTP endpoint: read alike; each datagram leaves
@@ -168,7 +168,7 @@ class Driver:
 
     # -- receive --------------------------------------------------------------------------------
 
-    def _read_ready(self, sock: socket.socket | None = None) -> None:
+    def _read_ready(self, sock: DatagramSocket | None = None) -> None:
         if sock is None:
             recvfrom = self.sock.recvfrom
             fileno = self._fileno

@@ -96,14 +96,14 @@ def hosts() -> Iterator[Hosts]:
         h.destroy()
 
 
-def _serve(hosts: Hosts, tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+def _serve(hosts: Hosts, tmp_path: Path, encapsulation: str) -> tuple[subprocess.Popen[str], int]:
+    """The server in namespace B, on both its addresses; the UDP port it got (over UDP) or its SCTP port (on IP)."""
     conf = tmp_path / "multihomed.yaml"
-    listener = {
-        "transport": "sctp",
-        "host": [hosts.server_addr(1), hosts.server_addr(2)],
-        "port": 0,
-        **OPTIONS,
-    }
+    listener: dict[str, object] = {"transport": "sctp", "host": [hosts.server_addr(1), hosts.server_addr(2)], **OPTIONS}
+    if encapsulation == "none":
+        listener.update(encapsulation="none", sctp_port=0)
+    else:
+        listener["port"] = 0
     conf.write_text(json.dumps({"behaviour": "tests.apps:PathEcho", "listeners": [listener]}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     server = subprocess.Popen(
@@ -114,22 +114,25 @@ def _serve(hosts: Hosts, tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         line = server.stdout.readline()
-        found = re.search(r"SCTP port \d+ over UDP \('[^']+', (\d+)\)", line)
+        found = re.search(r"SCTP port \d+ over UDP \('[^']+', (\d+)\)|SCTP \S+ port (\d+) on IP", line)
         if found:
-            return server, int(found[1])
+            return server, int(found[1] or found[2])
         if not line and server.poll() is not None:
             break
     server.kill()
     raise AssertionError(f"the server did not start: {server.stdout.read()}")
 
 
-def test_a_two_path_association_survives_a_cut_mid_transfer(hosts: Hosts, tmp_path: Path) -> None:
-    server, port = _serve(hosts, tmp_path)
+@pytest.mark.parametrize("encapsulation", ["udp", "none"])
+def test_a_two_path_association_survives_a_cut_mid_transfer(hosts: Hosts, tmp_path: Path, encapsulation: str) -> None:
+    """Over UDP (RFC 6951), and again with SCTP directly on IP (raw sockets: root, as namespaces need anyway)."""
+    server, port = _serve(hosts, tmp_path, encapsulation)
+    options = {**OPTIONS, "encapsulation": encapsulation}
     count, interval = 300, 0.01
     client = subprocess.Popen(
         ["ip", "netns", "exec", hosts.a, sys.executable, "-u", str(ROOT / "tests/netns/multihomed_client.py"),
          hosts.server_addr(1), str(port), f"{hosts.client_addr(1)},{hosts.client_addr(2)}", str(count),
-         str(interval), json.dumps(OPTIONS)],
+         str(interval), json.dumps(options)],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip

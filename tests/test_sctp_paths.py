@@ -180,14 +180,14 @@ def test_which_listed_addresses_are_taken(host: str, source: tuple[str, int], ok
 
 
 def test_a_host_list_is_checked(tmp_path: Any) -> None:
-    """One clear line per problem: an empty list, duplicates, and a list on IP (multi-homing runs over UDP)."""
+    """One clear line per problem: an empty list, duplicates, too many."""
     from mux import config as cfg
     from mux import preflight
 
     for host, expected in (
         ("[]", "listeners[0].host"),
         ("[127.0.0.1, 127.0.0.1]", "distinct"),
-        ("[127.0.0.1, 127.0.0.2]\n    encapsulation: none\n    sctp_port: 7", "expected one address"),
+        ("[127.0.0.1, " + "127.0.0.2, " * 8 + "127.0.0.3]", "at most 8"),
     ):
         conf = tmp_path / "multi.yaml"
         conf.write_text(f"behaviour: mux.behaviours.echo:Echo\nlisteners:\n  - transport: sctp\n    host: {host}\n")

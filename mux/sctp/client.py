@@ -202,24 +202,29 @@ async def connect(
     if native and options.local_udp_port:
         raise ValueError("local_udp_port: SCTP directly on IP (encapsulation=none) has no UDP port")
     local_hosts = host_list(options.local_host)
-    if native and len(local_hosts) > 1:
-        raise ValueError("local_host: a multi-homed client runs over UDP (encapsulation=udp) for now")
     # on IP the peer's address is (IP, SCTP port), as the raw socket reports its packets' sources
     addr = await loop.run_in_executor(None, resolve, host, options.sctp_port if native else port)
     family = socket.AF_INET6 if len(addr) == 4 else socket.AF_INET
     local_host = local_hosts[0] if local_hosts else ("::" if family == socket.AF_INET6 else "0.0.0.0")
     sock: DatagramSocket
-    more: list[socket.socket] = []
+    more: list[DatagramSocket] = []
     if native:
         raw = _raw_socket(family, local_host, options.local_sctp_port)
         local_port = raw.port
         sock = raw
+        try:  # multi-homed on IP: a raw socket per further address, on the port reserved once
+            more.extend(open_raw(other, local_port, claimed=True) for other in local_hosts[1:])
+        except OSError:
+            for r in (raw, *more):
+                r.close()
+            raise
     else:
         sock = _udp_socket(family, local_host, options.local_udp_port)
         try:
             for other in local_hosts[1:]:  # multi-homed: each address on the same UDP port
-                more.append(socket.socket(family, socket.SOCK_DGRAM))
-                more[-1].bind((other, sock.getsockname()[1]))
+                extra = socket.socket(family, socket.SOCK_DGRAM)
+                more.append(extra)
+                extra.bind((other, sock.getsockname()[1]))
         except OSError:
             for s in (sock, *more):
                 s.close()

@@ -63,10 +63,17 @@ class SctpListener:
         first, *others = host_list(opts.host)
         sock: DatagramSocket
         more: list[socket.socket] = []
+        more_raw: list[DatagramSocket] = []
         if self.native:
-            raw = open_raw(first, opts.sctp_port)  # (preflight: one address on IP)
+            raw = open_raw(first, opts.sctp_port)
             self.endpoint.local_port = raw.port  # sctp_port 0: the one reserved for us
             sock = raw
+            try:  # multi-homed on IP: a raw socket per address, all on the port reserved once
+                more_raw.extend(open_raw(host, raw.port, claimed=True) for host in others)
+            except OSError:
+                for r in (raw, *more_raw):
+                    r.close()
+                raise
         else:
             sock = maybe_capture(take_socket(self.name) or open_socket(first, opts.port), opts)
             try:
@@ -76,7 +83,7 @@ class SctpListener:
                 for s in (sock, *more):
                     s.close()
                 raise
-        self.driver = Driver(sock, self, busy_poll_us=opts.busy_poll_us, more=more)
+        self.driver = Driver(sock, self, busy_poll_us=opts.busy_poll_us, more=more or more_raw)
         if self.native:
             log.info("listener %s: SCTP %s port %d on IP (protocol 132)", self.name, self.address[0], raw.port)
         else:

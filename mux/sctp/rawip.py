@@ -88,7 +88,7 @@ def _reserve(family: int, port: int) -> socket.socket | None:
 class RawSctpSocket:
     """One endpoint's raw protocol-132 socket on one local address and SCTP port (see the module docstring)."""
 
-    def __init__(self, sock: socket.socket, token: socket.socket, host: str, port: int) -> None:
+    def __init__(self, sock: socket.socket, token: socket.socket | None, host: str, port: int) -> None:
         self._sock = sock
         self._token = token
         self.family = sock.family
@@ -121,17 +121,19 @@ class RawSctpSocket:
 
     def close(self) -> None:
         self._sock.close()
-        self._token.close()
+        if self._token is not None:
+            self._token.close()
 
     def __repr__(self) -> str:
         return f"<RawSctpSocket {self.host} SCTP port {self.port}>"
 
 
-def open_raw(host: str, port: int) -> RawSctpSocket:
+def open_raw(host: str, port: int, *, claimed: bool = False) -> RawSctpSocket:
     """A raw SCTP socket on ``host`` receiving only packets to SCTP ``port``; 0 picks a free ephemeral port.
 
     Raises ``NeedsRoot`` (a ``PermissionError``) without CAP_NET_RAW and ``PortTaken`` when a mux endpoint on this
-    host holds ``port``.
+    host holds ``port``. ``claimed``: the port is already this endpoint's (a multi-homed endpoint's further
+    addresses share its one reservation).
     """
     infos = socket.getaddrinfo(host, 0, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
     family, _, _, _, sockaddr = infos[0]
@@ -141,11 +143,14 @@ def open_raw(host: str, port: int) -> RawSctpSocket:
         raise NeedsRoot(errno.EPERM, NEEDS_ROOT) from None
     try:
         sock.bind(sockaddr)
-        token, port = _claim(family, port)
+        token: socket.socket | None = None
+        if not claimed:
+            token, port = _claim(family, port)
         try:
             _attach(sock, port_filter(family, port))
         except BaseException:
-            token.close()
+            if token is not None:
+                token.close()
             raise
     except BaseException:
         sock.close()

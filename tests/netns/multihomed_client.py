@@ -41,7 +41,12 @@ async def main() -> None:
     host, port, local, count, interval, options = sys.argv[1:7]
     opts = json.loads(options)
     opts["local_host"] = local.split(",")
-    conn = await mux.connect(Client, f"sctp://{host}:{port}", options=opts)
+    if opts.get("encapsulation") == "none":  # SCTP on IP: no UDP port, the server's SCTP port instead
+        opts["sctp_port"] = int(port)
+        url = f"sctp://{host}"
+    else:
+        url = f"sctp://{host}:{port}"
+    conn = await mux.connect(Client, url, options=opts)
     stream = conn.open_stream()
     START = time.monotonic()
     print("started", flush=True)
