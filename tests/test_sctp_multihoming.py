@@ -169,3 +169,42 @@ def test_a_two_path_association_survives_a_cut_mid_transfer(hosts: Hosts, tmp_pa
     # the server's behaviour heard of the client's second address, and of its own failover
     assert f"PATH {hosts.client_addr(2)} confirmed" in server_out, server_out[-3000:]
     assert f"PRIMARY {hosts.client_addr(2)}" in server_out, server_out[-3000:]
+
+
+@pytest.mark.skipif(not Path("/usr/lib/usrsctp/echo_server").exists(), reason="Debian's libusrsctp-examples missing")
+def test_multi_homed_with_usrsctp_on_ip(hosts: Hosts, tmp_path: Path) -> None:
+    """usrsctp's echo_server on IP (UDP port 0) in namespace B lists both its addresses in its INIT-ACK; our
+    multi-homed client fails over to the second when link 1 goes down, and every echo still comes back."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", hosts.b, "/usr/lib/usrsctp/echo_server", "0", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)  # its raw sockets open at once; nothing to read back
+    count, interval = 200, 0.01
+    options = {**OPTIONS, "encapsulation": "none"}
+    client = subprocess.Popen(
+        ["ip", "netns", "exec", hosts.a, sys.executable, "-u", str(ROOT / "tests/netns/multihomed_client.py"),
+         hosts.server_addr(1), "7", f"{hosts.client_addr(1)},{hosts.client_addr(2)}", str(count),
+         str(interval), json.dumps(options)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert client.stdout is not None
+        assert client.stdout.readline().strip() == "started", client.stderr.read() if client.stderr else ""
+        started = time.monotonic()
+        time.sleep(0.6)
+        hosts.link(1, up=False)
+        cut_at = time.monotonic() - started
+        out, err = client.communicate(timeout=90)
+    finally:
+        client.kill()
+        server.kill()
+        server.wait(10)
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["echoes"] == [f"m{i:05d}" for i in range(count)], err[-2000:]
+    events = [(t, kind, addr[0], state) for t, kind, addr, state in report["events"]]
+    s2 = hosts.server_addr(2)
+    assert any(kind == "path_changed" and addr == s2 and state == "confirmed" for _t, kind, addr, state in events)
+    over = [t for t, kind, addr, _s in events if kind == "peer_address_changed" and addr == s2]
+    assert over and over[0] > cut_at, (cut_at, events)

@@ -199,3 +199,25 @@ def test_a_host_list_is_checked(tmp_path: Any) -> None:
         "listeners:\n  - {transport: sctp, host: [127.0.0.1, 127.0.0.2], port: 0}\n"
     )
     preflight.load(conf)  # two loopback addresses, one UDP port each: fine
+
+
+def test_an_init_ack_from_another_of_the_peers_addresses_is_taken() -> None:
+    """usrsctp answers an INIT from whichever address it likes: the INIT-ACK carries our tag, so it is ours, and
+    the addresses it lists become paths (before, it was out of the blue and drew an ABORT)."""
+    from mux.sctp.chunks import InitAckChunk
+
+    net, client, server = _hosts()
+    redirected = []
+
+    def from_s2(sent: Any) -> Any:
+        if sent.src == S1 and any(isinstance(c, InitAckChunk) for c in sent.chunks()):
+            redirected.append(sent)
+            net.inject(S2, sent.dst, sent.data, delay=0.005)
+            return False
+        return None
+
+    net.intercept = from_s2
+    ca, _sa = handshake(net, client, server)
+    assert redirected and ca.peer_addr == S1  # the INIT's destination stays the primary
+    net.run_for(0.2)
+    assert [p["state"] for p in ca.status()["paths"]] == [ACTIVE, ACTIVE]

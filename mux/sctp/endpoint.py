@@ -278,9 +278,13 @@ class Endpoint:
         if assoc is None or assoc.local_vtag != packet.vtag or assoc.state == CLOSED:
             return None
         previous = assoc.peer_addr
+        kind = type(first)
+        if kind is InitAckChunk and assoc.state == COOKIE_WAIT and assoc.remote_port == packet.src_port:
+            # a multi-homed peer may answer our INIT from another of its addresses (usrsctp does): the tag proves
+            # the INIT-ACK ours, and the addresses it lists become paths; the INIT's destination stays primary
+            return assoc
         if previous[0] != addr[0] or assoc.remote_port != packet.src_port:
             return None
-        kind = type(first)
         if (kind is AbortChunk or kind is ShutdownCompleteChunk) and first.t_bit:
             return None
         if kind is ShutdownAckChunk and assoc.state in _HANDSHAKING:
