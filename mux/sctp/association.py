@@ -82,17 +82,17 @@ from mux.sctp.state import (
     ESTABLISHED,
     SHUTDOWN_ACK_SENT,
     SHUTDOWN_PENDING,
-    SHUTDOWN_SENT,
     BufferFull,
     SctpError,
 )
 from mux.sctp.streams import OUT_OPEN, Streams
+from mux.sctp.tx.assembly import assemble
 from mux.sctp.tx.congestion import Congestion
 from mux.sctp.tx.outstanding import Outstanding
 from mux.sctp.tx.retransmission import Retransmission
 from mux.sctp.tx.rtt import RttEstimator
-from mux.sctp.tx.scheduler import encode_idata, make_scheduler
-from mux.sctp.tx.send_queue import DATAGRAMS, OutChunk
+from mux.sctp.tx.scheduler import make_scheduler
+from mux.sctp.tx.send_queue import DATAGRAMS
 
 Addr = tuple[Any, ...]
 
@@ -729,165 +729,7 @@ class Association:
             receiver.after(now, gaps_before)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
-        addr = self.peer_addr
-        out: list[tuple[bytes, Addr]] = []
-        self._batch_sacks = 0
-        if self._raw:
-            out = [(p, addr) for p in self._raw]
-            self._raw = []
-        if self._to_paths:
-            out.extend(self._to_paths)
-            self._to_paths = []
-        if self.state == CLOSED or self._on_hold:
-            self.stats["tx_packets"] += len(out)
-            return out
-        budget = self._budget
-        packets: list[list[bytes]] = []
-        packet: list[bytes] = []
-        size = 0
-        ctrl = self._ctrl  # control chunks first, then a FORWARD-TSN, our RE-CONFIG request and a SACK
-        if self._fwd_due:
-            ctrl.append(self._retx.forward_tsn(now))
-        if self._reconf_work and self.state in DATA_FLOWS:
-            ctrl.append(self._streams.poll(now))
-        if self._need_sack:
-            to = self._sack_to
-            if to[0] == addr[0]:
-                ctrl.append(self._receiver.build_sack())
-            else:  # §6.4: a SACK goes where the DATA it answers came from (another of the peer's addresses)
-                sack = serialize_packet(
-                    self.local_port, self.remote_port, self.peer_vtag, [self._receiver.build_sack()]
-                )
-                out.append((sack, to))
-        if ctrl:
-            self._ctrl = []
-            for enc in ctrl:
-                if not enc:
-                    continue
-                if size + len(enc) > budget and packet:
-                    packets.append(packet)
-                    packet, size = [], 0
-                packet.append(enc)
-                size += len(enc)
-        state = self.state
-        last: tuple[list[bytes], int, OutChunk] | None = None
-        inflight = self._out
-        queue = self._queue
-        if state in DATA_FLOWS and (inflight.rtx or queue):
-            sent_any = False
-            cc = self._cc
-            cwnd = cc.cwnd
-            stats = self.stats
-            hdr = self._hdr  # DATA's 16 bytes or I-DATA's 20
-            # retransmissions first (§6.1, §7.2.4); at least one packet's worth goes whatever cwnd says
-            rtx = inflight.rtx
-            rtx_packets = 0
-            rtx_to = self._rtx_to
-            if rtx_to is not None:  # after a T3, to another of the peer's addresses (§6.4.1): packets of their own
-                self._rtx_to = None
-                if packet:
-                    packets.append(packet)
-                    packet, size = [], 0
-                primary_packets, packets = packets, []
-            while rtx:
-                c = rtx[0]
-                if not c.marked or c.acked:
-                    rtx.popleft()
-                    continue
-                if inflight.flight + c.size > cwnd and rtx_packets > 0:
-                    break
-                n = hdr + ((c.size + 3) & ~3)
-                if size + n > budget and packet:
-                    packets.append(packet)
-                    packet, size = [], 0
-                    rtx_packets += 1
-                    if inflight.flight >= cwnd:
-                        break
-                rtx.popleft()
-                inflight.resend(c, now)
-                packet.append(c.wire)
-                size += n
-                sent_any = True
-                stats["retransmitted_chunks"] += 1
-                last = (packet, len(packet) - 1, c)
-            if rtx_to is not None:
-                if packet:
-                    packets.append(packet)
-                    packet, size = [], 0
-                out.extend(
-                    (serialize_packet(self.local_port, self.remote_port, self.peer_vtag, p), rtx_to) for p in packets
-                )
-                packets = primary_packets
-                last = None
-            # new data, within cwnd and the peer's window, bursts limited (§7.2.4 Max.Burst)
-            if queue and state != SHUTDOWN_SENT:
-                nagle = (
-                    not self.config.nodelay
-                    and inflight.flight > 0
-                    and queue.bytes < self.fragmentation_point
-                    and not (packet and size < budget)  # it can still ride in a packet we are sending anyway
-                    and not self._probing
-                )
-                if not nagle:
-                    burst = cc.burst(self.config.max_burst)
-                    full_packets = 0
-                    new_chunks = 0
-                    take = queue.take
-                    add = inflight.add_idata if hdr == 20 else inflight.add
-                    while (head := queue.head) is not None:
-                        c = head.chunks[0]  # queue.peek(), inlined
-                        if c.expires and now >= c.expires:  # PR-SCTP timed: its message lapsed before it left
-                            self._retx.abandon_queued(c)
-                            continue
-                        flight = inflight.flight
-                        avail = self._peer_arwnd - flight
-                        if flight:
-                            if flight >= cwnd or c.size > avail:
-                                break
-                        elif c.size > avail and inflight.bytes:
-                            break  # zero-window probe only when nothing at all is outstanding (§6.1 rule A)
-                        n = hdr + ((c.size + 3) & ~3)
-                        if size + n > budget and packet:
-                            packets.append(packet)
-                            packet, size = [], 0
-                            full_packets += 1
-                            if full_packets >= burst:
-                                break
-                        take()
-                        packet.append(add(c, now))
-                        size += n
-                        new_chunks += 1
-                        last = (packet, len(packet) - 1, c)
-                        if self._peer_arwnd - inflight.flight <= 0 and not flight:
-                            break  # that was the zero-window probe
-                    if new_chunks:
-                        sent_any = True
-                        stats["tx_data_chunks"] += new_chunks
-            if sent_any:
-                self._last_data = now
-                cc.on_sent(inflight.flight)
-                if self._t3 is None:
-                    self._t3 = now + self._rtt.rto
-                if self._t_hb is not None:
-                    self._t_hb = self._heartbeat.due(now, self._rtt.rto)
-                self._retx.sent(now, not queue)  # the probe timer; an empty queue puts the I bit on the last chunk
-        if packet:
-            packets.append(packet)
-        if self._reconf_work and state in DATA_FLOWS:
-            # a reset whose stream's last data just left: its request goes now, in a packet of its own (control
-            # chunks never follow DATA in a packet)
-            enc = self._streams.poll(now)
-            if enc:
-                packets.append([enc])
-        if last is not None and not queue:
-            # RFC 7053: our queue just drained, ask for the SACK now instead of after the peer's delay
-            pkt, index, c = last
-            pkt[index] = encode_idata(c, True) if self._hdr == 20 else c.encode(immediate=True)
-        if packets:
-            lp, rp, tag = self.local_port, self.remote_port, self.peer_vtag
-            out.extend((serialize_packet(lp, rp, tag, p), addr) for p in packets)
-        self.stats["tx_packets"] += len(out)
-        return out
+        return assemble(self, now)
 
     def handle_timer(self, now: float) -> None:
         if self._t_sack is not None and now >= self._t_sack:
