@@ -75,6 +75,8 @@ def make_context(certificate: Certificate) -> SSL.Context:
     ctx.use_certificate(certificate.cert)
     ctx.use_privatekey(certificate.key)
     ctx.set_cipher_list(CIPHERS)
+    # use_srtp (RFC 5764) answered though no media flows: some peers (aiortc) fail a handshake without it
+    ctx.set_tlsext_use_srtp(b"SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80")
     ctx.set_options(SSL.OP_NO_QUERY_MTU)  # memory BIOs: we set the MTU ourselves
     # any certificate is accepted here (WebRTC's are self-signed); its fingerprint is checked after the handshake
     ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *_: True)
