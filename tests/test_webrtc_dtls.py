@@ -16,7 +16,11 @@ def pair(server_sees: str | None = None) -> tuple[Any, Any, Certificate, Certifi
     server_cert, client_cert = Certificate.generate(), Certificate.generate()
     module = DtlsHandshake()
     server = module.init(
-        {"context": make_context(server_cert), "server": True, "remote_fingerprint": server_sees or client_cert.fingerprint}
+        {
+            "context": make_context(server_cert),
+            "server": True,
+            "remote_fingerprint": server_sees or client_cert.fingerprint,
+        }
     )
     client = module.init(
         {"context": make_context(client_cert), "server": False, "remote_fingerprint": server_cert.fingerprint}
@@ -63,7 +67,7 @@ def run(server: Any, client: Any, drop_first_server_flight: bool = False) -> tup
 
 
 def test_handshake_then_application_data_both_ways() -> None:
-    server, client, _, client_cert = pair()
+    server, client, _, _ = pair()
     s_channel, c_channel = run(server, client)
     record = c_channel.seal(b"an SCTP packet")
     assert record != b"an SCTP packet" and record[0] == 23  # a DTLS application_data record

@@ -45,7 +45,10 @@ def test_rfc5769_request_checks_and_reads() -> None:
 
 
 def test_rfc5769_responses_check_and_decode() -> None:
-    for raw, address in ((IPV4_RESPONSE, ("192.0.2.1", 32853)), (IPV6_RESPONSE, ("2001:db8:1234:5678:11:2233:4455:6677", 32853))):
+    for raw, address in (
+        (IPV4_RESPONSE, ("192.0.2.1", 32853)),
+        (IPV6_RESPONSE, ("2001:db8:1234:5678:11:2233:4455:6677", 32853)),
+    ):
         msg = stun.parse(raw)
         assert msg is not None and msg.type == stun.BINDING_SUCCESS
         assert msg.check_fingerprint() and msg.check_integrity(PASSWORD)
@@ -55,14 +58,17 @@ def test_rfc5769_responses_check_and_decode() -> None:
 
 
 def test_builder_writes_the_rfc5769_responses_byte_for_byte() -> None:
-    for raw, address in ((IPV4_RESPONSE, ("192.0.2.1", 32853)), (IPV6_RESPONSE, ("2001:db8:1234:5678:11:2233:4455:6677", 32853))):
+    for raw, address in (
+        (IPV4_RESPONSE, ("192.0.2.1", 32853)),
+        (IPV6_RESPONSE, ("2001:db8:1234:5678:11:2233:4455:6677", 32853)),
+    ):
         tid = raw[8:20]
         # the RFC pads SOFTWARE with a space; padding may be anything, so give it the same bytes
         attrs = [(stun.SOFTWARE, b"test vector "[:11]), (stun.XOR_MAPPED_ADDRESS, stun.xor_address(address, tid))]
         built = bytearray(stun.build(stun.BINDING_SUCCESS, tid, attrs, key=None, fingerprint=False))
         # rebuild with the RFC's padding byte, then sign: the same bytes as the vector
         body = bytes(built[20:])
-        body = body[:4 + 11] + b" " + body[4 + 12:]
+        body = body[: 4 + 11] + b" " + body[4 + 12 :]
         head = built[:20]
         again = stun.build(stun.BINDING_SUCCESS, tid, [], key=None, fingerprint=False)
         assert again[:2] == head[:2]

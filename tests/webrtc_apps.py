@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mux import Connection, Stream
 from behaviours.echo import Echo
+from mux import Connection, Stream
 
 SEEN: dict[int, dict[str, Any]] = {}
 

@@ -26,6 +26,7 @@ from mux.sctp.params import ParseError
 
 __all__ = [
     "COMMON_HEADER",
+    "ZERO_CHECKSUM_ACCEPTABLE",
     "Packet",
     "ParseError",
     "chunk_action",
@@ -33,7 +34,6 @@ __all__ = [
     "parse_packet",
     "serialize_packet",
     "verify_crc",
-    "ZERO_CHECKSUM_ACCEPTABLE",
     "zero_checksum_offered",
 ]
 

@@ -140,7 +140,14 @@ class DataChannelConnection(SctpTransportConnection):
             assoc.configure_stream(sid, ordered=opened.ordered, reliability=reliability, param=param)
             self._in_epoch[sid] = False
             assoc.claim_stream(sid)
-            assoc.send(sid, dcep.ack(), ppid=dcep.PPID_DCEP, unordered=False, reliability="reliable", now=self.driver.loop.time())
+            assoc.send(
+                sid,
+                dcep.ack(),
+                ppid=dcep.PPID_DCEP,
+                unordered=False,
+                reliability="reliable",
+                now=self.driver.loop.time(),
+            )
         except SctpError as exc:
             peer_log(log, "webrtc.dcep", "association %s: channel %d: %s", self.peer_address, sid, exc)
             return

@@ -183,7 +183,9 @@ class DtlsHandshake:
     answerer is the server when the offer says ``a=setup:actpass``), ``remote_fingerprint`` (from the peer's SDP)."""
 
     def init(self, opts: dict[str, Any]) -> Started:
-        state = DtlsState(opts["context"], server=opts.get("server", True), remote_fingerprint=opts.get("remote_fingerprint"))
+        state = DtlsState(
+            opts["context"], server=opts.get("server", True), remote_fingerprint=opts.get("remote_fingerprint")
+        )
         return Started(None, state)
 
     def connection_ready(self, state: DtlsState) -> Result:

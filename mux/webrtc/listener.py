@@ -20,16 +20,15 @@ import logging
 import secrets
 from typing import Any
 
-from mux import transport as t
 from mux.logs import peer_log
 from mux.pool import AcceptorPool, Admission
 from mux.sctp import events as se
 from mux.sctp.association import Association
+from mux.sctp.chunks import InitChunk
 from mux.sctp.connection import SctpTransportConnection
 from mux.sctp.endpoint import Endpoint
 from mux.sctp.options import core_config
 from mux.sctp.packet import ParseError, parse_packet, zero_checksum_offered
-from mux.sctp.chunks import InitChunk
 from mux.udp import Address, Driver, open_socket
 from mux.webrtc import handshake as hs
 from mux.webrtc import sdp, stun
@@ -223,7 +222,9 @@ class WebRtcListener:
         self.driver = _SealingDriver(sock, self, busy_poll_us=opts.busy_poll_us)
         self.driver.listener = self
         self._sweeper = self.loop.call_later(1.0, self._sweep)
-        log.info("listener %s: WebRTC on UDP %s, signalling on http://%s:%d/", self.name, self.address[:2], opts.host, port)
+        log.info(
+            "listener %s: WebRTC on UDP %s, signalling on http://%s:%d/", self.name, self.address[:2], opts.host, port
+        )
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -350,6 +351,7 @@ class WebRtcListener:
             except (ParseError, IndexError):
                 init = None
             session.zero_checksum = isinstance(init, InitChunk) and zero_checksum_offered(init.params)
+
         endpoint = self.endpoint
         assert session.sctp_addr is not None
         assoc = endpoint.receive_datagram(packet, session.sctp_addr, now)
@@ -421,7 +423,9 @@ class WebRtcListener:
         pending = self.options.session_timeout_ms / 1000
         for session in list(self.sessions.values()):
             conn = session.conn
-            if session.ice.consent_expired(now, consent) or (session.ice.selected is None and now - session.created > consent):
+            if session.ice.consent_expired(now, consent) or (
+                session.ice.selected is None and now - session.created > consent
+            ):
                 self.counters["consent_expired"] += 1
                 if conn is not None and not conn.finished:
                     conn.assoc.abort("communication lost: ICE consent expired")
@@ -440,5 +444,3 @@ class WebRtcListener:
     @property
     def stats(self) -> dict[str, int]:
         return {**self.counters, **self.endpoint.stats, "sessions": len(self.sessions)}
-
-

@@ -71,7 +71,9 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-async def read_request(reader: asyncio.StreamReader, local: tuple[str, int], peer: tuple[str, int]) -> Request | Response:
+async def read_request(
+    reader: asyncio.StreamReader, local: tuple[str, int], peer: tuple[str, int]
+) -> Request | Response:
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
     except asyncio.LimitOverrunError:
