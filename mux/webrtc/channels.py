@@ -94,6 +94,16 @@ class DataChannelConnection(SctpTransportConnection):
     def datagram_state(self) -> dict[str, Any]:
         return {"dgram_send_enabled": False, "dgram_max_len": 0}
 
+    def consent_lost(self) -> None:
+        """ICE consent expired (RFC 7675): the path is gone, as SCTP's own communication lost would say."""
+        if self.finished or self._end is not None:
+            return
+        self._end = {"by": "transport", "error_code": 0, "reason": "ICE consent expired", "error": "communication_lost"}
+        if self.sink is not None:
+            self.sink.deliver(t.TransportShutdown(dict(self._end)))
+        self.assoc.abort("communication lost: ICE consent expired")
+        self.driver.touch(self)
+
     def stats(self) -> dict[str, Any]:
         stats = super().stats()
         stats["transport"] = "webrtc"

@@ -428,9 +428,7 @@ class WebRtcListener:
             ):
                 self.counters["consent_expired"] += 1
                 if conn is not None and not conn.finished:
-                    conn.assoc.abort("communication lost: ICE consent expired")
-                    assert self.driver is not None
-                    self.driver.touch(conn)
+                    conn.consent_lost()
                 else:
                     self.forget(session)
             elif conn is None and now - session.created > pending:

@@ -157,11 +157,13 @@ def build(
     *,
     key: bytes | None = None,
     fingerprint: bool = True,
+    pad: bytes = b"\x00",
 ) -> bytes:
-    """A message with ``attributes``, then MESSAGE-INTEGRITY under ``key`` when given, then FINGERPRINT."""
+    """A message with ``attributes``, then MESSAGE-INTEGRITY under ``key`` when given, then FINGERPRINT.
+    ``pad`` is the padding byte (any value will do; RFC 5769's vectors use a space)."""
     body = bytearray()
     for atype, value in attributes:
-        body += ATTR.pack(atype, len(value)) + value + b"\x00" * (-len(value) % 4)
+        body += ATTR.pack(atype, len(value)) + value + pad * (-len(value) % 4)
     head = HEADER.pack(kind, len(body), MAGIC, transaction_id) + bytes(body)
     if key is not None:
         mac = _integrity(head, len(body) + 24, key)
