@@ -15,10 +15,15 @@ at the offer (``503`` when it refuses or is busy) and again at the SCTP COOKIE-E
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
+import json
 import logging
 import secrets
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from mux.logs import peer_log
 from mux.pool import AcceptorPool, Admission
@@ -35,7 +40,7 @@ from mux.webrtc import sdp, stun
 from mux.webrtc.channels import DataChannelConnection
 from mux.webrtc.dtls import Certificate, DtlsError, DtlsHandshake, make_context
 from mux.webrtc.ice import IceLite, username_ufrag
-from mux.webrtc.options import WebRtcListenerOptions
+from mux.webrtc.options import WebRtcListenerOptions, WebTransportLink
 from mux.webrtc.signalling import PAGE, Request, Response, serve
 
 log = logging.getLogger("mux.webrtc")
@@ -249,6 +254,8 @@ class WebRtcListener:
         if method in ("GET", "HEAD"):
             if path.split("?")[0] == "/":
                 return Response(200, self._page, {"content-type": "text/html; charset=utf-8"})
+            if path == "/webtransport.json" and self.options.webtransport is not None:
+                return self._webtransport_link(self.options.webtransport)
             return Response(404, b"not found\n")
         if method == "DELETE":
             session = self.sessions.get(path.rsplit("/", 1)[-1]) if path.startswith("/session/") else None
@@ -291,6 +298,18 @@ class WebRtcListener:
         )
         headers = {"content-type": "application/sdp", "location": f"/session/{session.id}", "etag": f'"{session.id}"'}
         return Response(201, answer.encode(), headers)
+
+    @staticmethod
+    def _webtransport_link(link: WebTransportLink) -> Response:
+        """The WebTransport URL and its certificate's hash (read afresh: a renewed certificate shows at once)."""
+        try:
+            with open(link.certfile, "rb") as f:
+                cert = x509.load_pem_x509_certificate(f.read())
+        except (OSError, ValueError) as exc:
+            return Response(503, f"webtransport certificate: {exc}\n".encode())
+        digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+        body = json.dumps({"url": link.url, "hash": list(digest)}).encode()
+        return Response(200, body, {"content-type": "application/json"})
 
     # -- datagrams ------------------------------------------------------------------------------
 

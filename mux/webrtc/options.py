@@ -15,12 +15,22 @@ def _streams() -> InitMsg:
     return InitMsg(num_ostreams=1024, max_instreams=1024)
 
 
+class WebTransportLink(StrictModel):
+    """Where the page at ``/`` finds the server's WebTransport listener: ``GET /webtransport.json`` gives ``url`` and
+    the SHA-256 of ``certfile`` (the QUIC listener's certificate), for ``serverCertificateHashes``."""
+
+    url: str
+    certfile: str
+
+
 class WebRtcListenerOptions(ListenerBase, SctpOptions):
     transport: Literal["webrtc"] = "webrtc"
     #: one UDP port for ICE, DTLS and SCTP, and the same TCP port number for signalling (HTTP)
     port: int = Field(default=8443, ge=0, le=65535)
     #: an HTML file served at ``/`` instead of the built-in demo page
     page: str | None = None
+    #: the same server's WebTransport listener, for a page that uses both (``conf/browser.yaml``)
+    webtransport: WebTransportLink | None = None
     #: RFC 9653: answer a peer offering zero checksums (Chromium does) in kind; DTLS checks integrity anyway
     zero_checksum: bool = True
     #: ICE consent freshness (RFC 7675): with no valid check from the peer for this long, the connection ends
