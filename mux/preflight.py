@@ -67,6 +67,8 @@ def check(config: Any, source: str = "<config>") -> None:
             check_quic_listener(listener, key, problems)
         elif listener.transport == "sctp":
             check_sctp_listener(listener, key, problems)
+        elif listener.transport == "webrtc":
+            check_webrtc_listener(listener, key, problems)
     check_ports(config.listeners, problems)
     control = getattr(config, "control", None)
     if control is not None:
@@ -261,6 +263,15 @@ def check_sctp_listener(lst: Any, key: str, problems: Problems) -> None:
             f"{key}.rtoinfo.initial",
             f"expected within [min, max] = [{rto.min}, {rto.max}], got {rto.initial} ({side})",
         )
+
+
+def check_webrtc_listener(lst: Any, key: str, problems: Problems) -> None:
+    """The SCTP options as for ``sctp``, and the files the signalling server reads: the page and the certificate."""
+    check_sctp_listener(lst, key, problems)
+    if lst.page is not None:
+        read_file(Path(lst.page), f"{key}.page", "an HTML file", problems)
+    if lst.webtransport is not None:
+        read_file(Path(lst.webtransport.certfile), f"{key}.webtransport.certfile", "a PEM certificate", problems)
 
 
 # -- ports -------------------------------------------------------------------------------------------
