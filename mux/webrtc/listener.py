@@ -217,13 +217,17 @@ class WebRtcListener:
 
     async def start(self) -> None:
         opts = self.options
-        sock = open_socket(opts.host, opts.port)
-        port = sock.getsockname()[1]
-        try:
-            self.http = await asyncio.start_server(serve(self._request), opts.host, port, reuse_address=True)
-        except OSError:
-            sock.close()
-            raise
+        for attempt in range(8):
+            sock = open_socket(opts.host, opts.port)
+            port = sock.getsockname()[1]
+            try:
+                self.http = await asyncio.start_server(serve(self._request), opts.host, port, reuse_address=True)
+                break
+            except OSError:
+                sock.close()
+                if opts.port or attempt == 7:
+                    raise
+                # port 0: the UDP port the kernel chose is taken on TCP; another one will do
         self.driver = _SealingDriver(sock, self, busy_poll_us=opts.busy_poll_us)
         self.driver.listener = self
         self._sweeper = self.loop.call_later(1.0, self._sweep)
@@ -294,7 +298,7 @@ class WebRtcListener:
             fingerprint=self.fingerprint,
             host=host,
             port=self.address[1],
-            max_message_size=self.options.sndbuf // 4,
+            max_message_size=self.options.recbuf // 4,  # what we take in one message: well inside our window
         )
         headers = {"content-type": "application/sdp", "location": f"/session/{session.id}", "etag": f'"{session.id}"'}
         return Response(201, answer.encode(), headers)
