@@ -202,3 +202,26 @@ async def test_no_consent_ends_the_connection(make_server: ServerFactory) -> Non
         assert "consent" in seen["closed"][0]["reason"]
     finally:
         peer.sock.close()
+
+
+async def test_a_refused_offer_gets_503_and_a_rejected_peer_an_abort(make_server: ServerFactory) -> None:
+    listener = {"transport": "webrtc", "host": "127.0.0.1", "port": 0, "name": "rtc", "handshake": "none"}
+    server = await make_server("tests.webrtc_apps:Refusing", [listener])
+    port = server.listener("rtc").address[1]
+    server.pool.suspend("rtc")
+    status, _, _ = await http(port, "POST", "/", OFFER.encode())
+    assert status == 503, "a suspended listener takes no offer"
+    server.pool.resume("rtc")
+    status, _, body = await http(port, "POST", "/", OFFER.encode())
+    assert status == 201
+    peer = Peer(port, body.decode())
+    try:
+        peer.check()
+        assert await peer.receive() is not None
+        peer.connect()
+        await peer.pump(lambda ev: any(isinstance(e, se.AssociationAborted) for e in ev))
+        (aborted,) = [e for e in peer.events if isinstance(e, se.AssociationAborted)]
+        assert "refused: not today" in aborted.reason
+        assert not any(isinstance(e, se.AssociationUp) for e in peer.events), "never up for a refused peer"
+    finally:
+        peer.sock.close()

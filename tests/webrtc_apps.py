@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from behaviours.echo import Echo
-from mux import Connection, Stream
+from mux import Connection, Reject, Stream
 
 SEEN: dict[int, dict[str, Any]] = {}
 
@@ -32,3 +32,11 @@ class WatchedEcho(Echo):
 
     def closed(self, conn: Connection, props: dict[str, Any]) -> None:
         note(conn, "closed", props)
+
+
+class Refusing(Echo):
+    """Refuses every connection in ``new_conn``."""
+
+    def new_conn(self, conn: Connection, props: dict[str, Any]) -> None:
+        note(conn, "new_conn", props)
+        raise Reject(7, "not today")
