@@ -102,3 +102,7 @@ async def test_signalling_refuses_what_it_cannot_answer(make_server: ServerFacto
     assert status == 200 and b"RTCPeerConnection" in body
     status, _, _ = await http(port, "DELETE", "/session/nope")
     assert status == 404
+    status, _, body = await http(port, "POST", "/", b"v=0\r\n" + b"a=x\r\n" * 8000)  # 48 KB: read, then refused
+    assert status == 400 and b"no m=application" in body
+    status, _, _ = await http(port, "POST", "/", b"x" * (64 * 1024 + 1))
+    assert status == 413

@@ -25,7 +25,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mux.logs import peer_log
+from mux.logs import limited_log, peer_log
 from mux.pool import AcceptorPool, Admission
 from mux.sctp import events as se
 from mux.sctp.association import Association
@@ -41,7 +41,7 @@ from mux.webrtc.channels import DataChannelConnection
 from mux.webrtc.dtls import Certificate, DtlsError, DtlsHandshake, make_context
 from mux.webrtc.ice import IceLite, username_ufrag
 from mux.webrtc.options import WebRtcListenerOptions, WebTransportLink
-from mux.webrtc.signalling import PAGE, Request, Response, serve
+from mux.webrtc.signalling import MAX_HEAD, PAGE, Request, Response, serve
 
 log = logging.getLogger("mux.webrtc")
 #: the SCTP port both ends use over DTLS (every browser offers 5000)
@@ -221,7 +221,9 @@ class WebRtcListener:
             sock = open_socket(opts.host, opts.port)
             port = sock.getsockname()[1]
             try:
-                self.http = await asyncio.start_server(serve(self._request), opts.host, port, reuse_address=True)
+                self.http = await asyncio.start_server(
+                    serve(self._request), opts.host, port, reuse_address=True, limit=MAX_HEAD
+                )
                 break
             except OSError:
                 sock.close()
@@ -318,6 +320,13 @@ class WebRtcListener:
     # -- datagrams ------------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: Address, now: float) -> None:
+        try:
+            self._datagram(data, addr, now)
+        except Exception as exc:  # a bug of ours must not take the listener down with one datagram
+            self.counters["internal_errors"] = self.counters.get("internal_errors", 0) + 1
+            limited_log(log, logging.ERROR, "webrtc.internal", "webrtc datagram from %s dropped", addr, exc_info=exc)
+
+    def _datagram(self, data: bytes, addr: Address, now: float) -> None:
         if not data:
             return
         first = data[0]
@@ -338,11 +347,7 @@ class WebRtcListener:
         if session.sctp_addr is None:
             session.sctp_addr = addr
             self.by_sctp_addr[addr] = session
-        try:
-            packets, replies = channel.open(data)
-        except Exception as exc:  # a record layer's surprise must not take the listener down
-            peer_log(log, "webrtc.record", "session %s: record dropped: %s", session.id, exc)
-            return
+        packets, replies = channel.open(data)
         for reply in replies:
             self.send_raw(reply, session.remote)
         for packet in packets:
