@@ -225,3 +225,31 @@ async def test_a_refused_offer_gets_503_and_a_rejected_peer_an_abort(make_server
         assert not any(isinstance(e, se.AssociationUp) for e in peer.events), "never up for a refused peer"
     finally:
         peer.sock.close()
+
+
+def test_ice_lite_nomination_and_consent() -> None:
+    from mux.webrtc.ice import IceLite
+
+    ice = IceLite("ours", "ourpasswordourpassword", "peer", "peerpasswordpeerpassword")
+
+    def check(nominate: bool, username: bytes = b"ours:peer", key: bytes = b"ourpasswordourpassword") -> stun.Message:
+        attrs = [(stun.USERNAME, username), (stun.ICE_CONTROLLING, b"\x00" * 8)]
+        if nominate:
+            attrs.append((stun.USE_CANDIDATE, b""))
+        msg = stun.parse(stun.build(stun.BINDING_REQUEST, os.urandom(12), attrs, key=key))
+        assert msg is not None
+        return msg
+
+    assert not ice.valid(check(False, username=b"ours:someone-else"))
+    assert not ice.valid(check(False, key=b"a guess"))
+    first, second = ("10.0.0.1", 1000), ("127.0.0.1", 2000)
+    assert ice.valid(check(False))
+    ice.on_check(check(False), first, 0.0)
+    assert ice.selected == first and not ice.nominated, "the first checked address, until one is nominated"
+    ice.on_check(check(True), second, 1.0)
+    assert ice.selected == second and ice.nominated
+    ice.on_check(check(False), first, 20.0)  # checks on another address keep no consent for the nominated one
+    assert not ice.consent_expired(30.0, 30.0)
+    assert ice.consent_expired(31.5, 30.0)
+    ice.on_check(check(False), second, 31.0)
+    assert not ice.consent_expired(31.5, 30.0)
