@@ -77,6 +77,9 @@ def test_handshake_then_application_data_both_ways() -> None:
     assert data == [b"x" * 1100]
     assert server.peer_certificate is not None  # what the fingerprint was checked against
     assert s_channel.open(b"\x17\xfe\xfd" + b"\x00" * 40)[0] == [], "a forged record is dropped"
+    forged = b"\x17\xfe\xfd\x00\x01" + b"\x00\x00\x00\x00\x00\x09" + (40).to_bytes(2, "big") + b"\x5a" * 40
+    assert s_channel.open(forged) == ([], []), "so is one framed as a single application_data record"
+    assert s_channel.open(c_channel.seal(b"after"))[0] == [b"after"], "and the channel goes on"
     closing = s_channel.close()
     assert closing, "close_notify"
     c_channel.open(closing[0])
