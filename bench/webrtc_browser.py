@@ -5,7 +5,8 @@ Both servers run in processes of their own and do the same thing: count the byte
 channel, and answer the text message ``done`` with the count. The page (Chromium, driven over its DevTools pipe by
 ``tests/browser.py``) POSTs its offer to the server (WHIP-style; both answer ``201`` with the SDP), opens one
 reliable ordered channel, sends ``--mb`` MiB in 16 KiB messages (keeping at most 4 MiB buffered), then ``done``, and
-times from the first message to the answer with ``performance.now()``. The count must match what was sent.
+times from the first message to the answer with ``performance.now()``. The count must match what was sent. Each
+server's CPU time over the run (from ``/proc``) is printed too: it says which side is the limit.
 
 Usage: python bench/webrtc_browser.py [--mb 32] [--reps 3]
 """
@@ -15,9 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +125,13 @@ async def aiortc_server() -> None:
     await asyncio.Event().wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def start(argv: list[str], pattern: str) -> tuple[asyncio.subprocess.Process, int]:
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
@@ -155,15 +165,21 @@ async def run(args: argparse.Namespace) -> None:
             async with serve_page() as page_url, chromium_page(page_url, extra_flags=FLAGS) as page:
                 for rep in range(args.reps):
                     pair: list[float] = []
-                    for name, port in (("mux", mux_port), ("aiortc", rtc_port)):
+                    for name, port, proc in (("mux", mux_port, mux_proc), ("aiortc", rtc_port, rtc_proc)):
                         script = SCRIPT.replace("SIGNAL", json.dumps(f"http://127.0.0.1:{port}/")).replace(
                             "BULK", str(bulk)
                         )
+                        cpu0, wall0 = cpu_seconds(proc.pid), time.perf_counter()
                         r = await asyncio.wait_for(page.evaluate(page_script(script)), 600)
+                        cpu = cpu_seconds(proc.pid) - cpu0
+                        share = cpu / (time.perf_counter() - wall0)
                         assert r["count"] == r["sent"] == bulk, r
                         mbit = bulk * 8 / (r["ms"] / 1000) / 1e6
                         pair.append(mbit)
-                        print(f"rep {rep + 1} {name:6}: {args.mb} MiB in {r['ms'] / 1000:.2f} s, {mbit:.0f} Mbit/s")
+                        print(
+                            f"rep {rep + 1} {name:6}: {args.mb} MiB in {r['ms'] / 1000:.2f} s, {mbit:.0f} Mbit/s; "
+                            f"server CPU {cpu:.2f} s ({share:.0%} of a core, signalling and handshake included)"
+                        )
                     rows.append((pair[0], pair[1]))
         finally:
             for proc in (mux_proc, rtc_proc):
