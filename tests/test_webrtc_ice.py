@@ -253,3 +253,35 @@ def test_ice_lite_nomination_and_consent() -> None:
     assert ice.consent_expired(31.5, 30.0)
     ice.on_check(check(False), second, 31.0)
     assert not ice.consent_expired(31.5, 30.0)
+
+
+async def test_a_reload_changes_the_page_and_options_for_new_sessions(tmp_path: Any) -> None:
+    from mux.server import Server
+    from tests.test_reload import reload, start, write
+
+    first, second = tmp_path / "a.html", tmp_path / "b.html"
+    first.write_text("<p>first page")
+    second.write_text("<p>second page")
+    config = tmp_path / "mux.yaml"
+
+    def listener(page: Any, **extra: Any) -> dict[str, Any]:
+        return {"name": "rtc", "transport": "webrtc", "host": "127.0.0.1", "port": 0, "page": str(page), **extra}
+
+    servers: list[Server] = []
+    write(config, [listener(first)])
+    server = await start(servers, config)
+    try:
+        port = server.listener("rtc").address[1]
+        assert (await http(port, "GET", "/"))[2] == b"<p>first page"
+        write(config, [listener(second, consent_timeout_ms=5000)])
+        answer = await reload(server)
+        assert answer["ok"] and answer["result"]["updated"] == ["rtc"]
+        assert (await http(port, "GET", "/"))[2] == b"<p>second page"
+        assert server.listener("rtc").options.consent_timeout_ms == 5000  # type: ignore[attr-defined]
+        write(config, [listener(tmp_path / "gone.html")])
+        answer = await reload(server)
+        assert not answer["ok"] and "gone.html" in str(answer)
+        assert (await http(port, "GET", "/"))[2] == b"<p>second page", "a refused reload changes nothing"
+    finally:
+        for each in servers:
+            await asyncio.wait_for(each.stop(), 10)

@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
@@ -127,6 +128,25 @@ class WebRtcListener:
         log.info(
             "listener %s: WebRTC on UDP %s, signalling on http://%s:%d/", self.name, self.address[:2], opts.host, port
         )
+
+    def reconfigure(self, options: WebRtcListenerOptions) -> Callable[[], None]:
+        """New options for sessions offered from now on (a reload): read the new page now, and return what applies
+        them. Live sessions keep what they were made with."""
+        config = core_config(options, [options.host])
+        page = PAGE
+        if options.page:
+            with open(options.page, "rb") as f:
+                page = f.read()
+
+        def commit() -> None:
+            self.options = options
+            self._page = page
+            self.endpoint.reconfigure(config)
+            self.endpoint.zero_checksum = options.zero_checksum
+            if self.driver is not None:
+                self.driver.busy_poll_us = options.busy_poll_us
+
+        return commit
 
     async def close(self) -> None:
         if self._sweeper is not None:
