@@ -106,3 +106,30 @@ async def test_signalling_refuses_what_it_cannot_answer(make_server: ServerFacto
     assert status == 400 and b"no m=application" in body
     status, _, _ = await http(port, "POST", "/", b"x" * (64 * 1024 + 1))
     assert status == 413
+
+
+async def test_a_channel_the_server_opens(make_server: ServerFactory) -> None:
+    listener = {"transport": "webrtc", "host": "127.0.0.1", "port": 0, "name": "rtc"}
+    server = await make_server("tests.webrtc_apps:Greeter", [listener])
+    port = server.listener("rtc").address[1]
+    before = set(webrtc_apps.SEEN)
+    pc = aiortc.RTCPeerConnection()
+    pc.createDataChannel("mine")  # an offer needs a data channel section
+    incoming: asyncio.Queue[Any] = asyncio.Queue()
+    said: asyncio.Queue[Any] = asyncio.Queue()
+
+    @pc.on("datachannel")
+    def on_channel(channel: Any) -> None:
+        incoming.put_nowait(channel)
+        channel.on("message", said.put_nowait)
+
+    try:
+        await offer_answer(pc, port)
+        channel = await asyncio.wait_for(incoming.get(), 10)
+        assert channel.label == "" and channel.ordered
+        assert await asyncio.wait_for(said.get(), 10) == "hello from the server"  # PPID 51: text
+        (conn_id,) = set(webrtc_apps.SEEN) - before
+        (opened,) = webrtc_apps.SEEN[conn_id]["opened"]
+        assert opened % 2 == 1 and channel.id == opened, "the DTLS server's channels take odd stream ids"
+    finally:
+        await pc.close()

@@ -40,3 +40,13 @@ class Refusing(Echo):
     def new_conn(self, conn: Connection, props: dict[str, Any]) -> None:
         note(conn, "new_conn", props)
         raise Reject(7, "not today")
+
+
+class Greeter(WatchedEcho):
+    """Opens a channel of its own once connected and says hello on it, as text."""
+
+    async def connected(self, conn: Connection, props: dict[str, Any]) -> None:
+        note(conn, "connected", props)
+        stream = conn.open_stream()
+        note(conn, "opened", stream.id)
+        await stream.send(b"hello from the server", ppid=51)
