@@ -67,6 +67,8 @@ def check(config: Any, source: str = "<config>") -> None:
             check_quic_listener(listener, key, problems)
         elif listener.transport == "sctp":
             check_sctp_listener(listener, key, problems)
+        elif listener.transport == "webrtc":
+            check_webrtc_listener(listener, key, problems)
         if getattr(listener, "pcap", None) is not None:
             check_writable(listener.pcap, f"{key}.pcap", False, problems)
     check_ports(config.listeners, problems)
@@ -254,6 +256,12 @@ def check_quic_listener(lst: Any, key: str, problems: Problems) -> None:
 
 
 def check_sctp_listener(lst: Any, key: str, problems: Problems) -> None:
+    if lst.transport == "sctp":
+        check_encapsulation(lst, key, problems)
+    check_rtoinfo(lst, key, problems)
+
+
+def check_encapsulation(lst: Any, key: str, problems: Problems) -> None:
     if lst.encapsulation == "none" and "port" in lst.model_fields_set:
         problems.add(
             f"{key}.port",
@@ -264,6 +272,9 @@ def check_sctp_listener(lst: Any, key: str, problems: Problems) -> None:
         problems.add(
             f"{key}.sctp_port", "expected 1-65535 inside UDP (0, a free port, is only for encapsulation: none)"
         )
+
+
+def check_rtoinfo(lst: Any, key: str, problems: Problems) -> None:
     rto = lst.rtoinfo
     if rto.min > rto.max:
         problems.add(f"{key}.rtoinfo.min", f"expected min <= max, got min {rto.min} > max {rto.max}")
@@ -273,6 +284,19 @@ def check_sctp_listener(lst: Any, key: str, problems: Problems) -> None:
             f"{key}.rtoinfo.initial",
             f"expected within [min, max] = [{rto.min}, {rto.max}], got {rto.initial} ({side})",
         )
+
+
+def check_webrtc_listener(lst: Any, key: str, problems: Problems) -> None:
+    """The SCTP options as for ``sctp``, and the files the signalling server reads: the page and the certificate."""
+    check_sctp_listener(lst, key, problems)
+    if lst.encapsulation != "udp":
+        problems.add(f"{key}.encapsulation", "expected udp: a data channel's SCTP runs over DTLS over UDP")
+    if lst.primary_addr is not None:
+        problems.add(f"{key}.primary_addr", "expected none: a data channel's SCTP has one path (ICE picks it)")
+    if lst.page is not None:
+        read_file(Path(lst.page), f"{key}.page", "an HTML file", problems)
+    if lst.webtransport is not None:
+        read_file(Path(lst.webtransport.certfile), f"{key}.webtransport.certfile", "a PEM certificate", problems)
 
 
 # -- ports -------------------------------------------------------------------------------------------

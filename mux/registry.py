@@ -15,7 +15,11 @@ from mux.transport import Listener, SinkFactory, TransportConnection
 
 log = logging.getLogger("mux.registry")
 
-BUILTIN = {"quic": "mux.quic.plugin:PLUGIN", "sctp": "mux.sctp.plugin:PLUGIN"}
+BUILTIN = {
+    "quic": "mux.quic.plugin:PLUGIN",
+    "sctp": "mux.sctp.plugin:PLUGIN",
+    "webrtc": "mux.webrtc.plugin:PLUGIN",
+}
 
 
 @dataclass(frozen=True)

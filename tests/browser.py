@@ -98,7 +98,9 @@ class DevToolsError(Exception):
 class Chromium:
     """One headless Chromium and one page in it."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_flags: list[str] | None = None) -> None:
+        #: more command-line flags (WebRTC's loopback ones, say); Chromium honours only the last --disable-features
+        self.extra_flags = list(extra_flags or [])
         self._proc: asyncio.subprocess.Process | None = None
         self._write_fd = -1
         self._reader: asyncio.StreamReader | None = None
@@ -125,6 +127,7 @@ class Chromium:
                 script,
                 CHROMIUM,
                 *FLAGS,
+                *self.extra_flags,
                 f"--user-data-dir={self._profile}",
                 "about:blank",
                 stdin=asyncio.subprocess.DEVNULL,
@@ -219,8 +222,8 @@ class Chromium:
 
 
 @asynccontextmanager
-async def chromium_page(url: str) -> AsyncIterator[Chromium]:
-    browser = Chromium()
+async def chromium_page(url: str, extra_flags: list[str] | None = None) -> AsyncIterator[Chromium]:
+    browser = Chromium(extra_flags)
     try:
         await browser.start()
         await browser.open(url)

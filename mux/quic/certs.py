@@ -69,3 +69,40 @@ def self_signed(host: str) -> tuple[Path, Path]:
         certfile,
     )
     return certfile, keyfile
+
+
+def webtransport_certificate(directory: Path, days: int = 13) -> tuple[Path, Path, bytes]:
+    """An ECDSA P-256 certificate for 127.0.0.1 and localhost valid ``days`` (a browser's
+    ``serverCertificateHashes`` takes none valid for more than 14): (certfile, keyfile, SHA-256 of its DER)."""
+    import hashlib
+
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    alt = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = directory / "webtransport.pem", directory / "webtransport.key"
+    keyfile.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    os.chmod(keyfile, 0o600)
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return certfile, keyfile, hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+
+
+if __name__ == "__main__":  # python -m mux.quic.certs DIR: a certificate browsers take by hash (conf/browser.yaml)
+    import sys
+
+    made = webtransport_certificate(Path(sys.argv[1] if len(sys.argv) > 1 else ".mux-demo"))
+    print(f"{made[0]} and {made[1]}: valid 13 days; SHA-256 {made[2].hex()}")

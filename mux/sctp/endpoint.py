@@ -39,7 +39,15 @@ from mux.sctp.chunks import (
     ShutdownCompleteChunk,
 )
 from mux.sctp.config import SctpConfig
-from mux.sctp.packet import Packet, ParseError, parse_packet, serialize_packet
+from mux.sctp.packet import (
+    EDMID_DTLS,
+    ZERO_CHECKSUM_ACCEPTABLE,
+    Packet,
+    ParseError,
+    parse_packet,
+    serialize_packet,
+    zero_checksum_offered,
+)
 from mux.sctp.params import (
     STALE_COOKIE,
     CookiePreservativeParam,
@@ -94,8 +102,13 @@ class Endpoint:
         hold: bool = False,
         listening: bool = True,
         tag_residue: tuple[int, int] | None = None,
+        zero_checksum: bool = False,
     ) -> None:
         self.reconfigure(config)
+        #: RFC 9653 over DTLS (WebRTC): a packet whose checksum field is zero is taken without checking it, and an
+        #: INIT offering the same gets our Zero Checksum Acceptable parameter back. Only where a lower layer
+        #: (DTLS) already guarantees integrity: never on plain UDP.
+        self.zero_checksum = zero_checksum
         #: new server associations wait for ``Association.proceed`` (the application's new_conn)
         self.hold = hold
         #: False for a client's endpoint: an INIT that starts nothing we know of is refused with a small
@@ -220,7 +233,7 @@ class Endpoint:
         stats = self.stats
         stats["rx"] += 1
         try:
-            packet = parse_packet(data)
+            packet = parse_packet(data, check_crc=not (self.zero_checksum and data[8:12] == b"\x00\x00\x00\x00"))
         except ParseError as exc:
             stats["bad_crc" if str(exc) == "bad crc32c" else "malformed"] += 1
             return None
@@ -408,6 +421,8 @@ class Endpoint:
         # carrying a parameter it does not know, instead of skipping it as its type says (RFC 9260 §3.2.1)
         params.extend(ext.params(self._offered if theirs & ext.MUX else self._offered & ~ext.MUX))
         params.extend(unrecognized)
+        if self.zero_checksum and zero_checksum_offered(init.params):
+            params.append(UnknownParam(ZERO_CHECKSUM_ACCEPTABLE, EDMID_DTLS.to_bytes(4, "big")))
         ack = InitAckChunk(local_tag, config.recbuf, config.num_ostreams, config.max_instreams, local_tsn, params)
         self._reply(addr, packet.src_port, init.initiate_tag, [ack])
 

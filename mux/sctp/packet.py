@@ -26,6 +26,7 @@ from mux.sctp.params import ParseError
 
 __all__ = [
     "COMMON_HEADER",
+    "ZERO_CHECKSUM_ACCEPTABLE",
     "Packet",
     "ParseError",
     "chunk_action",
@@ -33,7 +34,13 @@ __all__ = [
     "parse_packet",
     "serialize_packet",
     "verify_crc",
+    "zero_checksum_offered",
 ]
+
+#: RFC 9653: the Zero Checksum Acceptable parameter (INIT, INIT-ACK) and the one alternate error detection method
+#: we know, DTLS (EDMID 1): over DTLS a packet's integrity is DTLS's, and its CRC32c field may be zero
+ZERO_CHECKSUM_ACCEPTABLE = 0x8001
+EDMID_DTLS = 1
 
 COMMON_HEADER = struct.Struct("!HHII")
 _CRC_LE = struct.Struct("<I")
@@ -171,3 +178,13 @@ def serialize_packet(src_port: int, dst_port: int, vtag: int, chunks: Iterable[C
     # The header struct is big-endian; the checksum goes on the wire little-endian, so byte-swap the value.
     parts[0] = COMMON_HEADER.pack(src_port, dst_port, vtag, int.from_bytes(_CRC_LE.pack(crc), "big"))
     return b"".join(parts)
+
+
+def zero_checksum_offered(params: Iterable[object]) -> bool:
+    """Whether an INIT's or INIT-ACK's parameters accept a zero checksum with DTLS as the error detection method."""
+    for p in params:
+        if getattr(p, "type", None) == ZERO_CHECKSUM_ACCEPTABLE:
+            value = getattr(p, "value", b"")
+            if len(value) >= 4 and int.from_bytes(value[:4], "big") == EDMID_DTLS:
+                return True
+    return False
