@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from legacy_send_queue import SendQueue  # noqa: E402
 
-from mux.sctp.tx.scheduler import Scheduler, make_scheduler  # noqa: E402
+from mux.sctp.tx.scheduler import Scheduler  # noqa: E402
+from mux.sctp.tx.schedulers import make_scheduler  # noqa: E402
 
 FRAG = 1200 - 12 - 20  # an I-DATA chunk's payload in a 1200-byte packet
 WORKLOADS = {

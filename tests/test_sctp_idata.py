@@ -39,14 +39,8 @@ from mux.sctp.packet import COMMON_HEADER, ParseError, packet_crc, parse_packet,
 from mux.sctp.rx import interleaved as interleaved_module
 from mux.sctp.rx.interleaved import CHUNK_COST, MESSAGE_COST, BadFragments, InterleavedReassembly
 from mux.sctp.rx.tracker import DUPLICATE, DataTracker
-from mux.sctp.tx.scheduler import (
-    DATAGRAMS,
-    DEFAULT_PRIORITY,
-    SCHEDULERS,
-    Scheduler,
-    encode_idata,
-    make_scheduler,
-)
+from mux.sctp.tx.scheduler import DATAGRAMS, DEFAULT_PRIORITY, Scheduler, encode_idata
+from mux.sctp.tx.schedulers import SCHEDULERS, make_scheduler
 from mux.sctp.tx.send_queue import OutChunk
 
 hyp = settings(derandomize=True, deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])

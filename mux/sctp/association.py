@@ -91,7 +91,7 @@ from mux.sctp.tx.congestion import Congestion
 from mux.sctp.tx.outstanding import Outstanding
 from mux.sctp.tx.retransmission import Retransmission
 from mux.sctp.tx.rtt import RttEstimator
-from mux.sctp.tx.scheduler import make_scheduler
+from mux.sctp.tx.schedulers import make_scheduler
 from mux.sctp.tx.send_queue import DATAGRAMS
 
 Addr = tuple[Any, ...]
