@@ -69,7 +69,7 @@ GO_DEFAULTS = {
     ("sctp", "handshake"): (64, 1),
     ("sctp", "echo"): (128, 1),
     ("quic", "handshake"): (32, 1),
-    ("quic", "echo"): (32, 4),
+    ("quic", "echo"): (16, 8),
 }
 TRANSPORTS = ("quic", "sctp")
 MESSAGE = b"m" * 64
@@ -318,7 +318,7 @@ def main() -> int:
         "--concurrency", type=int, help="loops or connections per client process (default: go's per workload, 16)"
     )
     parser.add_argument(
-        "--window", type=int, help="go echo: messages in flight per connection (default: 1 SCTP, 4 QUIC)"
+        "--window", type=int, help="go echo: messages in flight per connection (default: 1 SCTP, 8 QUIC)"
     )
     parser.add_argument("--transport", action="append", choices=TRANSPORTS)
     parser.add_argument("--workload", action="append", choices=WORKLOADS)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"net"
 	"sync"
 	"time"
 
@@ -23,18 +24,27 @@ func quicConfig() *quic.Config {
 	return &quic.Config{HandshakeIdleTimeout: 10 * time.Second, MaxIdleTimeout: 30 * time.Second}
 }
 
-// quicHandshakes: each loop dials (a new UDP socket each time), counts the completed handshake and closes.
+// quicHandshakes: each loop dials from its own UDP socket, counts the completed handshake and closes.
 func quicHandshakes(run *Run) error {
 	var wg sync.WaitGroup
 	tlsConf, conf := quicTLS(), quicConfig()
+	addr, err := net.ResolveUDPAddr("udp", run.Addr)
+	if err != nil {
+		return err
+	}
 	for i := 0; i < run.Concurrency; i++ {
+		pconn, err := net.ListenUDP("udp", nil)
+		if err != nil {
+			return err
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer pconn.Close()
 			time.Sleep(time.Until(run.Start))
 			for !run.Over() {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				conn, err := quic.DialAddrContext(ctx, run.Addr, tlsConf, conf)
+				conn, err := quic.DialContext(ctx, pconn, addr, "localhost", tlsConf, conf)
 				cancel()
 				if err != nil {
 					run.failed.Add(1)

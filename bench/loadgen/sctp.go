@@ -11,9 +11,13 @@ import (
 	"hash/crc32"
 	"math/rand"
 	"net"
+	"os"
+	"runtime"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
 )
 
 const (
@@ -36,8 +40,8 @@ const (
 	// how long a handshake step waits before it sends its packet again, and how often it does
 	stepTimeout  = time.Second
 	stepAttempts = 4
-	// DATA not acknowledged for this long goes again (mux's rto_min)
-	dataTimeout = 200 * time.Millisecond
+	// DATA not acknowledged for this long goes again (mux's delayed SACK takes up to 200 ms)
+	dataTimeout = 500 * time.Millisecond
 )
 
 var (
@@ -50,6 +54,8 @@ var (
 // sctpAssoc is one association's client side and its socket.
 type sctpAssoc struct {
 	conn     *net.UDPConn
+	file     *os.File // with fd: the socket, taken from conn for the echo loop's epoll
+	fd       int      // -1 while conn does the I/O
 	rng      *rand.Rand
 	srcPort  uint16
 	dstPort  uint16
@@ -73,6 +79,7 @@ func newSctpAssoc(addr *net.UDPAddr, sctpPort int, rng *rand.Rand) (*sctpAssoc, 
 	_ = conn.SetReadBuffer(1 << 20)
 	return &sctpAssoc{
 		conn:    conn,
+		fd:      -1,
 		rng:     rng,
 		dstPort: uint16(sctpPort),
 		out:     make([]byte, 0, 1500),
@@ -95,6 +102,9 @@ func (a *sctpAssoc) begin(vtag uint32) []byte {
 func (a *sctpAssoc) send(b []byte) error {
 	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(b, castagnoli))
 	a.out = b[:0]
+	if a.fd >= 0 {
+		return rawWrite(a.fd, b)
+	}
 	_, err := a.conn.Write(b)
 	return err
 }
@@ -150,7 +160,7 @@ func appendData(b []byte, tsn uint32, ssn uint16, payload []byte) []byte {
 // chunkFn sees each chunk of a packet: its type, flags and value (after the 4-byte chunk header).
 type chunkFn func(kind, flags byte, value []byte) error
 
-// read waits until deadline for a packet of this association (its tag, a good checksum) and walks its chunks.
+// read waits until deadline for a packet of this association and walks its chunks.
 func (a *sctpAssoc) read(deadline time.Time, each chunkFn) error {
 	_ = a.conn.SetReadDeadline(deadline)
 	for {
@@ -162,27 +172,49 @@ func (a *sctpAssoc) read(deadline time.Time, each chunkFn) error {
 			}
 			return err
 		}
-		p := a.in[:n]
-		if n < 16 || binary.BigEndian.Uint32(p[4:]) != a.myTag || binary.BigEndian.Uint16(p[2:]) != a.srcPort {
-			continue // a previous association's, or not for us
+		if ours, err := a.walk(a.in[:n], each); ours || err != nil {
+			return err
 		}
-		sum := binary.LittleEndian.Uint32(p[8:])
-		binary.LittleEndian.PutUint32(p[8:], 0)
-		if crc32.Checksum(p, castagnoli) != sum {
-			continue
-		}
-		for off := 12; off+4 <= n; {
-			length := int(binary.BigEndian.Uint16(p[off+2:]))
-			if length < 4 || off+length > n {
-				return errMalformed
-			}
-			if err := each(p[off], p[off+1], p[off+4:off+length]); err != nil {
-				return err
-			}
-			off += (length + 3) &^ 3
-		}
-		return nil
 	}
+}
+
+// walk checks that p is this association's (its tag, its port, a good checksum), then gives each chunk to each.
+func (a *sctpAssoc) walk(p []byte, each chunkFn) (bool, error) {
+	n := len(p)
+	if n < 16 || binary.BigEndian.Uint32(p[4:]) != a.myTag || binary.BigEndian.Uint16(p[2:]) != a.srcPort {
+		return false, nil // a previous association's, or not for us
+	}
+	sum := binary.LittleEndian.Uint32(p[8:])
+	binary.LittleEndian.PutUint32(p[8:], 0)
+	if crc32.Checksum(p, castagnoli) != sum {
+		return false, nil
+	}
+	for off := 12; off+4 <= n; {
+		length := int(binary.BigEndian.Uint16(p[off+2:]))
+		if length < 4 || off+length > n {
+			return true, errMalformed
+		}
+		if err := each(p[off], p[off+1], p[off+4:off+length]); err != nil {
+			return true, err
+		}
+		off += (length + 3) &^ 3
+	}
+	return true, nil
+}
+
+// detach moves the socket from conn to a non-blocking fd of our own, for the echo loop's epoll.
+func (a *sctpAssoc) detach() error {
+	file, err := a.conn.File() // a duplicate, in blocking mode
+	if err != nil {
+		return err
+	}
+	fd := int(file.Fd())
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		return err
+	}
+	a.conn.Close()
+	a.file, a.fd = file, fd
+	return nil
 }
 
 // exchange sends what build makes until a packet brings a chunk of type want (or stepAttempts go unanswered).
@@ -322,12 +354,16 @@ func sctpHandshakes(run *Run) error {
 	return nil
 }
 
+// sctpEchoes sets up run.Concurrency associations (concurrently), then drives them all from one thread: one
+// epoll, one read and one write per packet, no scheduler between them (a goroutine per socket cost twice that).
 func sctpEchoes(run *Run) error {
 	addr, err := net.ResolveUDPAddr("udp", run.Addr)
 	if err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var echoers []*echoer
 	for i := 0; i < run.Concurrency; i++ {
 		a, err := newSctpAssoc(addr, run.SctpPort, rand.New(rand.NewSource(time.Now().UnixNano()+int64(i))))
 		if err != nil {
@@ -336,19 +372,122 @@ func sctpEchoes(run *Run) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer a.conn.Close()
 			if err := a.connect(run); err != nil {
 				run.failed.Add(1)
+				a.conn.Close()
 				return
 			}
-			if err := a.echoLoop(run); err != nil {
+			if err := a.detach(); err != nil {
 				run.failed.Add(1)
+				_ = a.abort()
+				a.conn.Close()
+				return
 			}
-			_ = a.abort()
+			mu.Lock()
+			echoers = append(echoers, newEchoer(a, run))
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
+	defer func() {
+		for _, e := range echoers {
+			_ = e.a.abort()
+			e.a.file.Close()
+		}
+	}()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	defer syscall.Close(epfd)
+	byFd := map[int32]*echoer{}
+	for _, e := range echoers {
+		fd := int32(e.a.fd)
+		byFd[fd] = e
+		event := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: fd}
+		if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, e.a.fd, &event); err != nil {
+			return err
+		}
+	}
+	time.Sleep(time.Until(run.Start))
+	for _, e := range echoers {
+		if err := e.start(); err != nil {
+			e.fail()
+		}
+	}
+	events := make([]syscall.EpollEvent, 256)
+	buf := make([]byte, 2048)
+	ticked := time.Now()
+	for !run.Over() {
+		n, err := rawEpollWait(epfd, events, 20)
+		if err != nil && err != syscall.EINTR {
+			return err
+		}
+		now := time.Now()
+		for _, event := range events[:max(n, 0)] {
+			e := byFd[event.Fd]
+			got, err := rawRead(int(event.Fd), buf)
+			if err == syscall.EAGAIN || e.failed {
+				continue
+			}
+			if err != nil || e.handle(buf[:got], now) != nil {
+				e.fail()
+			}
+		}
+		if n < len(events)/4 && run.Batch > 0 {
+			// let packets gather before the next look (interrupt coalescing): one wake-up per batch, not per
+			// packet, which is most of what a packet costs us; the server, the bottleneck, always has work queued
+			pause := syscall.NsecToTimespec(run.Batch.Nanoseconds())
+			_, _, _ = syscall.RawSyscall(syscall.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&pause)), 0, 0)
+		}
+		if now.Sub(ticked) >= 20*time.Millisecond {
+			ticked = now
+			for _, e := range echoers {
+				if !e.failed && e.tick(now) != nil {
+					e.fail()
+				}
+			}
+		}
+	}
 	return nil
+}
+
+// The echo loop's system calls, raw: the thread is ours (LockOSThread) and the scheduler need not hear of them.
+// Through syscall.Syscall each blocking one let the runtime hand the thread's P to another thread and back, a
+// context switch or two per packet, which cost more than the packet's own read and write.
+
+func rawRead(fd int, b []byte) (int, error) {
+	n, _, errno := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+func rawWrite(fd int, b []byte) error {
+	_, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+func rawEpollWait(epfd int, events []syscall.EpollEvent, msec int) (int, error) {
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])),
+		uintptr(len(events)), uintptr(msec), 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+func max(a, b int) int {
+	if a > b {
+		return a
+	}
+	return b
 }
 
 type sent struct {
@@ -356,117 +495,140 @@ type sent struct {
 	ssn uint16
 }
 
-// echoLoop keeps run.Window messages in flight until the window ends: a new one for each echo that comes back.
-func (a *sctpAssoc) echoLoop(run *Run) error {
+// echoer keeps run.Window messages in flight on one association until the window ends: a new one for each echo.
+type echoer struct {
+	a           *sctpAssoc
+	run         *Run
+	payload     []byte
+	outstanding []sent // sent, not yet acknowledged, in TSN order
+	progress    time.Time
+	failed      bool
+}
+
+func newEchoer(a *sctpAssoc, run *Run) *echoer {
 	payload := make([]byte, messageSize)
 	for i := range payload {
 		payload[i] = 'm'
 	}
-	var outstanding []sent // sent, not yet acknowledged, in TSN order
-	sendNew := func(withSack bool) error {
-		b := a.begin(a.peerTag)
-		if withSack {
-			b = a.appendSack(b)
-		}
-		outstanding = append(outstanding, sent{a.nextTSN, a.ssn})
-		b = appendData(b, a.nextTSN, a.ssn, payload)
-		a.nextTSN++
-		a.ssn++
-		return a.send(b)
+	return &echoer{a: a, run: run, payload: payload}
+}
+
+func (e *echoer) fail() {
+	if !e.failed {
+		e.failed = true
+		e.run.failed.Add(1)
 	}
-	time.Sleep(time.Until(run.Start))
-	for i := 0; i < run.Window; i++ {
-		if err := sendNew(false); err != nil {
+}
+
+func (e *echoer) start() error {
+	e.progress = time.Now()
+	for i := 0; i < e.run.Window; i++ {
+		if err := e.sendNew(false); err != nil {
 			return err
 		}
 	}
-	progress := time.Now()
-	for !run.Over() {
-		echoes, sack := 0, false
-		err := a.read(progress.Add(dataTimeout), func(kind, flags byte, v []byte) error {
-			switch kind {
-			case chunkData:
-				if len(v) < 12 {
-					return errMalformed
-				}
-				tsn := binary.BigEndian.Uint32(v)
-				sack = true
-				if int32(tsn-a.peerCum) <= 0 {
-					return nil // a duplicate
-				}
-				if _, dup := a.above[tsn]; dup {
-					return nil
-				}
-				if flags&0x01 != 0 {
-					echoes++
-				}
-				if tsn != a.peerCum+1 {
-					a.above[tsn] = struct{}{}
-					return nil
-				}
-				a.peerCum = tsn
-				for {
-					if _, ok := a.above[a.peerCum+1]; !ok {
-						break
-					}
-					delete(a.above, a.peerCum+1)
-					a.peerCum++
-				}
-			case chunkSack:
-				if len(v) < 12 {
-					return errMalformed
-				}
-				cum := binary.BigEndian.Uint32(v)
-				n := 0
-				for n < len(outstanding) && int32(outstanding[n].tsn-cum) <= 0 {
-					n++
-				}
-				if n > 0 {
-					outstanding = outstanding[n:]
-					progress = time.Now()
-				}
-			case chunkHeartbeat:
-				b := appendChunkHeader(a.begin(a.peerTag), chunkHeartbeatAck, 0, 4+len(v))
-				return a.send(pad(append(b, v...)))
-			case chunkAbort:
-				return errAborted
+	return nil
+}
+
+func (e *echoer) sendNew(withSack bool) error {
+	a := e.a
+	b := a.begin(a.peerTag)
+	if withSack {
+		b = a.appendSack(b)
+	}
+	e.outstanding = append(e.outstanding, sent{a.nextTSN, a.ssn})
+	b = appendData(b, a.nextTSN, a.ssn, e.payload)
+	a.nextTSN++
+	a.ssn++
+	return a.send(b)
+}
+
+// handle takes one packet: SACKs free what was acknowledged, each echo counts and sends the next message, and the
+// peer's DATA is acknowledged (in the next message's packet when there is one).
+func (e *echoer) handle(p []byte, now time.Time) error {
+	a := e.a
+	echoes, sack := 0, false
+	_, err := a.walk(p, func(kind, flags byte, v []byte) error {
+		switch kind {
+		case chunkData:
+			if len(v) < 12 {
+				return errMalformed
 			}
-			return nil
-		})
-		now := time.Now()
-		if err == errNoAnswer {
-			if len(outstanding) > 0 && now.Sub(progress) >= dataTimeout {
-				for _, s := range outstanding { // nothing acknowledged for a while: everything again
-					run.retransmits.Add(1)
-					if err := a.send(appendData(a.begin(a.peerTag), s.tsn, s.ssn, payload)); err != nil {
-						return err
-					}
-				}
-				progress = now
-			} else if len(outstanding) == 0 {
-				progress = now
+			tsn := binary.BigEndian.Uint32(v)
+			sack = true
+			if int32(tsn-a.peerCum) <= 0 {
+				return nil // a duplicate
 			}
-			continue
+			if _, dup := a.above[tsn]; dup {
+				return nil
+			}
+			if flags&0x01 != 0 {
+				echoes++
+			}
+			if tsn != a.peerCum+1 {
+				a.above[tsn] = struct{}{}
+				return nil
+			}
+			a.peerCum = tsn
+			for {
+				if _, ok := a.above[a.peerCum+1]; !ok {
+					break
+				}
+				delete(a.above, a.peerCum+1)
+				a.peerCum++
+			}
+		case chunkSack:
+			if len(v) < 12 {
+				return errMalformed
+			}
+			cum := binary.BigEndian.Uint32(v)
+			n := 0
+			for n < len(e.outstanding) && int32(e.outstanding[n].tsn-cum) <= 0 {
+				n++
+			}
+			if n > 0 {
+				e.outstanding = e.outstanding[n:]
+				e.progress = now
+			}
+		case chunkHeartbeat:
+			b := appendChunkHeader(a.begin(a.peerTag), chunkHeartbeatAck, 0, 4+len(v))
+			return a.send(pad(append(b, v...)))
+		case chunkAbort:
+			return errAborted
 		}
-		if err != nil {
-			return err
-		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := 0; i < echoes; i++ {
+		e.run.Done(now)
+	}
+	if now.Before(e.run.Stop) {
 		for i := 0; i < echoes; i++ {
-			run.Done(now)
-		}
-		if now.Before(run.Stop) {
-			for i := 0; i < echoes; i++ {
-				if err := sendNew(sack); err != nil {
-					return err
-				}
-				sack = false
-			}
-		}
-		if sack {
-			if err := a.send(a.appendSack(a.begin(a.peerTag))); err != nil {
+			if err := e.sendNew(sack); err != nil {
 				return err
 			}
+			sack = false
 		}
 	}
+	if sack {
+		return a.send(a.appendSack(a.begin(a.peerTag)))
+	}
+	return nil
+}
+
+// tick sends everything outstanding again when nothing was acknowledged for dataTimeout (a lost packet).
+func (e *echoer) tick(now time.Time) error {
+	if len(e.outstanding) == 0 || now.Sub(e.progress) < dataTimeout {
+		return nil
+	}
+	for _, s := range e.outstanding {
+		e.run.retransmits.Add(1)
+		if err := e.a.send(appendData(e.a.begin(e.a.peerTag), s.tsn, s.ssn, e.payload)); err != nil {
+			return err
+		}
+	}
+	e.progress = now
 	return nil
 }
