@@ -188,16 +188,17 @@ class Server:
         found = [int(m[1]) for line in self.lines if (m := re.search(r"worker \d+ of \d+: pid (\d+)", line))]
         return found or [self.proc.pid]
 
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) the serving processes have used so far."""
-        total = 0
+    def cpu_seconds(self) -> list[float]:
+        """CPU time (user + system) each serving process has used so far."""
+        used = []
         for pid in self.pids():
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
+                used.append(0.0)
                 continue
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total / os.sysconf("SC_CLK_TCK")
+            used.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))  # utime, stime
+        return used
 
     def _drain(self) -> None:
         assert self.proc.stderr is not None
@@ -232,6 +233,7 @@ class Outcome:
     rate: float  # operations completed per second of the window, over all client processes
     failed: int
     server_cpu: float  # cores the serving processes used during the window
+    worker_cpu: list[float]  # the same, per worker: how evenly the steering spread the load
     client_cpu: float  # cores the client processes used during the window
 
 
@@ -273,7 +275,7 @@ def one_run(args: argparse.Namespace, server: Server, transport: str, workload: 
     time.sleep(max(0.0, start_at - time.time()))
     before = server.cpu_seconds()
     time.sleep(max(0.0, start_at + args.seconds - time.time()))
-    server_cpu = server.cpu_seconds() - before
+    worker_cpu = [(after - was) / args.seconds for after, was in zip(server.cpu_seconds(), before, strict=False)]
     ok = failed = client_us = 0
     for proc, (_, concurrency) in zip(procs, commands, strict=True):
         out, _ = proc.communicate(timeout=args.seconds + 60)
@@ -281,7 +283,8 @@ def one_run(args: argparse.Namespace, server: Server, transport: str, workload: 
         ok += result["ok"]
         failed += result["failed"]
         client_us += result.get("cpu_us", 0)
-    return Outcome(ok / args.seconds, failed, server_cpu / args.seconds, client_us / 1e6 / args.seconds)
+    rate = ok / args.seconds
+    return Outcome(rate, failed, sum(worker_cpu), worker_cpu, client_us / 1e6 / args.seconds)
 
 
 def summary(values: list[float]) -> str:
@@ -339,6 +342,8 @@ def main() -> int:
     failures = 0
     how = "Go (bench/loadgen)" if args.load == "go" else "Python (mux clients)"
     print(f"{os.cpu_count()} cores; load: {how}, {args.clients} client processes; {args.seconds} s runs")
+    # other processes on the machine take cores from both servers alike, but not evenly over time: say how busy
+    print("load average at the start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench.yaml"
         config.write_text(CONFIG)
@@ -360,7 +365,8 @@ def main() -> int:
                             print(
                                 f"rep {rep + 1} workers {workers} {transport:4} {workload:9} {outcome.rate:9.0f}/s"
                                 f"  server {outcome.server_cpu:4.2f} cores ({per_op:.0f} us/op)"
-                                f"  clients {outcome.client_cpu:4.2f} cores ({client_per_op:.0f} us/op)"
+                                + (f" = {'+'.join(f'{w:.2f}' for w in outcome.worker_cpu)}" if workers > 1 else "")
+                                + f"  clients {outcome.client_cpu:4.2f} cores ({client_per_op:.0f} us/op)"
                                 + (f" ({outcome.failed} failed)" if outcome.failed else ""),
                                 flush=True,
                             )
@@ -388,6 +394,7 @@ def main() -> int:
             for workload in workloads:
                 a, b = table[(1, transport, workload)], table[(2, transport, workload)]
                 print(f"{transport} {workload:12} {summary(a):>26} {summary(b):>26}")
+    print("load average at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     if failures:
         print(f"{failures} operations failed")
     return 0
