@@ -64,10 +64,12 @@ LOADGEN = ROOT / "bench" / "loadgen"
 #: Debian's Go sources (golang-go's GOPATH); quic-go there comes from golang-github-lucas-clemente-quic-go-dev
 GOPATH = Path(os.environ.get("MUX_GOPATH", "/usr/share/gocode"))
 QUIC_GO = GOPATH / "src/github.com/lucas-clemente/quic-go/client.go"
-#: the Go load's defaults per (transport, workload): concurrency (loops or connections) and echo window
+#: the Go load's defaults per (transport, workload): concurrency (loops or connections) and echo window. Echo keeps
+#: 512 (SCTP) and 128 (QUIC) messages in flight: the client is one thread that waits its turn for a core like
+#: everyone else, and with one message per association the workers ran dry while it waited
 GO_DEFAULTS = {
     ("sctp", "handshake"): (64, 1),
-    ("sctp", "echo"): (128, 1),
+    ("sctp", "echo"): (128, 4),
     ("quic", "handshake"): (32, 1),
     ("quic", "echo"): (16, 8),
 }
@@ -321,7 +323,7 @@ def main() -> int:
         "--concurrency", type=int, help="loops or connections per client process (default: go's per workload, 16)"
     )
     parser.add_argument(
-        "--window", type=int, help="go echo: messages in flight per connection (default: 1 SCTP, 8 QUIC)"
+        "--window", type=int, help="go echo: messages in flight per connection (default: 4 SCTP, 8 QUIC)"
     )
     parser.add_argument("--transport", action="append", choices=TRANSPORTS)
     parser.add_argument("--workload", action="append", choices=WORKLOADS)
