@@ -10,14 +10,16 @@ the figure is the sum over them divided by the time. Two load generators (``--lo
   it QUIC falls back to the Python load). They cost a fraction of what the server does per operation.
 * ``python``: this script in ``--client`` mode, an event loop of mux's own clients with ``--concurrency`` tasks.
 
-Workloads: handshake (connect, close, again: ``--concurrency`` loops, a new UDP port per connection for QUIC and
-per loop for SCTP) and echo (``--concurrency`` connections, set up before the window, each with ``--window``
-64-byte messages in flight: Go's SCTP keeps them in flight on stream 0 of one association, Go's QUIC on as many
-streams, one each; the Python client always has one in flight per connection).
+Workloads: handshake (connect, close, again: ``--concurrency`` loops, each with a UDP socket of its own with the
+Go load, a new one per connection with Python; a graceful close, SHUTDOWN or CONNECTION_CLOSE) and echo
+(``--concurrency`` connections, set up before the window, each with ``--window`` 64-byte messages in flight: Go's
+SCTP keeps them in flight on stream 0 of one association, Go's QUIC on as many streams, one each; the Python client
+always has one in flight per connection).
 
-Prints per run the rate and the CPU per operation of the server and of the load generator (both measured within
-the window), then per transport and workload median [min..max] for each server, and B/A: the ratio of the medians
-and the median [min..max] of each repetition's B/A.
+Prints per run the rate and the CPU per operation of the server (and each worker's cores) and of the load
+generator (both measured within the window), then per transport and workload median [min..max] for each server,
+B/A (the ratio of the medians, and the median [min..max] of each repetition's B/A) and the bound below, from the
+one-worker runs' costs.
 
 On a 2-core machine the clients compete with the workers for the same cores: with server and client costs s and
 c per operation, two cores carry at most 2/(s+c) operations per second while one worker alone serves 1/s, so B/A
