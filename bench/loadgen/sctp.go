@@ -53,22 +53,21 @@ var (
 
 // sctpAssoc is one association's client side and its socket.
 type sctpAssoc struct {
-	conn     *net.UDPConn
-	file     *os.File // with fd: the socket, taken from conn for the echo loop's epoll
-	fd       int      // -1 while conn does the I/O
-	rng      *rand.Rand
-	srcPort  uint16
-	dstPort  uint16
-	myTag    uint32
-	peerTag  uint32
-	nextTSN  uint32 // the TSN our next DATA gets
-	peerCum  uint32 // the last TSN of the peer's received in order
-	above    map[uint32]struct{}
-	ssn      uint16
-	out      []byte
-	in       []byte
-	cookie   []byte
-	received int // echoes in the last packet read
+	conn    *net.UDPConn
+	file    *os.File // with fd: the socket, taken from conn for the echo loop's epoll
+	fd      int      // -1 while conn does the I/O
+	rng     *rand.Rand
+	srcPort uint16
+	dstPort uint16
+	myTag   uint32
+	peerTag uint32
+	nextTSN uint32 // the TSN our next DATA gets
+	peerCum uint32 // the last TSN of the peer's received in order
+	above   map[uint32]struct{}
+	ssn     uint16
+	out     []byte
+	in      []byte
+	cookie  []byte
 }
 
 func newSctpAssoc(addr *net.UDPAddr, sctpPort int, rng *rand.Rand) (*sctpAssoc, error) {
