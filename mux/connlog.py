@@ -36,6 +36,8 @@ def base_fields(conn: Connection) -> dict[str, Any]:
 
 def accepted(conn: Connection, now: float) -> None:
     """The handshake is done: the connection is up."""
+    if not log.isEnabledFor(logging.INFO):
+        return
     handshake_ms = round((now - conn.started) * 1000, 3)
     log.info(
         "connection %d accepted on %s from %s",
@@ -47,6 +49,8 @@ def accepted(conn: Connection, now: float) -> None:
 
 
 def closed(conn: Connection, now: float) -> None:
+    if not log.isEnabledFor(logging.INFO if conn.connected_at is not None else logging.DEBUG):
+        return
     props = conn.close_props or {}
     extra = fields(
         **base_fields(conn),
