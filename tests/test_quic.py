@@ -231,3 +231,32 @@ async def test_client_verifies_the_server(make_server: ServerFactory, tmp_path: 
     ca, _, _ = _ca_and_client_cert(tmp_path)
     with pytest.raises(ConnectionClosed):
         await connect(tb.Client(), url, options={"alpn": ["test"], "cacertfile": str(ca)}, timeout=5)
+
+
+async def test_a_send_racing_the_peers_stop_sending_is_a_transport_error_not_a_crash(
+    make_server: ServerFactory,
+) -> None:
+    """The peer's STOP_SENDING reaches aioquic (which resets our side of the stream at once) before the behaviour
+    hears of it: a send in between must be the TransportError ``stream.send`` documents. aioquic raises
+    RuntimeError there, which went through as a crash of the behaviour's connection."""
+    from mux.transport import TransportError
+
+    server = await make_server("tests.apps:Recording", [listener("quic")])
+    url, options = client_target(server, "quic")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    stream = conn.open_stream()
+    await stream.send(b"hello")
+    await asyncio.wait_for(_echoed(client, stream.id, 5), 5)
+    stream.stop_sending(9)
+    event = await client.next("peer_send_aborted")  # the server's aioquic has reset its side
+    assert event[1:] == (stream.id, 9)
+    (server_conn,) = server.pool.connections
+    with pytest.raises(TransportError):
+        server_conn._tconn.send(stream.id, b"late", False, None)  # as a behaviour's send would, unaware yet
+    conn.close()
+
+
+async def _echoed(client: tb.Client, stream_id: int, n: int) -> None:
+    while len(client.data.get(stream_id, b"")) < n:
+        await asyncio.sleep(0.01)

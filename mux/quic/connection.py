@@ -153,7 +153,8 @@ class QuicTransportConnection(Pumped):
         quic = self.quic
         try:
             quic.send_stream_data(stream_id, data, fin)
-        except (ValueError, AssertionError) as exc:
+        except (ValueError, AssertionError, RuntimeError) as exc:
+            # RuntimeError: aioquic already reset our side (the peer's STOP_SENDING, not yet seen by the behaviour)
             raise t.TransportError(f"stream {stream_id}: {exc}") from None
         self.driver.touch(self)
         return quic.stream_send_buffered(stream_id)
