@@ -122,3 +122,13 @@ def test_the_bench_runs_end_to_end_with_the_go_load() -> None:
         row = next(line for line in done.stdout.splitlines() if line.startswith(f"sctp {unit}"))
         assert re.search(r"\d\.\d\dx; +\d\.\d\d \[", row), row
     assert "failed" not in done.stdout, done.stdout
+
+
+def test_idle_associations_come_up_and_stay(loadgen: tuple[Path, bool]) -> None:
+    """bench/idle_cost.py end to end at a tiny scale: every idle association comes up and is still up at the end
+    of the window (HEARTBEATs every 200 ms meanwhile), and the server's memory grew by what they hold."""
+    from bench import idle_cost
+
+    per, cpu, up = idle_cost.one_run(loadgen[0], 12, 1.5, 200)
+    assert up == 12
+    assert per > 0 and 0 <= cpu < 1.0

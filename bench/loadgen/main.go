@@ -72,7 +72,7 @@ func cpuNow() time.Duration {
 
 func main() {
 	transport := flag.String("transport", "sctp", "sctp or quic")
-	workload := flag.String("workload", "handshake", "handshake or echo")
+	workload := flag.String("workload", "handshake", "handshake, echo or (SCTP) idle")
 	addr := flag.String("addr", "127.0.0.1:5000", "the server's UDP address")
 	startAt := flag.Float64("start-at", 0, "the window's start, in Unix seconds (0: one second from now)")
 	seconds := flag.Float64("seconds", 2, "the window's length")
@@ -122,6 +122,8 @@ func main() {
 		err = sctpHandshakes(run)
 	case "sctp echo":
 		err = sctpEchoes(run)
+	case "sctp idle":
+		err = sctpIdle(run)
 	case "quic handshake":
 		err = quicHandshakes(run)
 	case "quic echo":
