@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import fcntl
-import hashlib
-import ipaddress
 import json
 import os
 import shutil
@@ -22,10 +19,7 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from mux.quic import certs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
@@ -47,28 +41,9 @@ FLAGS = [
 
 
 def webtransport_certificate(directory: Path) -> tuple[Path, Path, bytes]:
-    """An ECDSA P-256 certificate for 127.0.0.1 valid for 10 days (``serverCertificateHashes`` takes none longer
+    """``mux.quic.certs.webtransport_certificate`` valid 10 days (``serverCertificateHashes`` takes none longer
     than 14): (certfile, keyfile, SHA-256 of its DER)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=10))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(key, hashes.SHA256())
-    )
-    certfile, keyfile = directory / "wt.pem", directory / "wt.key"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return certfile, keyfile, hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+    return certs.webtransport_certificate(directory, days=10)
 
 
 @asynccontextmanager
