@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
 import subprocess
@@ -10,13 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from mux import config as cfg
 from mux import preflight
+from mux.quic.certs import ec_certificate, write_pem
 
 GOOD = """\
 behaviour: behaviours.echo:Echo
@@ -144,24 +140,9 @@ def run_mux(*args: str, cwd: Path, path: Path | None = None, timeout: float = 60
 
 def make_cert(directory: Path, stem: str = "server") -> tuple[Path, Path]:
     """A self-signed EC certificate and its PKCS#8 key, as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    cert, key = ec_certificate("localhost", 1)
     certfile, keyfile = directory / f"{stem}.pem", directory / f"{stem}.key"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    write_pem(cert, key, certfile, keyfile)
     return certfile, keyfile
 
 

@@ -21,6 +21,38 @@ def cache_dir() -> Path:
     return Path(base) / "mux"
 
 
+def ec_certificate(
+    common_name: str, days: float, alt_names: list[x509.GeneralName] | None = None, *, ca: bool = False
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A self-signed ECDSA P-256 certificate and its key, valid from five minutes ago for ``days``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+    )
+    if alt_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    return builder.sign(key, hashes.SHA256()), key
+
+
+def write_pem(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, certfile: Path, keyfile: Path) -> None:
+    """The certificate and its PKCS#8 key as PEM files, the key readable by its owner only."""
+    keyfile.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    os.chmod(keyfile, 0o600)
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
 def self_signed(host: str) -> tuple[Path, Path]:
     """Return (certfile, keyfile) for ``host``, made once and kept under the user's cache dir.
 
@@ -36,7 +68,6 @@ def self_signed(host: str) -> tuple[Path, Path]:
             log.warning("no certificate configured: using the self-signed certificate %s", certfile)
             return certfile, keyfile
     directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName("localhost")]
     for literal in {host, "127.0.0.1", "::1"}:
         try:
@@ -44,25 +75,8 @@ def self_signed(host: str) -> tuple[Path, Path]:
         except ValueError:
             if literal and literal != "localhost":
                 names.append(x509.DNSName(literal))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host or "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    keyfile.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    os.chmod(keyfile, 0o600)
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    cert, key = ec_certificate(host or "localhost", 365, names, ca=True)
+    write_pem(cert, key, certfile, keyfile)
     log.warning(
         "no certificate configured: generated a self-signed one at %s (clients: --cacertfile %s, or --insecure)",
         certfile,
@@ -77,27 +91,10 @@ def webtransport_certificate(directory: Path, days: int = 13) -> tuple[Path, Pat
     import hashlib
 
     directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    alt = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    alt: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    cert, key = ec_certificate("127.0.0.1", days, alt)
     certfile, keyfile = directory / "webtransport.pem", directory / "webtransport.key"
-    keyfile.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    os.chmod(keyfile, 0o600)
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_pem(cert, key, certfile, keyfile)
     return certfile, keyfile, hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
 
 

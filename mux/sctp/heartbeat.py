@@ -59,7 +59,7 @@ class Heartbeat:
         if self.nonce is not None:  # the last probe went unanswered (§8.3)
             a._error_count += 1
             rtt.backoff()
-            a._paths.on_t3(now)  # an error of the primary path too: with another path, it may fail over
+            a._paths.primary_missed(now)  # an error of the primary path too: with another path, it may fail over
             rtt = a._rtt
             if a._error_count > a.config.asocmaxrxt:
                 a._lost()

@@ -160,14 +160,10 @@ class Paths:
 
     # -- failure detection ----------------------------------------------------------------------------------------
 
-    def on_t3(self, now: float) -> None:
-        """T3 expired on the primary path (its RTO already backed off): one more error there."""
+    def primary_missed(self, now: float) -> None:
+        """A T3 expired, or a HEARTBEAT went unanswered, on the primary path (its RTO already backed off): one more
+        error there; past ``pathmaxrxt`` this fails over."""
         self._error(self.primary, now)
-
-    def on_primary_acked(self) -> None:
-        """New data was acknowledged: the primary path works."""
-        p = self.primary
-        p.errors = 0
 
     def _error(self, path: Path, now: float) -> None:
         path.errors += 1

@@ -9,17 +9,16 @@ fails the handshake.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
+from mux.quic.certs import ec_certificate
 from mux.webrtc.handshake import Finished, FinishedWithPackets, Ok, Result, Started
 
 #: the largest DTLS record we make: an SCTP packet of up to 1200 bytes fits, with the record's overhead
@@ -46,19 +45,7 @@ class Certificate:
 
     @classmethod
     def generate(cls, days: int = 30) -> Certificate:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mux")])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=days))
-            .sign(key, hashes.SHA256())
-        )
+        cert, key = ec_certificate("mux", days)
         return cls(cert, key)
 
     @property

@@ -147,7 +147,7 @@ class Retransmission:
         a._rtt.backoff()
         paths = a._paths
         primary = paths.primary
-        paths.on_t3(now)  # past pathmaxrxt this fails over: what follows goes to the new primary path
+        paths.primary_missed(now)  # past pathmaxrxt this fails over: what follows goes to the new primary path
         if paths.primary is primary and len(paths.by_index) > 1:
             other = paths.alternate()
             if other is not None:  # §6.4.1: retransmit what timed out to another active address
