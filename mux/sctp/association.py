@@ -649,9 +649,8 @@ class Association:
             if kind is data_kind:  # DATA, or I-DATA once agreed (the receive path takes either)
                 if self.state in DATA_FLOWS:
                     if not got_data:
-                        gaps_before = receiver.begin()
+                        gaps_before = receiver.begin(addr)
                         got_data = True
-                        self._sack_to = addr
                     receiver.on_data(chunk, now)  # type: ignore[arg-type]
             elif kind is SackChunk:
                 self._on_sack(chunk, now)  # type: ignore[arg-type]
@@ -695,9 +694,8 @@ class Association:
             elif (kind is ForwardTsnChunk or kind is IForwardTsnChunk) and self._forward_agreed(kind):
                 if self.state in DATA_FLOWS:
                     if not got_data:
-                        gaps_before = receiver.begin()
+                        gaps_before = receiver.begin(addr)
                         got_data = True
-                        self._sack_to = addr
                     receiver.on_forward_tsn(chunk, now)  # type: ignore[arg-type]
             elif kind is ReconfigChunk and self.features & ext.RECONFIG:
                 if self.state in DATA_FLOWS or self.state == SHUTDOWN_ACK_SENT:

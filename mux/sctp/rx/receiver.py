@@ -31,7 +31,7 @@ from mux.sctp.rx.tracker import DUPLICATE, MAX_AHEAD, NEXT, NO_ROOM, TOO_FAR
 from mux.sctp.state import ESTABLISHED, SHUTDOWN_SENT
 
 if TYPE_CHECKING:
-    from mux.sctp.association import Association
+    from mux.sctp.association import Addr, Association
 
 MASK = 0xFFFFFFFF
 #: §6.2's every-second-packet SACKs at most sent inside one read batch; those §6.7 owes are never held back
@@ -116,10 +116,11 @@ class Receiver:
             # nothing is missing, yet what waits fills the window: a message bigger than the window never completes
             a._abort_with(out_of_resource_cause(), f"peer message larger than recbuf ({recbuf} bytes)")
 
-    def begin(self) -> bool:
-        """A packet with data (or a FORWARD-TSN) begins: the SACK an earlier packet is owed at once leaves now, as
-        it stood, before this packet changes what it would say (the driver reads packets in batches and builds
-        one round of packets per batch). Returns whether TSNs were missing before this packet."""
+    def begin(self, addr: Addr) -> bool:
+        """A packet with data (or a FORWARD-TSN) begins, from ``addr``: the SACK an earlier packet is owed at once
+        leaves now, as it stood, before this packet changes what it would say (the driver reads packets in batches
+        and builds one round of packets per batch), to where that packet came from; this one's goes back to
+        ``addr`` (§6.4). Returns whether TSNs were missing before this packet."""
         a = self.a
         if a._sack_urgent:
             a._batch_sacks += 1
@@ -129,6 +130,7 @@ class Receiver:
                 a._raw.append(packet)
             else:
                 a._to_paths.append((packet, to))
+        a._sack_to = addr
         return a._rx.has_gaps
 
     def after(self, now: float, gaps_before: bool) -> None:
