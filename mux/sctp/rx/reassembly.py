@@ -157,6 +157,13 @@ class Reassembly:
         self._frags[t] = c
         left = self._by_end.pop(t - 1, None)
         right = self._by_start.pop(t + 1, None)
+        if right is None and left is not None and not c.ending:
+            # the common case, a message's next fragment in order: its run grows in place (still incomplete)
+            left.end = t
+            self._by_end[t] = left
+            if c.beginning:
+                left.last_b = t
+            return
         if left is not None:
             del self._by_start[left.start]
         if right is not None:
@@ -196,23 +203,19 @@ class Reassembly:
         self._by_end[run.end] = run
 
     def _take(self, b: int, e: int) -> None:
-        frags = self._frags
-        first = frags.pop(b)
-        parts = [first.data]
-        released = len(first.data) + CHUNK_COST
-        sid, unordered, ssn = first.stream_id, first.unordered, first.ssn
-        consistent = True
-        for t in range(b + 1, e + 1):
-            piece = frags.pop(t)
-            parts.append(piece.data)
-            released += len(piece.data) + CHUNK_COST
-            if piece.stream_id != sid or piece.unordered != unordered or (not unordered and piece.ssn != ssn):
-                consistent = False
+        pop = self._frags.pop
+        pieces = [pop(t) for t in range(b, e + 1)]
+        first = pieces[0]
+        parts = [p.data for p in pieces]
+        nbytes = sum(map(len, parts))
+        released = nbytes + CHUNK_COST * len(pieces)
         self.held -= released
         self.assembling -= released
-        self.fragment_bytes -= sum(len(p) for p in parts)
-        if not consistent:
-            raise BadFragments("fragments of one message disagree")
+        self.fragment_bytes -= nbytes
+        sid, unordered, ssn = first.stream_id, first.unordered, first.ssn
+        for piece in pieces:
+            if piece.stream_id != sid or piece.unordered != unordered or (not unordered and piece.ssn != ssn):
+                raise BadFragments("fragments of one message disagree")
         data = b"".join(parts)
         if unordered:
             self.deliver(sid, data, first.ppid, True)
