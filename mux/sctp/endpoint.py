@@ -255,7 +255,7 @@ class Endpoint:
         if not chunks:
             stats["malformed"] += 1
             return None
-        assoc = self._assocs.get(_key(addr, packet.src_port))
+        assoc = self._assocs.get((addr[0], addr[1], packet.src_port))  # _key, inlined
         first = chunks[0]
         kind = type(first)
         if kind is InitChunk:

@@ -194,14 +194,18 @@ def serialize_packet(src_port: int, dst_port: int, vtag: int, chunks: Iterable[C
 
     The CRC is accumulated chunk by chunk so the packet is assembled by a single join.
     """
-    parts: list[bytes] = [b""]
-    crc = _crc(_ZERO4, _crc(_PORTS_TAG.pack(src_port, dst_port, vtag)))
+    head = _PORTS_TAG.pack(src_port, dst_port, vtag)
+    crc = _head_crc.get(head)
+    if crc is None:
+        if len(_head_crc) >= _HEAD_CRC_MAX:
+            _head_crc.clear()
+        crc = _head_crc[head] = _crc(_ZERO4, _crc(head))
+    parts: list[bytes] = [head, b""]
     for c in chunks:
         enc = c if isinstance(c, bytes) else c.serialize()
         crc = _crc(enc, crc)
         parts.append(enc)
-    # The header struct is big-endian; the checksum goes on the wire little-endian, so byte-swap the value.
-    parts[0] = COMMON_HEADER.pack(src_port, dst_port, vtag, int.from_bytes(_CRC_LE.pack(crc), "big"))
+    parts[1] = _CRC_LE.pack(crc)  # the checksum goes on the wire little-endian
     return b"".join(parts)
 
 

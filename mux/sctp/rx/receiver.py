@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mux.sctp.chunks import (
+    SACK_HEADER,
     DataChunk,
     ErrorChunk,
     ForwardTsnChunk,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 MASK = 0xFFFFFFFF
 #: §6.2's every-second-packet SACKs at most sent inside one read batch; those §6.7 owes are never held back
 MAX_BATCH_SACKS = 4
+_sack_head = SACK_HEADER.pack
 
 
 class Receiver:
@@ -131,7 +133,7 @@ class Receiver:
             else:
                 a._to_paths.append((packet, to))
         a._sack_to = addr
-        return a._rx.has_gaps
+        return bool(a._rx.starts)
 
     def after(self, now: float, gaps_before: bool) -> None:
         a = self.a
@@ -142,7 +144,7 @@ class Receiver:
         # the one that fills the last gap, for duplicates, and when the sender asked (RFC 7053 I bit): each such
         # packet gets its own, even inside one read batch, and so does every second packet (§6.2): usrsctp grows
         # its cwnd by an MTU or two per SACK, so one SACK per batch held its slow start back; up to a point:
-        owed = a._sack_now or gaps_before or a._rx.has_gaps or not a.config.sackdelay
+        owed = a._sack_now or gaps_before or bool(a._rx.starts) or not a.config.sackdelay
         if owed or a._data_packets >= a.config.sack_freq or a.state != ESTABLISHED:
             a._need_sack = True
             # a read batch longer than 2 x MAX_BATCH_SACKS packets says we are the bottleneck, not the sender's
@@ -163,10 +165,14 @@ class Receiver:
         a._t_sack = None
         a._data_packets = 0
         rx = a._rx
-        dups = rx.take_dups()
-        gaps = rx.gap_blocks((a._budget - 16) // 4 - len(dups)) if rx.has_gaps else []
-        rwnd = a.rwnd
+        rwnd = a._recbuf - a._reasm.held
+        if rwnd < 0:
+            rwnd = 0
         a._rwnd_sent = rwnd
+        if not rx.starts and not rx.dups:  # the common case: nothing missing, nothing twice
+            return _sack_head(3, 0, 16, rx.cum & MASK, rwnd, 0, 0)
+        dups = rx.take_dups()
+        gaps = rx.gap_blocks((a._budget - 16) // 4 - len(dups)) if rx.starts else []
         return SackChunk(rx.cum_tsn, rwnd, gaps, dups).serialize()
 
     # -- PR-SCTP (RFC 3758): the sender's side is ``Retransmission``'s ------------------------------------------
