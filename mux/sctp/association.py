@@ -640,6 +640,14 @@ class Association:
             return
         self.stats["rx_packets"] += 1
         self._last_activity = now
+        if len(chunks) == 1 and type(first) is self._data_kind and self.state in DATA_FLOWS:
+            # the bulk of all packets, one DATA chunk: what the loop below does with it, without the loop
+            receiver = self._receiver
+            gaps_before = receiver.begin(addr)
+            receiver.on_data(first, now)  # type: ignore[arg-type]
+            if self.state != CLOSED:
+                receiver.after(now, gaps_before)
+            return
         got_data = False
         gaps_before = False
         data_kind = self._data_kind
