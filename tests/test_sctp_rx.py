@@ -346,3 +346,39 @@ def test_an_application_that_does_not_read_closes_the_window_and_reading_reopens
     # a SACK or two tells the peer the window opened; the rest ride on the SACKs its next data draws
     assert 1 <= window_updates <= 2
     assert assoc.rwnd == recbuf
+
+
+def test_fragments_in_order_grow_their_run_and_a_late_first_fragment_still_completes_its_message() -> None:
+    """A message's next fragment in order grows the run it joins in place (the receive path's common case). That
+    run keeps the E and B it needs: here the first fragment of message 0 is late, message 1 arrives whole and in
+    order behind message 0's tail, and both come out intact, in SSN order, with nothing left charged."""
+    events: deque[Any] = deque()
+    reasm = Reassembly(1, events, {"messages_received": 0})
+    m0 = [DataChunk(10, 0, 0, 7, b"a0", False, True, False), DataChunk(11, 0, 0, 7, b"a1", False, False, False)]
+    m0.append(DataChunk(12, 0, 0, 7, b"a2", False, False, True))
+    m1 = [DataChunk(13 + i, 0, 1, 8, b"b%d" % i, False, i == 0, i == 3) for i in range(4)]
+    for c in [*m0[1:], *m1[:3]]:  # 11..15 in order: one run, E at 12, B at 13, message 1 still open
+        reasm.fragment(c.tsn, c)
+    assert reasm.fragments == 5 and not events
+    reasm.fragment(16, m1[3])  # message 1 completes, but SSN 1 waits for SSN 0
+    assert reasm.fragments == 2 and not events
+    reasm.fragment(10, m0[0])  # the late first fragment: message 0, then message 1
+    assert [(e.ppid, e.data) for e in events] == [(7, b"a0a1a2"), (8, b"b0b1b2b3")]
+    assert reasm.fragments == 0 and reasm.assembling == 0 and reasm.fragment_bytes == 0
+    for e in events:
+        reasm.consumed(len(e.data))
+    assert reasm.held == 0
+
+
+def test_an_in_order_sack_says_what_the_window_holds_and_a_duplicate_is_still_reported() -> None:
+    """The in-order SACK is packed in one step; it must say what the full encoder would (cumulative TSN, the
+    window left after what is held), and a duplicate must still take the full path and be reported."""
+    assoc, peer = _server(64 * 1024)
+    first = peer.data(bytes(3000), ending=False)
+    replies = _send(assoc, peer, [first], per_packet=1)
+    sack = [c for c in replies if isinstance(c, SackChunk)][-1]
+    assert sack == SackChunk(first.tsn, 64 * 1024 - 3000 - CHUNK_COST, [], [])
+    assert parse_packet(serialize_packet(1, 2, 3, [sack])).chunks == [sack]
+    replies = _send(assoc, peer, [first], per_packet=1)  # the same TSN again
+    sack = [c for c in replies if isinstance(c, SackChunk)][-1]
+    assert sack.duplicates == [first.tsn] and sack.cum_tsn == first.tsn

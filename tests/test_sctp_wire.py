@@ -537,3 +537,20 @@ def test_describe_never_raises(code: int, info: bytes) -> None:
     text = P.describe(P.ErrorCause(code, info))
     assert isinstance(text, str) and text
     assert len(text) < 300
+
+
+def test_the_header_crc_cache_stays_bounded_whatever_tags_a_peer_sprays() -> None:
+    """The CRC state of a packet's first 12 bytes is cached by its ports and tag, which any peer chooses: packets
+    under ever new tags must neither grow the cache past its bound nor get a wrong verdict from it."""
+    from mux.sctp import packet as pk
+
+    chunk = C.DataChunk(1, 0, 0, 0, b"payload")
+    for vtag in range(pk._HEAD_CRC_MAX + 50):
+        wire = serialize_packet(5000, 5001, vtag, [chunk])
+        assert parse_packet(wire).vtag == vtag
+        assert len(pk._head_crc) <= pk._HEAD_CRC_MAX
+        if vtag % 997 == 0:  # a corrupted one under a cached header is still refused
+            bad = bytearray(wire)
+            bad[-1] ^= 0x40
+            with pytest.raises(ParseError, match="crc"):
+                parse_packet(bytes(bad))
