@@ -644,7 +644,7 @@ class Association:
             # the bulk of all packets, one DATA chunk: what the loop below does with it, without the loop
             receiver = self._receiver
             gaps_before = receiver.begin(addr)
-            receiver.on_data(first, now)  # type: ignore[arg-type]
+            receiver.on_data(first, now)
             if self.state != CLOSED:
                 receiver.after(now, gaps_before)
             return
