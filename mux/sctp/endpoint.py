@@ -31,9 +31,12 @@ from mux.sctp.chunks import (
     AbortChunk,
     CookieAckChunk,
     CookieEchoChunk,
+    DataChunk,
     ErrorChunk,
+    IDataChunk,
     InitAckChunk,
     InitChunk,
+    SackChunk,
     ShutdownAckChunk,
     ShutdownChunk,
     ShutdownCompleteChunk,
@@ -84,6 +87,10 @@ MAX_UNRECOGNIZED_REPORT = 256
 #: again for this long: a packet reordered across the rebinding does not flap the association back, and a
 #: peer alternating ports makes at most one ``PeerAddressChanged`` per association per second
 PORT_HOLD_DOWN = 1.0
+
+
+#: first chunks of a packet that an existing association handles alone, whatever its state (_dispatch's rules)
+_IN_ASSOCIATION = frozenset((DataChunk, IDataChunk, SackChunk))
 
 
 def _key(addr: Addr, port: int) -> tuple[Any, ...]:
@@ -238,6 +245,15 @@ class Endpoint:
             stats["bad_crc" if str(exc) == "bad crc32c" else "malformed"] += 1
             return None
         try:
+            chunks = packet.chunks
+            if chunks and type(chunks[0]) in _IN_ASSOCIATION and packet.dst_port == self.local_port:
+                # the common case, what _dispatch would do with it: a packet for an association we have
+                assoc = self._assocs.get((addr[0], addr[1], packet.src_port))
+                if assoc is not None and assoc.state != CLOSED:
+                    assoc.receive_packet(packet, addr, now)
+                    if assoc._paths.changed:
+                        self._index_paths(assoc)
+                    return assoc
             return self._dispatch(packet, addr, now)
         except Exception as exc:  # a bug of ours must not take the endpoint down with one packet
             stats["malformed"] += 1
