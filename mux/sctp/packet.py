@@ -96,7 +96,8 @@ def parse_packet(data: bytes | bytearray | memoryview, *, check_crc: bool = True
     is to be discarded anyway, so it is neither decoded nor allowed to make the packet malformed.
     """
     if type(data) is not bytes:
-        data = bytes(data)  # bytes slice straight into bytes, one copy each: cheaper than memoryview slices
+        # work on bytes: a bytes slice is one copy, cheaper than a memoryview slice and its tobytes()
+        data = bytes(data)
     end = len(data)
     if end < 16:
         raise ParseError("packet too short")
