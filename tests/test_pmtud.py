@@ -40,7 +40,7 @@ def test_an_odd_maximum_is_itself_a_candidate() -> None:
 
 def test_a_lost_size_is_probed_max_probes_times_then_the_search_ends_below_it() -> None:
     search = Search(1280, 65535, max_probes=3)
-    sent, now = run(search, 1500)
+    sent, _ = run(search, 1500)
     assert sent == [1400, 1420, 1480, 1492, 1500, 4096, 4096, 4096]
     assert search.pmtu == 1500 and search.state == SEARCH_COMPLETE
 
