@@ -23,6 +23,7 @@ States (§5.2): ``base``, ``searching``, ``search_complete``, ``error``, or ``di
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 DISABLED = "disabled"
@@ -47,9 +48,27 @@ def ip_udp_overhead(host: str) -> int:
     return 48 if ":" in host else 28
 
 
+#: interface MTUs by peer host, with when they were asked: a server asks once a minute per host, not per handshake
+_IFACE_CACHE: dict[str, tuple[float, int | None]] = {}
+_IFACE_TTL = 60.0
+
+
 def interface_mtu(addr: Any) -> int | None:
     """The MTU of the interface the kernel routes ``addr`` (host, port, ...) through, or None where it cannot say
-    (not Linux, no route). Asks a throwaway connected UDP socket: nothing is sent."""
+    (not Linux, no route). Asks a throwaway connected UDP socket (nothing is sent); remembered a minute per host."""
+    host = str(addr[0])
+    now = time.monotonic()
+    cached = _IFACE_CACHE.get(host)
+    if cached is not None and now - cached[0] < _IFACE_TTL:
+        return cached[1]
+    if len(_IFACE_CACHE) >= 4096:
+        _IFACE_CACHE.clear()
+    mtu = _ask_interface_mtu(addr)
+    _IFACE_CACHE[host] = (now, mtu)
+    return mtu
+
+
+def _ask_interface_mtu(addr: Any) -> int | None:
     host = str(addr[0])
     v6 = ":" in host
     try:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from mux.pmtud import BASE, ERROR, SEARCH_COMPLETE, SEARCHING, Search
+import sys
+
+import pytest
+
+from mux.pmtud import BASE, ERROR, SEARCH_COMPLETE, SEARCHING, Search, interface_mtu
 
 
 def run(search: Search, path_mtu: int, now: float = 0.0, timeout: float = 1.0) -> tuple[list[int], float]:
@@ -131,3 +135,9 @@ def test_off_when_the_maximum_is_the_base() -> None:
     assert search.next_timer() is None and search.probe_due(0.0, 1.0) is None
     search = Search(1280, 9000, enabled=False)
     assert search.probe_due(0.0, 1.0) is None and search.pmtu == 1280
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IP_MTU is Linux's")
+def test_the_interface_mtu_toward_loopback_is_loopbacks() -> None:
+    mtu = interface_mtu(("127.0.0.1", 9))
+    assert mtu is not None and mtu > 1500  # Linux's lo: 65536

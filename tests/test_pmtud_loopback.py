@@ -47,6 +47,9 @@ async def test_reaches_above_1500_bytes_on_loopback(make_server: ServerFactory, 
     assert state["pmtu"] > 1500, state
     # what the sender builds its packets at: QUIC's UDP payload, SCTP's packet (its UDP payload)
     assert conn.stats()["mtu"] > 1500 - 28, conn.stats()
+    if transport == "sctp":  # the server probed us too: its PAD chunks were skipped as padding, not unrecognized
+        sctp = conn.stats()["sctp"]
+        assert sctp["unrecognized_chunks"] == 0 and sctp["state"] == "established", sctp
     conn.close()
 
 
