@@ -22,7 +22,7 @@ from mux.pmtud import Search
 from mux.sctp import extensions as ext
 from mux.sctp.chunks import HeartbeatChunk
 from mux.sctp.packet import serialize_packet
-from mux.sctp.state import DATA_FLOWS
+from mux.sctp.state import ESTABLISHED
 
 if TYPE_CHECKING:
     from mux.sctp.association import Association
@@ -74,13 +74,13 @@ class SctpPmtud:
 
     def next_timer(self) -> float | None:
         a = self.a
-        if a.state not in DATA_FLOWS or a.on_hold:
+        if a.state != ESTABLISHED or a.on_hold:  # not once shutdown began: an ack would outlive the association
             return None
         return self.search.next_timer()
 
     def on_timer(self, now: float) -> None:
         a = self.a
-        if a.state not in DATA_FLOWS or a.on_hold:
+        if a.state != ESTABLISHED or a.on_hold:
             return
         size = self.search.probe_due(now, a._rtt.rto)
         if size is None:
