@@ -34,7 +34,7 @@ AIOQUIC_MAX_PAYLOAD = 16383
 
 
 class QuicPmtud:
-    __slots__ = ("_now", "_overhead", "_pto_seen", "conn", "peer_max", "probe_packets", "search")
+    __slots__ = ("_addr", "_now", "_overhead", "_pto_seen", "conn", "peer_max", "probe_packets", "search")
 
     def __init__(self, conn: MuxQuicConnection, search: Search, overhead: int) -> None:
         self.conn = conn
@@ -47,6 +47,8 @@ class QuicPmtud:
         self._pto_seen = 0
         #: the latest time the connection was given (a delivery handler is called without one)
         self._now = 0.0
+        #: the peer address the search is about: a migration to another starts it over from the base
+        self._addr: Any = None
 
     # -- the connection's hooks ----------------------------------------------------------------------------------
 
@@ -71,6 +73,12 @@ class QuicPmtud:
         self._pto_seen = pto
         if not conn._handshake_confirmed:
             return []
+        addr = conn._network_paths[0].addr
+        if addr != self._addr:
+            if self._addr is not None:  # the peer moved (RFC 9000 §9.4): nothing is known of the new path's MTU
+                search.black_hole(now)
+                self._apply()
+            self._addr = addr
         size = search.probe_due(now, 2 * conn._loss.get_probe_timeout())
         if size is None:
             return []
