@@ -93,6 +93,7 @@ class Search:
         "_raise_at",
         "base",
         "candidates",
+        "fallbacks",
         "max_probes",
         "maximum",
         "pmtu",
@@ -130,6 +131,8 @@ class Search:
         self._fail_count = 0
         self._raise_at: float | None = None
         self._losses = 0
+        #: times the size went back to the base (black holes, a new path)
+        self.fallbacks = 0
 
     def set_maximum(self, maximum: int) -> None:
         """A new ceiling (the interface MTU learnt late, say); a confirmed size above it drops to it."""
@@ -250,6 +253,7 @@ class Search:
 
     def black_hole(self, now: float) -> None:
         """Back to the base (RFC 8899 §4.3), confirming it by a probe before searching up again."""
+        self.fallbacks += 1
         self.pmtu = self.base
         self.state = BASE
         self._losses = 0
@@ -260,4 +264,10 @@ class Search:
         self._hi = self.maximum + 1
 
     def info(self) -> dict[str, Any]:
-        return {"pmtu": self.pmtu, "state": self.state, "maximum": self.maximum, "probes_sent": self.probes_sent}
+        return {
+            "pmtu": self.pmtu,
+            "state": self.state,
+            "maximum": self.maximum,
+            "probes_sent": self.probes_sent,
+            "fallbacks": self.fallbacks,
+        }

@@ -5,6 +5,8 @@ peer takes our HEARTBEAT + PAD probes, and an aioquic client our PING + PADDING 
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +22,7 @@ from mux.behaviours.bench import BenchClient
 from mux.impair.proxy import ImpairProxy
 from tests import usrsctp
 from tests.conftest import ServerFactory, client_target, listener
+from tests.udp_relay import UdpRelay
 
 
 async def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -74,6 +77,7 @@ async def test_the_size_falls_back_when_the_path_shrinks_mid_transfer(
         assert stats["mtu"] <= 1472, stats
         assert pmtud_state(conn)["pmtu"] <= 1500
         assert proxy.stats().up.dropped_mtu > 0  # the path really shrank under the transfer
+        assert pmtud_state(conn)["fallbacks"] == 1  # one black hole, found once
         conn.close()
 
 
@@ -113,10 +117,11 @@ async def test_a_usrsctp_peer_answers_our_probes() -> None:
 
 
 class MtuReporter(ConnectionBehaviour):
-    """Answers each message with the connection's packet size (what ``stats()['mtu']`` says) as text."""
+    """Answers each message with the connection's packet size (``stats()['mtu']``) and its search's fallbacks."""
 
     async def stream_data(self, stream: Stream, data: bytes, fin: bool, props: dict[str, Any]) -> None:
-        await stream.send(str(self.conn.stats()["mtu"]).encode())
+        stats = self.conn.stats()
+        await stream.send(json.dumps([stats["mtu"], stats["pmtud"]["fallbacks"]]).encode())
 
 
 class Replies(QuicConnectionProtocol):
@@ -141,6 +146,49 @@ async def test_an_aioquic_client_acknowledges_our_probes(make_server: ServerFact
             while mtu <= 1500:
                 client._quic.send_stream_data(stream_id, b"mtu?")
                 client.transmit()
-                mtu = int(await client.replies.get())
+                mtu, _ = json.loads(await client.replies.get())
                 await asyncio.sleep(0.05)
         assert mtu > 1500  # the server's datagram size rose: aioquic acknowledged its PING + PADDING probes
+
+
+class RebindingRelay(UdpRelay):
+    """A relay whose server-facing port changes on ``rebind()``: a NAT that forgot its mapping."""
+
+    def rebind(self) -> None:
+        for addr, old in list(self._socks.items()):
+            self._loop.remove_reader(old.fileno())
+            old.close()
+            sock = self._socks[addr] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.connect(self.upstream)
+            self._loop.add_reader(sock.fileno(), self._from_server, sock, addr)
+
+
+async def test_a_quic_peer_that_migrates_is_searched_again_from_the_base(make_server: ServerFactory) -> None:
+    server = await make_server(f"{__name__}:MtuReporter", [listener("quic")])
+    _, options = client_target(server, "quic")
+    async with RebindingRelay(tuple(server.listener("quic").address[:2])) as relay:
+        client = Echoed()
+        conn = await connect(client, f"quic://127.0.0.1:{relay.port}", options=options)
+        stream = conn.open_stream()
+
+        async def ask() -> tuple[int, int]:
+            client.got.clear()
+            await stream.send(b"mtu?")
+            await wait_until(lambda: bool(client.got), 5, "no answer")
+            mtu, fallbacks = json.loads(client.got[0])
+            return int(mtu), int(fallbacks)
+
+        async with asyncio.timeout(10):
+            while (await ask())[0] <= 1500:  # the server's search climbs toward us
+                await asyncio.sleep(0.05)
+        assert (await ask())[1] == 0
+        relay.rebind()  # the server sees us at a new address: a path it knows nothing of
+        async with asyncio.timeout(10):
+            while (answer := await ask())[1] == 0:
+                await asyncio.sleep(0.05)
+        assert answer[1] == 1
+        async with asyncio.timeout(10):
+            while (await ask())[0] <= 1500:  # and it searches the new path up again
+                await asyncio.sleep(0.05)
+        conn.close()
