@@ -298,9 +298,10 @@ async def test_packets_fill_the_path_mtu_without_a_udp_header(make_server: Serve
     a bulk message makes are exactly pmtu long (mux to mux agrees on I-DATA, whose fragments fill the packet)."""
     sniffer = Sniffer(socket.AF_INET6 if ":" in host else socket.AF_INET)
     try:
-        port, _ = await native_server(make_server, Discard, host, pmtu=1280)
+        # path MTU discovery off: the packets are to fill pmtu, not grow past it
+        port, _ = await native_server(make_server, Discard, host, pmtu=1280, maximum_mtu=1280)
         client = Recorder()
-        conn = await connect(client, native_url(host, port) + "&pmtu=1280")
+        conn = await connect(client, native_url(host, port) + "&pmtu=1280&maximum_mtu=1280")
         stream = conn.open_stream()
         await stream.send(bytes(50_000))
         server = await only_instance(Discard)

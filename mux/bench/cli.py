@@ -91,7 +91,7 @@ def results_document(
     workloads = [name for name, _ in config.workloads.enabled()]
     profiles = [p.name for p in config.profiles]
     run_dicts = [r.as_dict() for r in runs]
-    mtu = config.packet.udp_payload if config.packet.enforce else None
+    mtu = config.packet.udp_payload if config.packet.enforce and not config.packet.pmtud else None
     return {
         "mux_bench": 1,
         "started": started.isoformat(timespec="seconds"),

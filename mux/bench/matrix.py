@@ -25,7 +25,9 @@ IPV4_UDP_OVERHEAD = 28
 SCTP_BUFFER_DEFAULT = 1024 * 1024
 QUIC_ALPN = "mux-bench"
 #: options the bench sets itself; a transport_options entry may not override them
-RESERVED_OPTIONS = frozenset({"transport", "host", "port", "name", "alpn", "max_datagram_size", "pmtu", "maxseg"})
+RESERVED_OPTIONS = frozenset(
+    {"transport", "host", "port", "name", "alpn", "max_datagram_size", "pmtu", "maxseg", "maximum_mtu", "minimum_mtu"}
+)
 
 _KNOB_BY_NAME = {knob.flag.replace("-", "_"): knob for knob in KNOBS if knob.field}
 # the proxy's MTU is the packet size (set by the bench); the queue knob has its own two-field type
@@ -106,8 +108,11 @@ def _check_impairments(profile: Profile) -> Profile:
 class Packet(StrictModel):
     #: UDP payload of the largest packet either transport sends; QUIC's max_datagram_size and SCTP's pmtu - 28
     udp_payload: int = Field(default=1200, ge=1200, le=65507)
-    #: drop (and count) anything larger at the proxy, proving both sides keep to it
+    #: drop (and count) anything larger at the proxy, proving both sides keep to it (not with ``pmtud``)
     enforce: bool = True
+    #: path MTU discovery on both transports, from ``udp_payload`` up; off by default, so that A/B runs compare
+    #: the transports at one fixed size
+    pmtud: bool = False
 
 
 class Bulk(StrictModel):
@@ -375,12 +380,14 @@ def narrow(
     return validate(data, "<command line>")
 
 
-def packet_options(transport: str, udp_payload: int) -> dict[str, Any]:
-    """The transport option that caps its packets at ``udp_payload`` bytes of UDP payload (IPv4)."""
+def packet_options(transport: str, udp_payload: int, pmtud: bool = False) -> dict[str, Any]:
+    """The transport options that hold its packets at ``udp_payload`` bytes of UDP payload (IPv4), or with
+    ``pmtud`` start them there and let path MTU discovery raise them."""
+    ceiling = {} if pmtud else {"maximum_mtu": udp_payload + IPV4_UDP_OVERHEAD}
     if transport == "quic":
-        return {"max_datagram_size": udp_payload}
+        return {"max_datagram_size": udp_payload, **ceiling}
     if transport == "sctp":
-        return {"pmtu": udp_payload + IPV4_UDP_OVERHEAD}
+        return {"pmtu": udp_payload + IPV4_UDP_OVERHEAD, **ceiling}
     return {}
 
 
@@ -389,7 +396,7 @@ def listener_options(config: BenchConfig, transport: str) -> dict[str, Any]:
     options: dict[str, Any] = {"transport": transport, "host": config.host, "port": 0, "name": "bench"}
     if transport == "quic":
         options["alpn"] = [QUIC_ALPN]
-    options.update(packet_options(transport, config.packet.udp_payload))
+    options.update(packet_options(transport, config.packet.udp_payload, config.packet.pmtud))
     options.update(config.transport_options.get(transport, {}))
     return options
 
@@ -398,7 +405,7 @@ def client_options(config: BenchConfig, transport: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if transport == "quic":
         options.update(alpn=[QUIC_ALPN], verify="none")
-    options.update(packet_options(transport, config.packet.udp_payload))
+    options.update(packet_options(transport, config.packet.udp_payload, config.packet.pmtud))
     options.update(config.transport_options.get(transport, {}))
     return options
 

@@ -49,7 +49,7 @@ class RunResult:
 
 def _peer_spec(config: BenchConfig, spec: RunSpec) -> PeerSpec:
     profile = config.profile(spec.profile)
-    mtu = config.packet.udp_payload if config.packet.enforce else None
+    mtu = config.packet.udp_payload if config.packet.enforce and not config.packet.pmtud else None
     up = profile.impairment("up", mtu)
     down = profile.impairment("down", mtu)
     return PeerSpec(

@@ -10,6 +10,7 @@ deadline releases everything due in one go.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
@@ -117,6 +118,12 @@ class ImpairProxy:
         self._sweeper: asyncio.TimerHandle | None = None
         self._counts = ProxyStats(up=self._up.stats, down=self._down.stats)
         self.address: Address = ("", 0)
+
+    def set_mtu(self, mtu: int | None) -> None:
+        """Change the path's MTU (bytes of UDP payload, both directions) from now on: a route that shrinks."""
+        for model in (self._up, self._down):
+            model.settings = dataclasses.replace(model.settings, mtu=mtu)
+        self.up_settings, self.down_settings = self._up.settings, self._down.settings
 
     async def __aenter__(self) -> ImpairProxy:
         await self.start()

@@ -13,6 +13,7 @@ from aioquic.tls import SessionTicket
 from mux.quic.connection import QuicTransportConnection
 from mux.quic.core import MuxQuicConnection
 from mux.quic.options import QuicClientOptions, build_configuration
+from mux.quic.pmtud import attach as attach_pmtud
 from mux.transport import SinkFactory
 from mux.udp import Address, Driver, resolve
 
@@ -73,6 +74,7 @@ async def connect(
         # set before ``connect`` builds the ClientHello: only a client with a ticket handler offers to resume,
         # so the server issues tickets only to clients that keep them
         quic._session_ticket_handler = conn.ticket_received
+    attach_pmtud(quic, options, addr)
     quic.connect(addr, now=loop.time())
     driver.touch(conn)
 

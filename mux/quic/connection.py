@@ -303,6 +303,7 @@ class QuicTransportConnection(Pumped):
             "cwnd": loss.congestion_window,
             "bytes_in_flight": loss.bytes_in_flight,
             "mtu": quic._max_datagram_size,
+            "pmtud": quic.pmtud.info() if quic.pmtud is not None else None,
             "peer_rwnd": max(0, quic._remote_max_data - quic._remote_max_data_used),
             "packets_sent": quic._packet_number,
             "packets_received": self.datagrams_received,

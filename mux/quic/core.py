@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic.connection import (
     CONNECTION_LIMIT_FRAME_CAPACITY,
     END_STATES,
@@ -36,11 +37,12 @@ from aioquic.quic.connection import (
     QuicConnectionId,
 )
 from aioquic.quic.events import ConnectionTerminated, QuicEvent
-from aioquic.quic.packet import QuicErrorCode, QuicFrameType
+from aioquic.quic.packet import QuicErrorCode, QuicFrameType, pull_quic_transport_parameters
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.stream import QuicStream
 
 from mux.logs import peer_log
+from mux.quic.pmtud import QuicPmtud
 
 log = logging.getLogger("mux.quic")
 
@@ -163,12 +165,21 @@ class MuxQuicConnection(QuicConnection):
         #: some (its ``_on_packets_lost`` runs on every ACK): losses, and what a probe timeout reschedules
         #: (``on_packets_expired`` also hears of packets dropped with their keys, which are not counted)
         self.packets_rescheduled = 0
+        #: the path MTU search (``mux.quic.pmtud``), when the driver attached one
+        self.pmtud: QuicPmtud | None = None
         recovery = self._loss
         cc = recovery._cc
         lost, expired, reschedule = cc.on_packets_lost, cc.on_packets_expired, recovery.reschedule_data
         probing = False
 
         def on_packets_lost(*, now: float, packets: Any) -> None:
+            pmtud = self.pmtud
+            if pmtud is not None and pmtud.probe_packets:  # a lost PMTU probe is no congestion (RFC 9000 §14.4)
+                probes, packets = pmtud.split_lost(list(packets))
+                if probes:
+                    expired(packets=probes)
+                if not packets:
+                    return
             self.packets_rescheduled += len(packets)
             lost(now=now, packets=packets)
 
@@ -188,6 +199,28 @@ class MuxQuicConnection(QuicConnection):
         cc.on_packets_lost = on_packets_lost  # type: ignore[method-assign]
         cc.on_packets_expired = on_packets_expired  # type: ignore[method-assign]
         recovery.reschedule_data = reschedule_data  # type: ignore[method-assign]
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        out = super().datagrams_to_send(now)
+        pmtud = self.pmtud
+        if pmtud is not None and self._state not in END_STATES:
+            out += pmtud.poll(now)
+        return out
+
+    def get_timer(self) -> float | None:
+        at = super().get_timer()
+        pmtud = self.pmtud
+        if pmtud is not None and self._state not in END_STATES:
+            t = pmtud.next_timer()
+            if t is not None and (at is None or t < at):
+                at = t
+        return at
+
+    def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
+        super()._parse_transport_parameters(data, from_session_ticket)
+        if self.pmtud is not None and not from_session_ticket:
+            params = pull_quic_transport_parameters(Buffer(data=data))
+            self.pmtud.peer_parameters(params.max_udp_payload_size)
 
     def _replenish_connection_ids(self) -> None:
         make = self._cid_factory

@@ -49,6 +49,7 @@ from mux.quic.certs import self_signed
 from mux.quic.connection import QuicTransportConnection
 from mux.quic.core import MuxQuicConnection
 from mux.quic.options import QuicListenerOptions, build_configuration
+from mux.quic.pmtud import attach as attach_pmtud
 from mux.steering import current as current_steering
 from mux.steering import quic_cid, take_socket
 from mux.udp import Address, Driver, open_socket
@@ -308,6 +309,7 @@ class QuicListener:
             peer_unidi_stream_count=self.options.peer_unidi_stream_count,
             cid_factory=self._cid_factory,
         )
+        attach_pmtud(quic, self.options, addr)
         quic.request_client_certificate = self._verify != "none"
         quic.allow_early_data = self.options.server_resumption_level == 2
         conn = self.connection_class(

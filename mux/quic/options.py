@@ -34,6 +34,16 @@ class QuicOptions(DriverOptions):
     peer_unidi_stream_count: int = Field(default=128, ge=0, le=2**60)
     congestion_control_algorithm: Literal["reno", "cubic"] = "reno"
     max_datagram_size: int = Field(default=1200, ge=1200, le=65527)
+    #: path MTU discovery (RFC 8899, ``mux.quic.pmtud``), IP MTUs as quicer's: the search starts at
+    #: ``max_datagram_size`` (or ``minimum_mtu`` less IP and UDP headers, if larger) and climbs to at most
+    #: ``maximum_mtu`` and the interface's MTU; ``maximum_mtu`` at or below the start turns it off
+    minimum_mtu: int | None = Field(default=None, ge=1228, le=65535)
+    maximum_mtu: int = Field(default=16411, ge=1228, le=65535)
+    #: a search that ended below the maximum looks again after this long (RFC 8899's raise timer)
+    mtu_discovery_search_complete_timeout_us: int = Field(default=600_000_000, gt=0)
+    #: unanswered probes of one size before it counts as too big (RFC 8899's MAX_PROBES); also the probe timeouts
+    #: in a row that mean a black hole
+    mtu_discovery_missing_probe_count: int = Field(default=3, ge=1, le=100)
     #: bytes queued on a stream above which ``await stream.send`` waits (quicer's stream option)
     ideal_send_buffer_size: int = Field(default=1024 * 1024, gt=0)
     qlog_dir: Path | None = None

@@ -68,6 +68,7 @@ from mux.sctp.params import (
 )
 from mux.sctp.paths import INFO as _PATH_HB
 from mux.sctp.paths import Paths
+from mux.sctp.pmtud import PAD_TYPE, PROBE_INFO, SctpPmtud
 from mux.sctp.rx.interleaved import InterleavedReassembly
 from mux.sctp.rx.reassembly import MESSAGE_COST, Reassembly
 from mux.sctp.rx.receiver import Receiver
@@ -134,6 +135,7 @@ class Association:
         "_paths",
         "_peer_arwnd",
         "_peer_initial_tsn",
+        "_pmtud",
         "_probing",
         "_queue",
         "_raw",
@@ -251,6 +253,8 @@ class Association:
         self._paths = Paths(self, peer_addr)
         #: packets for paths other than the primary (their HEARTBEATs and HEARTBEAT-ACKs), with their address
         self._to_paths: list[tuple[bytes, Addr]] = []
+        #: path MTU discovery (``pmtud``), when on
+        self._pmtud = SctpPmtud(self) if config.pmtud and config.maximum_mtu > config.pmtu else None
         #: where the latest DATA came from: its SACK goes back there (§6.4)
         self._sack_to: Addr = peer_addr
         #: after a T3, the next retransmissions go to this other address of the peer's (§6.4.1), once
@@ -579,6 +583,7 @@ class Association:
                 "mtu": self._mtu,
             },
             "paths": self._paths.info(),
+            "pmtud": self._pmtud.info() if self._pmtud is not None else None,
             **self.stats,
         }
 
@@ -607,6 +612,10 @@ class Association:
             self._t_reconf,
             self._t_loss,
         ):
+            if t is not None and (at is None or t < at):
+                at = t
+        if self._pmtud is not None:
+            t = self._pmtud.next_timer()
             if t is not None and (at is None or t < at):
                 at = t
         if len(self._paths.by_index) > 1 and self.state in DATA_FLOWS and not self._on_hold:
@@ -675,6 +684,9 @@ class Association:
             elif kind is HeartbeatAckChunk:
                 if len(chunk.info) == PATH_HB_INFO:  # type: ignore[union-attr]
                     self._paths.on_ack(chunk.info, now)  # type: ignore[union-attr]
+                elif len(chunk.info) == PROBE_INFO.size:  # type: ignore[union-attr]
+                    if self._pmtud is not None:
+                        self._pmtud.on_ack(chunk.info, now)  # type: ignore[union-attr]
                 else:
                     self._heartbeat.on_ack(chunk.info, now)  # type: ignore[union-attr]
             elif kind is InitAckChunk:
@@ -723,6 +735,8 @@ class Association:
                 # extensions we did not agree on are unrecognized to us
                 raw = chunk.serialize()
                 ctype = raw[0]
+                if ctype == PAD_TYPE:
+                    continue  # RFC 4820: padding (a peer's PMTU probe), to be skipped
                 skip_rest, report = chunk_action(ctype)
                 self.stats["unrecognized_chunks"] += 1
                 if report:
@@ -762,6 +776,10 @@ class Association:
         if self._t_loss is not None and now >= self._t_loss:
             self._t_loss = None
             self._retx.on_loss_timer(now)
+        if self._pmtud is not None:
+            t = self._pmtud.next_timer()
+            if t is not None and now >= t:
+                self._pmtud.on_timer(now)
         if len(self._paths.by_index) > 1 and self.state in DATA_FLOWS and not self._on_hold:
             t = self._paths.next_timer()
             if t is not None and now >= t:

@@ -20,6 +20,7 @@ import random
 import socket
 from collections.abc import Awaitable, Callable
 
+from mux.pmtud import interface_mtu
 from mux.sctp import events as se
 from mux.sctp.association import Association
 from mux.sctp.connection import SctpTransportConnection
@@ -239,6 +240,8 @@ async def connect(
     assoc: Association = endpoint.connect(
         addr, options.sctp_port, loop.time(), rtt_hint=PEER_RTTS.lookup(host, loop.time())
     )
+    if assoc._pmtud is not None:
+        assoc._pmtud.set_interface_mtu(interface_mtu(addr))
 
     released = False
 

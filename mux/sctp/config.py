@@ -34,6 +34,14 @@ class SctpConfig:
     sack_freq: int = 2
     #: IP path MTU; an SCTP packet gets pmtu - IP header - the encapsulation's header (8 for UDP) bytes
     pmtu: int = 1280
+    #: path MTU discovery (RFC 8899, ``pmtud``): from ``pmtu`` up to this IP MTU (and the interface's). Off in the
+    #: bare core (the in-memory tests' fixed packets); the options (``options.core_config``) turn it on by default
+    pmtud: bool = False
+    maximum_mtu: int = 65535
+    #: unanswered probes of one size before it is too big; T3 expiries in a row that mean a black hole
+    mtu_discovery_missing_probe_count: int = 3
+    #: seconds after a search ended below the maximum before it looks again (RFC 8899's raise timer)
+    mtu_raise_s: float = 600.0
     #: idle time between HEARTBEATs; 0 disables them
     hbinterval: int = 30_000
     #: errors (T3 expiries, unanswered HEARTBEATs) after which a path is inactive (RFC 9260 Path.Max.Retrans)

@@ -352,6 +352,7 @@ class SctpTransportConnection(Pumped):
             "dgram_send_queued": dgram_queued,
             "dgram_send_dropped": dgram_dropped,
             "paths": status.get("paths", []),
+            "pmtud": status.get("pmtud"),
             "sctp": status,
         }
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from mux import transport as t
 from mux.pcap import maybe_capture
+from mux.pmtud import interface_mtu
 from mux.pool import AcceptorPool, Admission
 from mux.sctp import events as se
 from mux.sctp.association import Association
@@ -132,6 +133,8 @@ class SctpListener:
 
     def _new_association(self, assoc: Association) -> None:
         assert self.driver is not None
+        if assoc._pmtud is not None:
+            assoc._pmtud.set_interface_mtu(interface_mtu(assoc.peer_addr))
         conn = SctpTransportConnection(
             assoc,
             self.driver,

@@ -34,7 +34,7 @@ class AssocParams(StrictModel):
     cookie_life: int = Field(default=60_000, gt=0, description="ms")
 
 
-PaddrFlag = Literal["hb_enable", "hb_disable", "sackdelay_enable", "sackdelay_disable", "pmtud_disable"]
+PaddrFlag = Literal["hb_enable", "hb_disable", "sackdelay_enable", "sackdelay_disable", "pmtud_enable", "pmtud_disable"]
 
 
 class PaddrParams(StrictModel):
@@ -46,8 +46,8 @@ class PaddrParams(StrictModel):
     pathmaxrxt: int = Field(default=5, ge=0)
     pathmtu: int | None = Field(default=None, ge=576, le=65535)
     sackdelay: int | None = Field(default=None, ge=0, le=500, description="ms")
-    #: gen_sctp's spp_flags: hb_disable and sackdelay_disable turn those off; pmtud_disable is what mux does (no
-    #: path MTU discovery: ``pathmtu`` is used as given)
+    #: gen_sctp's spp_flags: hb_disable and sackdelay_disable turn those off; pmtud_disable turns path MTU
+    #: discovery off (``pathmtu``/``pmtu`` is used as given), pmtud_enable (the default) keeps it on
     flags: list[PaddrFlag] = Field(default_factory=list)
 
 
@@ -65,6 +65,13 @@ class SctpOptions(DriverOptions):
     #: IP path MTU; an SCTP packet is at most pmtu - IP header - 8 (UDP; 0 with ``encapsulation: none``)
     pmtu: int = Field(default=1280, ge=576, le=65535)
     hbinterval: int = Field(default=30_000, ge=0, description="ms; 0 disables heartbeats")
+    #: path MTU discovery (RFC 8899) searches from ``pmtu`` up to this IP MTU and the interface's; at or below
+    #: ``pmtu`` it is off (as ``paddrparams: {flags: [pmtud_disable]}``)
+    maximum_mtu: int = Field(default=65535, ge=576, le=65535)
+    #: quicer's names: a search that ended below the maximum looks again after this long (RFC 8899's raise
+    #: timer); unanswered probes of one size before it counts as too big (also: T3s in a row that are a black hole)
+    mtu_discovery_search_complete_timeout_us: int = Field(default=600_000_000, gt=0)
+    mtu_discovery_missing_probe_count: int = Field(default=3, ge=1, le=100)
     #: our receive window: the most we ever buffer for the application
     recbuf: int = Field(default=1024 * 1024, ge=4096)
     #: the most we queue for sending; stream.send waits above half of it
@@ -134,6 +141,7 @@ def core_config(options: SctpOptions, local_hosts: list[str] | None = None) -> S
     flags = set(paddr.flags)
     hbinterval = options.hbinterval if paddr.hbinterval is None else paddr.hbinterval
     sackdelay = options.sackdelay if paddr.sackdelay is None else paddr.sackdelay
+    pmtu = options.pmtu if paddr.pathmtu is None else paddr.pathmtu
     return SctpConfig(
         num_ostreams=options.initmsg.num_ostreams,
         max_instreams=options.initmsg.max_instreams,
@@ -148,7 +156,11 @@ def core_config(options: SctpOptions, local_hosts: list[str] | None = None) -> S
         maxseg=options.maxseg,
         autoclose=options.autoclose,
         sackdelay=0 if "sackdelay_disable" in flags else sackdelay,
-        pmtu=options.pmtu if paddr.pathmtu is None else paddr.pathmtu,
+        pmtu=pmtu,
+        pmtud="pmtud_disable" not in flags and options.maximum_mtu > pmtu,
+        maximum_mtu=options.maximum_mtu,
+        mtu_discovery_missing_probe_count=options.mtu_discovery_missing_probe_count,
+        mtu_raise_s=options.mtu_discovery_search_complete_timeout_us / 1e6,
         hbinterval=0 if "hb_disable" in flags else hbinterval,
         pathmaxrxt=paddr.pathmaxrxt,
         primary_addr=options.primary_addr or "",

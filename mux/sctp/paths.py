@@ -26,6 +26,7 @@ from mux.sctp import events as ev
 from mux.sctp.chunks import HeartbeatChunk
 from mux.sctp.packet import serialize_packet
 from mux.sctp.params import IPv4AddressParam, IPv6AddressParam
+from mux.sctp.pmtud import ip_overhead
 from mux.sctp.tx.congestion import Congestion
 from mux.sctp.tx.rtt import RttEstimator
 
@@ -193,6 +194,8 @@ class Paths:
         a.peer_addr = path.addr
         a._heartbeat.nonce = None
         a._events.append(ev.PrimaryChanged(path.addr, old.addr))
+        if a._pmtud is not None:
+            a._pmtud.primary_changed(now)
 
     # -- heartbeats to the other paths ----------------------------------------------------------------------------
 
@@ -261,5 +264,8 @@ class Paths:
         return False
 
     def info(self) -> list[dict[str, Any]]:
-        mtu = self.a._mtu
-        return [p.info(p is self.primary, mtu) for p in self.by_index]
+        """Per path; ``mtu`` is the SCTP packet size: the primary's as PMTU discovery found it, the others' the
+        base (``pmtu``), as a path becomes primary unsearched."""
+        a = self.a
+        base = a.config.pmtu - ip_overhead(a)
+        return [p.info(p is self.primary, a._mtu if p is self.primary else base) for p in self.by_index]

@@ -43,6 +43,9 @@ class WebRtcListenerOptions(ListenerBase, SctpOptions):
     handshake: Literal["dtls", "none"] = "dtls"
     #: SCTP packets of at most 1200 bytes, as browsers use, so that a DTLS record fits any path
     pmtu: int = Field(default=1228, ge=576, le=65535)
+    #: no path MTU discovery by default: the probes' sizes would not count the DTLS record around them, and
+    #: browsers' SCTP stacks take packets of about 1200 bytes anyway (``maximum_mtu`` above ``pmtu`` turns it on)
+    maximum_mtu: int = Field(default=1228, ge=576, le=65535)
     initmsg: InitMsg = Field(default_factory=_streams)
 
 

@@ -145,6 +145,8 @@ class Retransmission:
             return
         a._cc.on_t3()
         a._rtt.backoff()
+        if a._pmtud is not None:
+            a._pmtud.on_t3(now)
         paths = a._paths
         primary = paths.primary
         paths.primary_missed(now)  # past pathmaxrxt this fails over: what follows goes to the new primary path
