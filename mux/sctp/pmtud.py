@@ -8,9 +8,10 @@ longer than the idle and the path HEARTBEATs' (16 and 18), so its ack tells itse
 an RTO counts as lost. Black holes: ``mtu_discovery_missing_probe_count`` T3 expiries in a row without the
 cumulative TSN moving between them drop the size back to the base.
 
-A DATA chunk keeps its size once it has a TSN: chunks cut at a larger size before the PMTU fell are retransmitted
-as they are (the kernel may fragment them at IP; a path that drops them silently stalls them). Messages of at most
-the base's fragmentation point are never affected.
+When the size falls, what is still queued is cut again (``Scheduler.recut``). A DATA chunk keeps its size once it
+has a TSN: chunks in flight at the larger size are retransmitted as they are (the kernel may fragment them at IP;
+a path that drops them silently stalls them). Messages of at most the base's fragmentation point are never
+affected.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def set_size(a: Association, pmtu: int) -> None:
     frag = budget - (20 if a._offered & ext.IDATA else 16)
     if config.maxseg:
         frag = min(frag, config.maxseg)
-    a.fragmentation_point = a._queue.fragmentation_point = max(frag & ~3, 4)
+    frag = max(frag & ~3, 4)
+    if frag < a.fragmentation_point:
+        a._queue.recut(frag)  # what waits is cut again: only chunks already sent keep the larger size
+    a.fragmentation_point = a._queue.fragmentation_point = frag
     a._mtu = budget + 12
     a._cc.mtu = a._mtu
     a._stalled_below = min(2 * a._mtu, config.recbuf // 4)

@@ -301,6 +301,20 @@ class Scheduler:
         self.paused += count
         self.bytes += len(data)
 
+    def recut(self, fragmentation_point: int) -> None:
+        """The fragmentation point fell (PLPMTUD found a smaller path): chunks still queued that are larger are cut
+        again to fit, their messages' FSNs renumbered under I-DATA. Chunks that have left keep their TSNs and
+        sizes (RFC 9260 §6.9: a TSN's chunk is never re-fragmented)."""
+        self.fragmentation_point = fragmentation_point
+        for q in self._queues.values():
+            if any(c.size > fragmentation_point for c in q.chunks):
+                self.chunks += recut_chunks(q.chunks, fragmentation_point, self.idata)
+        for waiting in self._paused.values():
+            if any(c.size > fragmentation_point for c in waiting):
+                added = recut_chunks(waiting, fragmentation_point, self.idata)
+                self.chunks += added
+                self.paused += added
+
     def peek(self) -> OutChunk | None:
         """The chunk that goes next, left in place."""
         head = self.head
@@ -513,3 +527,46 @@ class Scheduler:
         """The head may change now: interleaving, or its message has ended (or there is no head)."""
         head = self.head
         return head is None or self.interleave or not head.in_progress()
+
+
+def recut_chunks(chunks: deque[OutChunk] | list[OutChunk], frag: int, idata: bool) -> int:
+    """Cut the chunks of ``chunks`` larger than ``frag`` in place; returns how many chunks were added. A first
+    fragment keeps B and the PPID, a last one E; a multi-chunk message's first chunk (if queued) gets its
+    receiver cost (``total``) again; under I-DATA every fragment after the first is renumbered (its FSN), from the
+    FSN of the first one queued when its message had begun to leave."""
+    out: list[OutChunk] = []
+    first: OutChunk | None = None  # the queued first chunk of the current message
+    fsn = 0
+    for c in chunks:
+        flags = c.flags
+        if flags & FLAG_B:
+            first, fsn = None, 0
+        elif idata and fsn == 0:  # a message that had begun to leave: go on from its FSN
+            fsn = c.ppid
+        n = c.size
+        if n <= frag:
+            pieces = [c]
+        else:
+            data = memoryview(c.data)
+            pieces = []
+            for off in range(0, n, frag):
+                f = flags & ~_BE
+                if off == 0:
+                    f |= flags & FLAG_B
+                if off + frag >= n:
+                    f |= flags & FLAG_E
+                pieces.append(OutChunk(c.stream_id, c.ppid, bytes(data[off : off + frag]), f, c.max_rexmit, c.expires))
+        for piece in pieces:
+            if piece.flags & FLAG_B:
+                first = piece
+                piece.total = 0
+            elif idata:
+                piece.ppid = fsn
+            fsn += 1
+            if first is not None:
+                first.total += piece.size + PEER_CHUNK_COST
+            out.append(piece)
+    added = len(out) - len(chunks)
+    chunks.clear()
+    chunks.extend(out)
+    return added
