@@ -40,6 +40,19 @@ class Connection(Dispatcher):
     States: ``handshaking`` -> ``connected`` -> ``closing`` -> ``closed``.
     """
 
+    # slotted, as are its bases: a server may hold tens of thousands of idle connections
+    __slots__ = (
+        "__weakref__",
+        "_timers",
+        "_writable_waiters",
+        "blocked",
+        "bytes_out",
+        "close_props",
+        "connected_at",
+        "listener",
+        "started",
+    )
+
     def __init__(
         self,
         tconn: t.TransportConnection,
@@ -64,20 +77,22 @@ class Connection(Dispatcher):
         self.behaviour = behaviour
         self._tconn = tconn
         self._supervisor = supervisor
-        self._mailbox: deque[Any] = deque()
+        #: what waits for the behaviour; None while the connection idles (an idle connection holds no queue)
+        self._mailbox: deque[Any] | None = deque((_Info(_INIT),))
         self._waiter: asyncio.Future[None] | None = None
         self._streams: dict[int, Stream] = {}
         #: streams done both ways whose ``stream_closed`` has not run yet, by id: a transport that reuses ids
         #: (SCTP) may already deliver the next stream of that id, which must wait for the old one's close
         self._closing: dict[int, _StreamClosed] = {}
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._timers: set[asyncio.TimerHandle] | None = None  # ``send_after``'s, made on first use
         self._writable_waiters: dict[int, asyncio.Future[None]] = {}
         self._dead = False  # stopped or crashed: only ``closed`` is still called
         loop = self._loop = asyncio.get_running_loop()
         #: loop times: created (the peer admitted), and handshake done (set by the pool)
         self.started = loop.time()
         self.connected_at: float | None = None
-        self._closed_future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        #: made by the first ``wait_closed`` (or by the end): most connections are never waited on
+        self._closed_future: asyncio.Future[dict[str, Any]] | None = None
         #: what ``Stream.send`` returns when it need not wait: awaiting a done future costs no frame
         self._sent: asyncio.Future[None] = loop.create_future()
         self._sent.set_result(None)
@@ -96,7 +111,6 @@ class Connection(Dispatcher):
         #: notifications a peer can repeat at will (MAX_STREAMS, STREAMS_BLOCKED...): one of each waits
         self._queued_notes: dict[Any, Any] = {}
         behaviour.conn = self
-        self._mailbox.append(_Info(_INIT))
         self._opts = opts
         if new_conn_props is not None:
             self._mailbox.append(_NewConn(new_conn_props))
@@ -129,7 +143,7 @@ class Connection(Dispatcher):
         own under ``quic`` or ``sctp``, and ``mailbox``: what waits for the behaviour."""
         stats = self._tconn.stats()
         stats["mailbox"] = {
-            "queued": len(self._mailbox),
+            "queued": len(self._mailbox or ()),
             "inbox_bytes": self.inbox_bytes,
             "dgram_bytes": self._dgram_bytes,
             "dgram_dropped": self.dgram_dropped,
@@ -191,20 +205,27 @@ class Connection(Dispatcher):
 
         def fire() -> None:
             assert handle is not None
-            self._timers.discard(handle)
+            if self._timers is not None:
+                self._timers.discard(handle)
             self.post(msg)
 
         handle = loop.call_later(delay_ms / 1000.0, fire)
+        if self._timers is None:
+            self._timers = set()
         self._timers.add(handle)
         return handle
 
     def cancel_timer(self, handle: asyncio.TimerHandle) -> None:
         handle.cancel()
-        self._timers.discard(handle)
+        if self._timers is not None:
+            self._timers.discard(handle)
 
     async def wait_closed(self) -> dict[str, Any]:
         """Wait until ``closed`` has been called; returns its props."""
-        return await asyncio.shield(self._closed_future)
+        future = self._closed_future
+        if future is None:
+            future = self._closed_future = self._loop.create_future()
+        return await asyncio.shield(future)
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {self.transport} {self.state} peer={self.peer_address}>"
@@ -258,9 +279,10 @@ class Connection(Dispatcher):
             return
         self.state = "closed"
         self.close_props = event.props
-        for handle in self._timers:
-            handle.cancel()
-        self._timers.clear()
+        if self._timers is not None:
+            for handle in self._timers:
+                handle.cancel()
+            self._timers = None
         error = ConnectionClosed(f"connection {self.id} closed: {event.props.get('reason', '')}")
         for future in self._writable_waiters.values():
             if not future.done():

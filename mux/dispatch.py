@@ -31,6 +31,22 @@ log = logging.getLogger("mux.connection")
 class Dispatcher(Mailbox):
     """The callback-running half of a connection (``mux.connection.Connection`` is one)."""
 
+    __slots__ = (
+        "_closed_future",
+        "_closing",
+        "_loop",
+        "_opts",
+        "_sent",
+        "_streams",
+        "_supervisor",
+        "_task",
+        "behaviour",
+        "bytes_in",
+        "callback_errors",
+        "id",
+        "state",
+    )
+
     id: int
     state: str
     bytes_in: int
@@ -43,7 +59,7 @@ class Dispatcher(Mailbox):
     _loop: asyncio.AbstractEventLoop
     _task: asyncio.Task[None]
     _sent: asyncio.Future[None]
-    _closed_future: asyncio.Future[dict[str, Any]]
+    _closed_future: asyncio.Future[dict[str, Any]] | None
 
     def deliver(self, event: t.Event) -> None:
         """Queue an event for the behaviour, or, when the mailbox is idle, run its callback now.
@@ -186,10 +202,10 @@ class Dispatcher(Mailbox):
         return stream
 
     async def _run(self) -> None:
-        mailbox = self._mailbox
         loop = asyncio.get_running_loop()
         flush: Callable[[], None] | None = getattr(self._tconn, "flush", None)
         while True:
+            mailbox = self._mailbox
             while mailbox:
                 item = mailbox.popleft()
                 kind = type(item)
@@ -209,8 +225,10 @@ class Dispatcher(Mailbox):
                     self._tconn.consumed(item.stream_id, len(item.data))
             if flush is not None:
                 flush()  # what the callbacks sent leaves now, not one loop step later
-                if mailbox:
+                if self._mailbox:
                     continue  # flushing can deliver events (an abort's Closed) straight back to us
+            # empty: an idle connection holds no queue (``_push`` makes the next), nor does this frame
+            mailbox = self._mailbox = None
             self._waiter = loop.create_future()
             self.idle = True
             try:
@@ -371,12 +389,15 @@ class Dispatcher(Mailbox):
             name = type(self.behaviour).__name__
             limited_log(log, logging.ERROR, "behaviour.crash", "behaviour %s crashed in closed()", name, exc_info=exc)
         finally:
-            for item in self._mailbox:
+            for item in self._mailbox or ():
                 if type(item) is _Call and not item.future.done():
                     item.future.set_exception(ConnectionClosed(f"connection {self.id} closed"))
-            self._mailbox.clear()
-            if not self._closed_future.done():
-                self._closed_future.set_result(event.props)
+            self._mailbox = None
+            future = self._closed_future
+            if future is None:
+                future = self._closed_future = self._loop.create_future()
+            if not future.done():
+                future.set_result(event.props)
 
 
 def _awaiting(result: Any) -> Any:

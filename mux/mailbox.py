@@ -119,9 +119,23 @@ def _note_key(item: Any) -> Any:
 class Mailbox:
     """The queue half of a connection (``mux.connection.Connection`` is one)."""
 
+    __slots__ = (
+        "_dead",
+        "_dgram_bytes",
+        "_joined",
+        "_mailbox",
+        "_queued_data",
+        "_queued_notes",
+        "_tconn",
+        "_waiter",
+        "dgram_dropped",
+        "idle",
+        "inbox_bytes",
+    )
+
     _tconn: t.TransportConnection
     _dead: bool
-    _mailbox: deque[Any]
+    _mailbox: deque[Any] | None
     _waiter: asyncio.Future[None] | None
     idle: bool
     inbox_bytes: int
@@ -204,11 +218,17 @@ class Mailbox:
             self._dgram_bytes -= len(item.data) + DGRAM_COST
         elif kind in _NOTES:
             key = _note_key(item)
-            if self._queued_notes.get(key) is item:
-                del self._queued_notes[key]
+            notes = self._queued_notes
+            if notes.get(key) is item:
+                del notes[key]
+                if not notes:
+                    self._queued_notes = {}  # a dict keeps its table once grown: an empty one has none
 
     def _push(self, item: Any) -> None:
-        self._mailbox.append(item)
+        mailbox = self._mailbox
+        if mailbox is None:
+            mailbox = self._mailbox = deque()
+        mailbox.append(item)
         self.idle = False
         waiter = self._waiter
         if waiter is not None and not waiter.done():

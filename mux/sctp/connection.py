@@ -33,6 +33,7 @@ refusal reads ``refused: <reason>`` and an abort its bare reason.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import struct
@@ -86,11 +87,42 @@ _STATES = {
 _LOST = ("no answer to ", "communication lost", "shutdown guard timer expired")
 
 
+#: what ``_local_uni`` is until a one-way stream is opened: shared, and never added to
+_NO_STREAMS: set[int] = set()
+
+
 class SctpTransportConnection(Pumped):
     """Implements ``mux.transport.TransportConnection`` for our SCTP association."""
 
     transport_name = "sctp"
     alpn = None
+
+    # slotted (``Pumped``'s fields too): a server may hold tens of thousands of idle associations
+    __slots__ = (
+        "_closing_by_us",
+        "_counters",
+        "_dgram_dropped",
+        "_dirty",
+        "_end",
+        "_in_epoch",
+        "_local_end",
+        "_local_uni",
+        "_on_finished",
+        "_peer_shutdown",
+        "_reset_codes",
+        "_shutdown_asked",
+        "_slot",
+        "_stop_codes",
+        "_timer",
+        "_timer_at",
+        "assoc",
+        "core",
+        "driver",
+        "ended_by_our_shutdown",
+        "finished",
+        "high_water",
+        "sink",
+    )
 
     def __init__(
         self,
@@ -101,6 +133,10 @@ class SctpTransportConnection(Pumped):
         on_finished: Callable[[SctpTransportConnection], None] | None = None,
         counters: dict[str, int] | None = None,
     ) -> None:
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._slot: int | None = None
+        self._dirty = False
         self.core = assoc
         self.assoc = assoc
         self.driver = driver
@@ -114,7 +150,7 @@ class SctpTransportConnection(Pumped):
         #: its reset ends it; a stream we open expects the peer's answer on it)
         self._in_epoch: dict[int, bool] = {}
         #: our unidirectional streams: the peer's direction of these ids is not ours to deliver
-        self._local_uni: set[int] = set()
+        self._local_uni: set[int] = _NO_STREAMS  # a set of its own from the first (``open_stream``)
         #: codes the peer's markers carried: of its coming reset (``RESET_PPID``) and of its stop (``STOP_PPID``)
         self._reset_codes: dict[int, int] = {}
         self._stop_codes: dict[int, int] = {}
@@ -170,6 +206,8 @@ class SctpTransportConnection(Pumped):
                 raise t.TransportError(f"{exc}; asked the peer for {more} more (streams_available follows)") from None
             raise t.TransportError(str(exc)) from None
         if unidirectional:
+            if self._local_uni is _NO_STREAMS:
+                self._local_uni = set()
             self._local_uni.add(stream_id)
             if first is None and stream_id < assoc.inbound_streams:
                 assoc.request_reset(stream_id)  # not a mux peer: it must not send here, so it ends its direction

@@ -21,7 +21,6 @@ sent on since it last reset them, when the association announces them (``StreamO
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 from mux.sctp import events as ev
@@ -70,7 +69,7 @@ class Reassembly:
         "opened",
     )
 
-    def __init__(self, inbound_streams: int, events: deque[Any], stats: dict[str, int]) -> None:
+    def __init__(self, inbound_streams: int, events: list[Any], stats: dict[str, int]) -> None:
         #: bytes charged for everything received and not yet consumed (the window's complement)
         self.held = 0
         #: the part of ``held`` still here: fragments and ordered messages waiting for an earlier SSN

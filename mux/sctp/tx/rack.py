@@ -316,7 +316,7 @@ class Rack:
             holes.append((lo, n))
         marked = 0
         due: float | None = None
-        rtx = out.rtx
+        rtx = out.need_rtx()
         for lo, hi in holes:
             for i in range(lo, hi):
                 c = sent[i]
