@@ -54,6 +54,7 @@ from mux.sctp.chunks import (
     UnknownChunk,
 )
 from mux.sctp.config import SctpConfig
+from mux.sctp.entropy import ENTROPY
 from mux.sctp.handshake import Handshake
 from mux.sctp.heartbeat import Heartbeat
 from mux.sctp.packet import Packet, chunk_action, parse_packet, serialize_packet
@@ -195,7 +196,7 @@ class Association:
         self.local_port = local_port
         self.remote_port = remote_port
         self.peer_addr: Addr = peer_addr
-        self._rng = rng or random.SystemRandom()
+        self._rng = rng or ENTROPY
         self.state = CLOSED
         self._closed = False  # AssociationClosed was emitted
         self._on_hold = False  # accepted but not yet released by the application (see from_cookie)
