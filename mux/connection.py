@@ -23,6 +23,19 @@ Address = t.Address
 
 _ids = itertools.count(1)
 
+#: the last loop's done future: one loop's connections share it (a server runs one loop per process)
+_done: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+
+
+def done_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    """A completed future of ``loop``, shared by its connections (one each would cost 144 bytes)."""
+    global _done
+    if _done is None or _done[0] is not loop:
+        future: asyncio.Future[None] = loop.create_future()
+        future.set_result(None)
+        _done = (loop, future)
+    return _done[1]
+
 
 class Supervisor(Protocol):
     """Who is told about a connection's life: the server's pool, or nobody for a client."""
@@ -83,9 +96,9 @@ class Connection(Dispatcher):
         self._streams: dict[int, Stream] = {}
         #: streams done both ways whose ``stream_closed`` has not run yet, by id: a transport that reuses ids
         #: (SCTP) may already deliver the next stream of that id, which must wait for the old one's close
-        self._closing: dict[int, _StreamClosed] = {}
+        self._closing: dict[int, _StreamClosed] | None = None  # made on first use, as are the two below
         self._timers: set[asyncio.TimerHandle] | None = None  # ``send_after``'s, made on first use
-        self._writable_waiters: dict[int, asyncio.Future[None]] = {}
+        self._writable_waiters: dict[int, asyncio.Future[None]] | None = None
         self._dead = False  # stopped or crashed: only ``closed`` is still called
         loop = self._loop = asyncio.get_running_loop()
         #: loop times: created (the peer admitted), and handshake done (set by the pool)
@@ -94,8 +107,7 @@ class Connection(Dispatcher):
         #: made by the first ``wait_closed`` (or by the end): most connections are never waited on
         self._closed_future: asyncio.Future[dict[str, Any]] | None = None
         #: what ``Stream.send`` returns when it need not wait: awaiting a done future costs no frame
-        self._sent: asyncio.Future[None] = loop.create_future()
-        self._sent.set_result(None)
+        self._sent = done_future(loop)
         self.blocked = False
         #: waiting for its next event with nothing queued (``ConnectionSink.idle``); set by ``_run``
         self.idle = False
@@ -107,7 +119,7 @@ class Connection(Dispatcher):
         #: each byte stream's data event still waiting in the mailbox: later data on it joins it, so
         #: a peer sending many tiny frames while the behaviour is busy cannot queue an event per frame
         self._queued_data: dict[int, t.StreamData] = {}
-        self._joined: dict[int, bytearray] = {}
+        self._joined: dict[int, bytearray] | None = None
         #: notifications a peer can repeat at will (MAX_STREAMS, STREAMS_BLOCKED...): one of each waits
         self._queued_notes: dict[Any, Any] = {}
         behaviour.conn = self
@@ -253,8 +265,6 @@ class Connection(Dispatcher):
 
     # -- internals ----------------------------------------------------------------------------
 
-    # -- internals ----------------------------------------------------------------------------
-
     def _error(self, message: str) -> t.TransportError:
         return t.TransportError(message)
 
@@ -266,10 +276,12 @@ class Connection(Dispatcher):
         return self._tconn
 
     def _wait_writable(self, stream_id: int) -> asyncio.Future[None]:
-        future = self._writable_waiters.get(stream_id)
+        waiters = self._writable_waiters
+        if waiters is None:
+            waiters = self._writable_waiters = {}
+        future = waiters.get(stream_id)
         if future is None:
-            future = self._loop.create_future()
-            self._writable_waiters[stream_id] = future
+            future = waiters[stream_id] = self._loop.create_future()
         self.blocked = True
         return future
 
@@ -284,11 +296,11 @@ class Connection(Dispatcher):
                 handle.cancel()
             self._timers = None
         error = ConnectionClosed(f"connection {self.id} closed: {event.props.get('reason', '')}")
-        for future in self._writable_waiters.values():
+        for future in (self._writable_waiters or {}).values():
             if not future.done():
                 future.set_exception(error)
                 future.exception()  # a plain def may never await its send: that is not an unhandled error
-        self._writable_waiters.clear()
+        self._writable_waiters = None
         self.blocked = False
         if self._supervisor is not None:
             self._supervisor._closed(self)

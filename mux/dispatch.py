@@ -55,7 +55,7 @@ class Dispatcher(Mailbox):
     _supervisor: Supervisor | None
     _opts: dict[str, Any]
     _streams: dict[int, Stream]
-    _closing: dict[int, _StreamClosed]
+    _closing: dict[int, _StreamClosed] | None
     _loop: asyncio.AbstractEventLoop
     _task: asyncio.Task[None]
     _sent: asyncio.Future[None]
@@ -147,13 +147,15 @@ class Dispatcher(Mailbox):
             if self._streams.get(stream.id) is stream:
                 # forgotten at once: an event for this id from now on belongs to a new stream (``_close_first``)
                 del self._streams[stream.id]
+                if self._closing is None:
+                    self._closing = {}
                 self._closing[stream.id] = item
             self._push(item)
 
     async def _close_first(self, stream_id: int) -> None:
         """A new stream of ``stream_id`` starts while the previous one's ``stream_closed`` still waits in the
         mailbox: that runs now, so a behaviour keyed by stream id sees the old stream end before the new begins."""
-        item = self._closing.pop(stream_id, None)
+        item = self._closing.pop(stream_id, None) if self._closing else None
         if item is not None and not item.done:
             item.done = True
             await self._invoke(self.behaviour.stream_closed, item.stream, {})
@@ -306,8 +308,9 @@ class Dispatcher(Mailbox):
                 if not item.done:  # else it ran already, before a new stream of its id (``_close_first``)
                     item.done = True
                     stream = item.stream
-                    if self._closing.get(stream.id) is item:
-                        del self._closing[stream.id]
+                    closing = self._closing
+                    if closing is not None and closing.get(stream.id) is item:
+                        del closing[stream.id]
                     await self._invoke(b.stream_closed, stream, {})
             elif kind is t.PeerShutdown:
                 await self._invoke(b.shutdown, self, item.error_code)

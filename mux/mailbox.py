@@ -142,7 +142,7 @@ class Mailbox:
     _dgram_bytes: int
     dgram_dropped: int
     _queued_data: dict[int, t.StreamData]
-    _joined: dict[int, bytearray]
+    _joined: dict[int, bytearray] | None
     _queued_notes: dict[Any, Any]
 
     def _enqueue(self, item: Any) -> None:
@@ -171,9 +171,12 @@ class Mailbox:
                 queued = self._queued_data.get(sid)
                 if queued is not None and not queued.fin:
                     if data:
-                        joined = self._joined.get(sid)
+                        joins = self._joined
+                        if joins is None:
+                            joins = self._joined = {}
+                        joined = joins.get(sid)
                         if joined is None:
-                            joined = self._joined[sid] = bytearray(queued.data)
+                            joined = joins[sid] = bytearray(queued.data)
                         joined += data
                     queued.fin = item.fin
                     return
@@ -210,7 +213,7 @@ class Mailbox:
             sid = data_item.stream_id
             if self._queued_data.get(sid) is item:
                 del self._queued_data[sid]
-                joined = self._joined.pop(sid, None)
+                joined = self._joined.pop(sid, None) if self._joined else None
                 if joined is not None:
                     data_item.data = bytes(joined)
             self.inbox_bytes -= len(data_item.data)

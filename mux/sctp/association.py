@@ -106,6 +106,36 @@ _MAX_HB_INFO = 1024
 PATH_HB_INFO = _PATH_HB.size
 
 
+#: the counters every association shows, 0 until counted
+STATS = (
+    "tx_packets",
+    "rx_packets",
+    "tx_data_chunks",
+    "rx_data_chunks",
+    "retransmitted_chunks",
+    "fast_retransmits",
+    "t3_expiries",
+    "rack_retransmits",
+    "tlp_probes",
+    "duplicate_tsns",
+    "rwnd_drops",
+    "bad_vtag",
+    "unrecognized_chunks",
+    "messages_sent",
+    "messages_received",
+)
+_ZERO_STATS = dict.fromkeys(STATS, 0)
+
+
+class Counts(dict[str, int]):
+    """Counters that read 0 until first counted: an idle association stores only the few it has counted."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+
 class Association:
     #: slotted: an idle association's attributes cost a fixed array instead of a dict (about 1 KB less each)
     __slots__ = (
@@ -293,23 +323,8 @@ class Association:
         #: §6.2's every-second-packet SACKs sent early since the driver last asked for packets (one read batch)
         self._batch_sacks = 0
 
-        self.stats: dict[str, int] = {
-            "tx_packets": 0,
-            "rx_packets": 0,
-            "tx_data_chunks": 0,
-            "rx_data_chunks": 0,
-            "retransmitted_chunks": 0,
-            "fast_retransmits": 0,
-            "t3_expiries": 0,
-            "rack_retransmits": 0,
-            "tlp_probes": 0,
-            "duplicate_tsns": 0,
-            "rwnd_drops": 0,
-            "bad_vtag": 0,
-            "unrecognized_chunks": 0,
-            "messages_sent": 0,
-            "messages_received": 0,
-        }
+        #: counters, each there from its first count (``info`` shows ``STATS`` at 0 until then)
+        self.stats: dict[str, int] = Counts()
         self._reasm: Reassembly | InterleavedReassembly = Reassembly(config.max_instreams, self._events, self.stats)
         #: what the handshake agreed (``_adopt_features``): the data chunk type and its header size
         self._data_kind: type[DataChunk | IDataChunk] = DataChunk
@@ -583,6 +598,7 @@ class Association:
                 "mtu": self._mtu,
             },
             "paths": self._paths.info(),
+            **_ZERO_STATS,
             **self.stats,
         }
 
