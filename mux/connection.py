@@ -118,10 +118,10 @@ class Connection(Dispatcher):
         self.dgram_dropped = 0
         #: each byte stream's data event still waiting in the mailbox: later data on it joins it, so
         #: a peer sending many tiny frames while the behaviour is busy cannot queue an event per frame
-        self._queued_data: dict[int, t.StreamData] = {}
+        self._queued_data: dict[int, t.StreamData] | None = None  # made on first use, as are the notes below
         self._joined: dict[int, bytearray] | None = None
         #: notifications a peer can repeat at will (MAX_STREAMS, STREAMS_BLOCKED...): one of each waits
-        self._queued_notes: dict[Any, Any] = {}
+        self._queued_notes: dict[Any, Any] | None = None
         behaviour.conn = self
         self._opts = opts
         if new_conn_props is not None:

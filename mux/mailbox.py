@@ -141,9 +141,9 @@ class Mailbox:
     inbox_bytes: int
     _dgram_bytes: int
     dgram_dropped: int
-    _queued_data: dict[int, t.StreamData]
+    _queued_data: dict[int, t.StreamData] | None
     _joined: dict[int, bytearray] | None
-    _queued_notes: dict[Any, Any]
+    _queued_notes: dict[Any, Any] | None
 
     def _enqueue(self, item: Any) -> None:
         """Queue a transport event, with what bounds the mailbox whatever the peer sends.
@@ -160,15 +160,19 @@ class Mailbox:
                     self._tconn.consumed(item.stream_id, len(data))
                 return
             self.inbox_bytes += len(data)
-            if self._queued_notes:
+            notes = self._queued_notes
+            if notes:
                 # what comes after this data is about the stream as it is from now on (SCTP reuses ids: maybe a
                 # new stream): a reset or stop-sending waiting from before must not swallow the next one
                 sid = item.stream_id
-                self._queued_notes.pop((t.StreamReset, sid), None)
-                self._queued_notes.pop((t.StopSending, sid), None)
+                notes.pop((t.StreamReset, sid), None)
+                notes.pop((t.StopSending, sid), None)
             if item.props is None:  # a byte stream (message transports give props per message)
                 sid = item.stream_id
-                queued = self._queued_data.get(sid)
+                waiting = self._queued_data
+                if waiting is None:
+                    waiting = self._queued_data = {}
+                queued = waiting.get(sid)
                 if queued is not None and not queued.fin:
                     if data:
                         joins = self._joined
@@ -180,7 +184,7 @@ class Mailbox:
                         joined += data
                     queued.fin = item.fin
                     return
-                self._queued_data[sid] = item
+                waiting[sid] = item
         elif kind is t.DatagramReceived:
             cost = len(item.data) + DGRAM_COST
             if self._dead or self._dgram_bytes + cost > DGRAM_INBOX:
@@ -189,7 +193,10 @@ class Mailbox:
             self._dgram_bytes += cost
         elif kind in _NOTES:
             key = _note_key(item)
-            note = self._queued_notes.get(key)
+            notes = self._queued_notes
+            if notes is None:
+                notes = self._queued_notes = {}
+            note = notes.get(key)
             if note is not None:
                 if kind is t.StreamsAvailable:
                     note.bidi, note.unidi = item.bidi, item.unidi
@@ -202,7 +209,7 @@ class Mailbox:
                 elif kind is t.DatagramStateChanged:
                     note.props = item.props
                 return
-            self._queued_notes[key] = item
+            notes[key] = item
         self._push(item)
 
     def _unqueue(self, item: Any) -> None:
@@ -211,8 +218,9 @@ class Mailbox:
         if kind is t.StreamData:
             data_item: t.StreamData = item
             sid = data_item.stream_id
-            if self._queued_data.get(sid) is item:
-                del self._queued_data[sid]
+            waiting = self._queued_data
+            if waiting is not None and waiting.get(sid) is item:
+                del waiting[sid]
                 joined = self._joined.pop(sid, None) if self._joined else None
                 if joined is not None:
                     data_item.data = bytes(joined)
@@ -222,10 +230,10 @@ class Mailbox:
         elif kind in _NOTES:
             key = _note_key(item)
             notes = self._queued_notes
-            if notes.get(key) is item:
+            if notes is not None and notes.get(key) is item:
                 del notes[key]
                 if not notes:
-                    self._queued_notes = {}  # a dict keeps its table once grown: an empty one has none
+                    self._queued_notes = None  # a dict keeps its table once grown
 
     def _push(self, item: Any) -> None:
         mailbox = self._mailbox

@@ -89,6 +89,8 @@ _LOST = ("no answer to ", "communication lost", "shutdown guard timer expired")
 
 #: what ``_local_uni`` is until a one-way stream is opened: shared, and never added to
 _NO_STREAMS: set[int] = set()
+#: what the marker codes and ``_local_end`` are until there is one: shared, read and popped but never written
+_NO_CODES: dict[int, int] = {}
 
 
 class SctpTransportConnection(Pumped):
@@ -152,8 +154,8 @@ class SctpTransportConnection(Pumped):
         #: our unidirectional streams: the peer's direction of these ids is not ours to deliver
         self._local_uni: set[int] = _NO_STREAMS  # a set of its own from the first (``open_stream``)
         #: codes the peer's markers carried: of its coming reset (``RESET_PPID``) and of its stop (``STOP_PPID``)
-        self._reset_codes: dict[int, int] = {}
-        self._stop_codes: dict[int, int] = {}
+        self._reset_codes: dict[int, int] = _NO_CODES  # each its own dict from its first code (``_marker``)
+        self._stop_codes: dict[int, int] = _NO_CODES
         self._closing_by_us = False
         self._peer_shutdown = False
         #: ``close(0)`` asked the association, which was up, for a SHUTDOWN
@@ -163,7 +165,7 @@ class SctpTransportConnection(Pumped):
         #: SHUTDOWN-ACK again (``mux.sctp.client`` keeps a client's socket open a while to answer it)
         self.ended_by_our_shutdown = False
         #: how we closed: the application's code and reason, and ``error`` for an abort or a refusal
-        self._local_end: dict[str, Any] = {}
+        self._local_end: dict[str, Any] = _NO_CODES  # type: ignore[assignment]  # replaced whole, never written
         #: how the association ended when an ABORT or a failure said so (``closed``'s props)
         self._end: dict[str, Any] | None = None
         self.finished = False
@@ -531,9 +533,13 @@ class SctpTransportConnection(Pumped):
         if ppid == RESET_PPID:
             if sid not in self._in_epoch:  # opened and reset at once: a stream all the same
                 self._new_stream(sink, sid)
+            if self._reset_codes is _NO_CODES:
+                self._reset_codes = {}
             self._reset_codes[sid] = code
         elif ppid == STOP_PPID:
             if sid < self.assoc.outbound_streams:
+                if self._stop_codes is _NO_CODES:
+                    self._stop_codes = {}
                 self._stop_codes[sid] = code
                 self.assoc.final_message(sid, RESET_PPID, _code_bytes(code))  # our reset carries it back
         elif ppid == UNI_PPID and sid not in self._in_epoch:
