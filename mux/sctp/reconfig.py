@@ -118,6 +118,10 @@ def _acked(c: OutChunk, cum_acked: int) -> bool:
     return c.abandoned or (c.sent > 0 and ((cum_acked - c.tsn) & MASK) < HALF)
 
 
+#: the peer's results until its first request: shared, read but never written
+_NO_RESULTS: dict[int, tuple[int, int]] = {}
+
+
 class Reconfig:
     __slots__ = (
         "_results",
@@ -139,7 +143,7 @@ class Reconfig:
         self.next_seq = local_initial_tsn & MASK
         self.peer_seq = peer_initial_tsn & MASK
         #: the peer's last two requests: sequence number -> (kind, result)
-        self._results: dict[int, tuple[int, int]] = {}
+        self._results: dict[int, tuple[int, int]] = _NO_RESULTS  # its own from the first (``remember``)
         #: streams to reset, each with the last chunk queued before the reset (None: nothing was)
         self.out_wanted: dict[int, OutChunk | None] = {}
         #: the peer's Incoming SSN Reset Request our next outgoing reset answers
@@ -306,6 +310,8 @@ class Reconfig:
 
     def remember(self, seq: int, kind: int, result: int) -> None:
         """Request ``seq`` (the expected one) was carried out with ``result``."""
+        if self._results is _NO_RESULTS:
+            self._results = {}
         self._results[seq] = (kind, result)
         self._results.pop((seq - 2) & MASK, None)
         self.peer_seq = (seq + 1) & MASK

@@ -21,6 +21,7 @@ sent on since it last reset them, when the association announces them (``StreamO
 
 from __future__ import annotations
 
+from array import array
 from typing import Any
 
 from mux.sctp import events as ev
@@ -48,6 +49,11 @@ class _Run:
 
 class BadFragments(Exception):
     """The fragments of one message disagree on stream, ordering or SSN: a protocol violation."""
+
+
+def _ssns(streams: int) -> array[int]:
+    """Next SSN per inbound stream, all 0: 16-bit numbers, 2 bytes each (a list of ints costs 8)."""
+    return array("H", bytes(2 * max(streams, 1)))
 
 
 class Reassembly:
@@ -79,7 +85,7 @@ class Reassembly:
         self._frags: dict[int, DataChunk] = {}  # by unwrapped TSN
         self._by_start: dict[int, _Run] = {}
         self._by_end: dict[int, _Run] = {}
-        self._ssn = [0] * max(inbound_streams, 1)
+        self._ssn = _ssns(inbound_streams)
         #: per inbound stream, 1 once a chunk arrived on it since its last reset (kept by the association when it
         #: announces streams)
         self.opened = bytearray(max(inbound_streams, 1))
@@ -100,18 +106,18 @@ class Reassembly:
         self._by_start.clear()
         self._by_end.clear()
         self._waiting.clear()
-        self._ssn = [0] * max(inbound_streams, 1)
+        self._ssn = _ssns(inbound_streams)
         self.opened = bytearray(max(inbound_streams, 1))
 
     def set_streams(self, inbound_streams: int) -> None:
-        self._ssn = [0] * max(inbound_streams, 1)
+        self._ssn = _ssns(inbound_streams)
         self.opened = bytearray(max(inbound_streams, 1))
 
     def grow(self, inbound_streams: int) -> None:
         """RFC 6525 Add Streams: more inbound streams; the existing ones keep their state."""
         n = max(inbound_streams, 1) - len(self._ssn)
         if n > 0:
-            self._ssn.extend([0] * n)
+            self._ssn.extend(_ssns(n))
             self.opened.extend(bytes(n))
 
     def used(self, sid: int) -> bool:
