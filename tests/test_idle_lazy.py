@@ -39,6 +39,9 @@ async def test_an_idle_association_holds_no_queues_and_its_first_message_after_i
     stats = server_conn.stats()  # an idle association's figures, its mailbox's too
     assert stats["mailbox"] == {"queued": 0, "inbox_bytes": 0, "dgram_bytes": 0, "dgram_dropped": 0}
     assert stats["state"] == "connected" and stats["transport"] == "sctp"
+    # counters are stored from their first count, yet every one shows: counted or 0
+    assert "retransmitted_chunks" not in assoc.stats and stats["sctp"]["retransmitted_chunks"] == 0
+    assert stats["packets_retransmitted"] == 0
 
     streams = [conn.open_stream(), conn.open_stream()]  # both open: two stream ids (SCTP reuses a closed one's)
     for round_, stream in enumerate(streams):  # the first message after idling, then again after idling once more
