@@ -355,7 +355,10 @@ class Driver:
         while slots and slots[0] <= due:
             for pumped in wheel.pop(heapq.heappop(slots), ()):
                 pumped._slot = None
-                self._fire(pumped)
+                try:
+                    self._fire(pumped)
+                except Exception as exc:  # as the loop does for a timer of its own: the others in the slot still fire
+                    self.loop.call_exception_handler({"message": "a connection's timer failed", "exception": exc})
         if slots:
             self._arm_wheel(slots[0])
 

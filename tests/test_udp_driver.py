@@ -202,3 +202,31 @@ def test_a_near_deadline_moved_before_a_far_one_fires_once_at_its_time() -> None
         fired, near, left = runner.run(main())
     assert len(fired) == 1 and near <= fired[0] < near + 0.1, (fired, near)
     assert left == 0
+
+
+class FailingDeadline(OneDeadline):
+    def handle_timer(self, now: float) -> None:
+        super().handle_timer(now)
+        raise RuntimeError("this connection's timer fails")
+
+
+def test_a_failing_timer_in_the_wheel_does_not_cost_the_others_in_its_slot_theirs() -> None:
+    async def main() -> tuple[list[OneDeadline], list[dict[str, Any]]]:
+        loop = asyncio.get_running_loop()
+        reported: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        driver = loopback_driver()
+        at = loop.time() + FAR + 0.2
+        cores: list[OneDeadline] = [FailingDeadline(at), OneDeadline(at), FailingDeadline(at), OneDeadline(at)]
+        for core in cores:  # one slot for all four
+            conn = Conn()
+            conn.core = core
+            driver._arm(conn, core.get_timer())
+        await asyncio.sleep(FAR + 0.2 + 3 * WHEEL_GRAIN)
+        driver.close()
+        return cores, reported
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        cores, reported = runner.run(main())
+    assert [len(core.fired) for core in cores] == [1, 1, 1, 1]
+    assert len(reported) == 2 and all(isinstance(c["exception"], RuntimeError) for c in reported)
