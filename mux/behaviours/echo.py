@@ -16,6 +16,8 @@ from mux.transport import TransportError
 
 
 class Echo(ConnectionBehaviour):
+    __slots__ = ("dropped_datagrams", "dropped_unidirectional")
+
     def init(self, opts: dict[str, Any]) -> None:
         self.dropped_unidirectional = 0
         self.dropped_datagrams = 0
