@@ -47,6 +47,7 @@ from mux.sctp import extensions as ext
 from mux.sctp.association import Association
 from mux.sctp.params import CAUSE_NAMES, USER_INITIATED_ABORT, ErrorCause, describe
 from mux.sctp.state import CLOSED, COOKIE_ECHOED, COOKIE_WAIT, SHUTDOWN_ACK_SENT, SHUTDOWN_RECEIVED, SctpError
+from mux.sctp.unwritten import Unwritten
 from mux.udp import Address, Driver, Pumped
 
 log = logging.getLogger("mux.sctp")
@@ -90,7 +91,7 @@ _LOST = ("no answer to ", "communication lost", "shutdown guard timer expired")
 #: what ``_local_uni`` is until a one-way stream is opened: shared, and never added to
 _NO_STREAMS: set[int] = set()
 #: what the marker codes and ``_local_end`` are until there is one: shared, read and popped but never written
-_NO_CODES: dict[int, int] = {}
+_NO_CODES: dict[int, int] = Unwritten()
 
 
 class SctpTransportConnection(Pumped):

@@ -46,6 +46,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mux.sctp.tx.send_queue import OutChunk
+from mux.sctp.unwritten import Unwritten
 
 if TYPE_CHECKING:
     from mux.sctp.tx.congestion import Congestion
@@ -83,8 +84,8 @@ def _after(t1: float, tsn1: int, t2: float, tsn2: int) -> bool:
 
 
 #: ``retx`` and ``acked_retx`` until their first entry: shared, read and popped but never written
-_NO_RETX: dict[OutChunk, int] = {}
-_NO_ACKED: dict[int, int] = {}
+_NO_RETX: dict[OutChunk, int] = Unwritten()
+_NO_ACKED: dict[int, int] = Unwritten()
 
 
 class Rack:
