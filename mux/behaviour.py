@@ -65,6 +65,10 @@ class ConnectionBehaviour:
     of its stream; ``closed`` is always last.
     """
 
+    # a slot: a subclass that declares ``__slots__`` of its own has no instance dict (an idle connection costs less);
+    # one that does not gets its dict as usual
+    __slots__ = ("conn",)
+
     #: set by the framework before ``init``; the connection this instance serves.
     conn: Connection
 

@@ -79,6 +79,12 @@ def setup(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     # aioquic logs every packet at debug: keep it one notch quieter than ours
     logging.getLogger("quic").setLevel(max(logging.WARNING, root.level))
+    # our formatters show none of these: gathering them costs each record (a server writes two per connection)
+    # a frame walk and thread/process look-ups (the logging HOWTO's "Optimization")
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
 
 
 # -- logs caused by remote input ---------------------------------------------------------------------------------

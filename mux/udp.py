@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import heapq
 import logging
 import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from termios import FIONREAD
 from time import monotonic
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mux.logs import peer_log
 
@@ -40,6 +41,11 @@ RECV_SIZE = 65536
 SOCKET_BUFFER = 4 * 1024 * 1024
 #: a timer firing this close to its deadline counts as on time (libuv timers have 1 ms resolution)
 TIMER_SLACK = 0.001
+#: deadlines further off than FAR seconds (an idle connection's heartbeat or idle timeout) wait in the driver's wheel
+#: of WHEEL_GRAIN-second slots behind one loop timer, and fire up to a grain late: a connection in a slot costs a
+#: set entry, where a loop timer costs about 1.4 kB under uvloop, and one wake-up serves a whole slot
+FAR = 1.0
+WHEEL_GRAIN = 0.05
 
 
 class Core(Protocol):
@@ -74,11 +80,20 @@ class DatagramSocket(Protocol):
 
 
 class Pumped:
-    """One connection as the driver sees it. Transports subclass it and implement ``handle_event``."""
+    """One connection as the driver sees it. Transports subclass it and implement ``handle_event``.
+
+    The defaults below are class attributes; a subclass with ``__slots__`` (no instance dict: an idle connection
+    costs less) lists them and sets them in its ``__init__``.
+    """
+
+    if not TYPE_CHECKING:  # mypy would take the empty slots for a class that can hold no attributes
+        __slots__ = ()
 
     core: Core
     _timer: asyncio.TimerHandle | None = None
     _timer_at: float | None = None
+    #: the driver's wheel slot it waits in, when its deadline is far (``_timer`` is None then)
+    _slot: int | None = None
     _dirty: bool = False
     #: set by the transport once the core is terminated; the driver then forgets it
     finished: bool = False
@@ -126,6 +141,12 @@ class Driver:
         self._busy_poll = busy_poll_us / 1e6
         self._awake_until = 0.0
         self._polling = False
+        #: far deadlines (``FAR``): connections by slot (a deadline rounded up to ``WHEEL_GRAIN``), the slots in a
+        #: heap, and the one loop timer for the earliest
+        self._wheel: dict[int, set[Pumped]] = {}
+        self._slots: list[int] = []
+        self._wheel_timer: asyncio.TimerHandle | None = None
+        self._wheel_at = 0
         self.counters = {"rx": 0, "tx": 0, "tx_dropped": 0, "rx_errors": 0}
         for each in (sock, *self.more):
             each.setblocking(False)
@@ -280,27 +301,66 @@ class Driver:
             send(data, addr)
         self._deliver(pumped)
         if pumped.finished:
-            if pumped._timer is not None:
-                pumped._timer.cancel()
-                pumped._timer = None
+            self._disarm(pumped)
             pumped.on_finished()
             return
         self._arm(pumped, core.get_timer())
 
-    def _arm(self, pumped: Pumped, at: float | None) -> None:
-        if at is None:
-            if pumped._timer is not None:
-                pumped._timer.cancel()
-                pumped._timer = None
-            pumped._timer_at = None
-            return
-        current = pumped._timer_at
-        if pumped._timer is not None and current is not None and current <= at:
-            return  # the armed handle fires no later than needed; it re-arms then
+    def _disarm(self, pumped: Pumped) -> None:
         if pumped._timer is not None:
             pumped._timer.cancel()
+            pumped._timer = None
+        slot = pumped._slot
+        if slot is not None:
+            pumped._slot = None
+            waiting = self._wheel.get(slot)
+            if waiting is not None:
+                waiting.discard(pumped)
+        pumped._timer_at = None
+
+    def _arm(self, pumped: Pumped, at: float | None) -> None:
+        if at is None:
+            self._disarm(pumped)
+            return
+        current = pumped._timer_at
+        if current is not None and current <= at:
+            return  # what is armed fires no later than needed; it re-arms then
+        self._disarm(pumped)
         pumped._timer_at = at
-        pumped._timer = self.loop.call_at(at, self._fire, pumped)
+        loop = self.loop
+        if at - loop.time() <= FAR:
+            pumped._timer = loop.call_at(at, self._fire, pumped)
+            return
+        slot = -int(-at // WHEEL_GRAIN)  # rounded up: a slot fires at or after each deadline in it
+        pumped._slot = slot
+        waiting = self._wheel.get(slot)
+        if waiting is None:
+            waiting = self._wheel[slot] = set()
+            heapq.heappush(self._slots, slot)
+            if self._wheel_timer is None or slot < self._wheel_at:
+                self._arm_wheel(slot)
+        waiting.add(pumped)
+
+    def _arm_wheel(self, slot: int) -> None:
+        if self._wheel_timer is not None:
+            self._wheel_timer.cancel()
+        self._wheel_at = slot
+        self._wheel_timer = self.loop.call_at(slot * WHEEL_GRAIN, self._turn_wheel)
+
+    def _turn_wheel(self) -> None:
+        """Fire every slot that is due (the timer may fire a little early: ``TIMER_SLACK``), then wait for the next."""
+        self._wheel_timer = None
+        slots, wheel = self._slots, self._wheel
+        due = (self.loop.time() + TIMER_SLACK) / WHEEL_GRAIN
+        while slots and slots[0] <= due:
+            for pumped in wheel.pop(heapq.heappop(slots), ()):
+                pumped._slot = None
+                try:
+                    self._fire(pumped)
+                except Exception as exc:  # as the loop does for a timer of its own: the others in the slot still fire
+                    self.loop.call_exception_handler({"message": "a connection's timer failed", "exception": exc})
+        if slots:
+            self._arm_wheel(slots[0])
 
     def _fire(self, pumped: Pumped) -> None:
         pumped._timer = None

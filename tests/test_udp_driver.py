@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mux.udp import Address, Driver, Pumped
+from mux.udp import FAR, WHEEL_GRAIN, Address, Driver, Pumped
 
 uvloop = pytest.importorskip("uvloop")
 
@@ -44,6 +44,31 @@ class IgnoringDemux:
     def flush_stateless(self, driver: Driver) -> None: ...
 
 
+class Conn(Pumped):
+    """A connection as the driver sees it, in its simplest form (``Pumped`` itself has no instance dict)."""
+
+
+class OneDeadline:
+    """A core with one deadline; ``handle_timer`` records when it ran and clears it."""
+
+    def __init__(self, at: float | None) -> None:
+        self.at = at
+        self.fired: list[float] = []
+
+    def get_timer(self) -> float | None:
+        return self.at
+
+    def handle_timer(self, now: float) -> None:
+        self.fired.append(now)
+        self.at = None
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return []
+
+    def next_event(self) -> Any:
+        return None
+
+
 def loopback_driver(busy_poll_us: int = 0) -> Driver:
     """A driver on a fresh 127.0.0.1 socket whose demux drops what it reads."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -59,7 +84,7 @@ def test_a_sub_millisecond_timer_is_served_not_spun() -> None:
         driver = loopback_driver()
         driver.sendto = lambda data, addr: sent.append(data)  # type: ignore[method-assign]
         core = PacedCore(loop.time() + 0.0003, packets=50)
-        pumped = Pumped()
+        pumped = Conn()
         pumped.core = core
         driver._arm(pumped, core.get_timer())
         deadline = loop.time() + 2.0
@@ -120,3 +145,88 @@ def test_busy_poll_is_a_listener_and_client_option() -> None:
     assert QuicClientOptions().busy_poll_us == 0 and SctpClientOptions().busy_poll_us == 0
     with pytest.raises(ValidationError):
         QuicListenerOptions(alpn=["echo"], busy_poll_us=-1)
+
+
+def test_far_deadlines_wait_in_the_wheel_and_fire_on_time_or_a_grain_late() -> None:
+    """A deadline further off than FAR takes no loop timer of its own: it waits in the driver's wheel, fires at or
+    after its time (never early), at most a grain (plus the loop's own lateness) late; one disarmed or finished in
+    the meantime does not fire, and the wheel forgets it."""
+
+    async def main() -> tuple[list[float], float, list[float], list[float], int]:
+        loop = asyncio.get_running_loop()
+        driver = loopback_driver()
+        at = loop.time() + FAR + 0.2
+        cores = [OneDeadline(at), OneDeadline(at + 0.01), OneDeadline(at + 0.02)]
+        conns = []
+        for core in cores:
+            conn = Conn()
+            conn.core = core
+            driver._arm(conn, core.get_timer())
+            assert conn._timer is None and conn._slot is not None  # in the wheel, not a loop timer
+            conns.append(conn)
+        cores[1].at = None
+        driver._arm(conns[1], None)  # disarmed
+        conns[2].finished = True
+        driver._pump(conns[2], loop.time())  # finished: the driver forgets it
+        await asyncio.sleep(FAR + 0.2 + 3 * WHEEL_GRAIN)
+        left = sum(len(waiting) for waiting in driver._wheel.values())
+        driver.close()
+        return cores[0].fired, at, cores[1].fired, cores[2].fired, left
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        fired, at, disarmed, finished, left = runner.run(main())
+    assert len(fired) == 1 and at <= fired[0] <= at + WHEEL_GRAIN + 0.1, (fired, at)
+    assert disarmed == [] and finished == []
+    assert left == 0
+
+
+def test_a_near_deadline_moved_before_a_far_one_fires_once_at_its_time() -> None:
+    """A connection in the wheel whose deadline comes nearer leaves it for a loop timer: it fires once, on time."""
+
+    async def main() -> tuple[list[float], float, int]:
+        loop = asyncio.get_running_loop()
+        driver = loopback_driver()
+        core = OneDeadline(loop.time() + FAR + 1.0)
+        conn = Conn()
+        conn.core = core
+        driver._arm(conn, core.get_timer())
+        near = core.at = loop.time() + 0.05
+        driver._arm(conn, near)
+        assert conn._slot is None and conn._timer is not None
+        await asyncio.sleep(FAR + 1.2)
+        left = sum(len(waiting) for waiting in driver._wheel.values())
+        driver.close()
+        return core.fired, near, left
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        fired, near, left = runner.run(main())
+    assert len(fired) == 1 and near <= fired[0] < near + 0.1, (fired, near)
+    assert left == 0
+
+
+class FailingDeadline(OneDeadline):
+    def handle_timer(self, now: float) -> None:
+        super().handle_timer(now)
+        raise RuntimeError("this connection's timer fails")
+
+
+def test_a_failing_timer_in_the_wheel_does_not_cost_the_others_in_its_slot_theirs() -> None:
+    async def main() -> tuple[list[OneDeadline], list[dict[str, Any]]]:
+        loop = asyncio.get_running_loop()
+        reported: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        driver = loopback_driver()
+        at = loop.time() + FAR + 0.2
+        cores: list[OneDeadline] = [FailingDeadline(at), OneDeadline(at), FailingDeadline(at), OneDeadline(at)]
+        for core in cores:  # one slot for all four
+            conn = Conn()
+            conn.core = core
+            driver._arm(conn, core.get_timer())
+        await asyncio.sleep(FAR + 0.2 + 3 * WHEEL_GRAIN)
+        driver.close()
+        return cores, reported
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        cores, reported = runner.run(main())
+    assert [len(core.fired) for core in cores] == [1, 1, 1, 1]
+    assert len(reported) == 2 and all(isinstance(c["exception"], RuntimeError) for c in reported)

@@ -16,6 +16,8 @@ from mux.transport import TransportError
 
 
 class Echo(ConnectionBehaviour):
+    # no ``__slots__``: ``mux.behaviours.browser.ByPath`` turns itself into an Echo (or a Chat), which needs the
+    # same layout
     def init(self, opts: dict[str, Any]) -> None:
         self.dropped_unidirectional = 0
         self.dropped_datagrams = 0

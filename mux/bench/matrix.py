@@ -153,8 +153,8 @@ class Parallel(StrictModel):
 class Handshake(StrictModel):
     """``connections`` connect-and-close cycles, ``concurrency`` at a time; connections per second."""
 
-    connections: int = Field(default=40, gt=0)
-    concurrency: int = Field(default=4, gt=0, le=256)
+    connections: int = Field(default=400, gt=0)
+    concurrency: int = Field(default=8, gt=0, le=256)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     timeout_s: float = Field(default=60.0, gt=0)
 

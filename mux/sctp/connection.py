@@ -33,6 +33,7 @@ refusal reads ``refused: <reason>`` and an abort its bare reason.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import struct
@@ -46,6 +47,7 @@ from mux.sctp import extensions as ext
 from mux.sctp.association import Association
 from mux.sctp.params import CAUSE_NAMES, USER_INITIATED_ABORT, ErrorCause, describe
 from mux.sctp.state import CLOSED, COOKIE_ECHOED, COOKIE_WAIT, SHUTDOWN_ACK_SENT, SHUTDOWN_RECEIVED, SctpError
+from mux.sctp.unwritten import Unwritten
 from mux.udp import Address, Driver, Pumped
 
 log = logging.getLogger("mux.sctp")
@@ -86,11 +88,44 @@ _STATES = {
 _LOST = ("no answer to ", "communication lost", "shutdown guard timer expired")
 
 
+#: what ``_local_uni`` is until a one-way stream is opened: shared, and never added to
+_NO_STREAMS: set[int] = set()
+#: what the marker codes and ``_local_end`` are until there is one: shared, read and popped but never written
+_NO_CODES: dict[int, int] = Unwritten()
+
+
 class SctpTransportConnection(Pumped):
     """Implements ``mux.transport.TransportConnection`` for our SCTP association."""
 
     transport_name = "sctp"
     alpn = None
+
+    # slotted (``Pumped``'s fields too): a server may hold tens of thousands of idle associations
+    __slots__ = (
+        "_closing_by_us",
+        "_counters",
+        "_dgram_dropped",
+        "_dirty",
+        "_end",
+        "_in_epoch",
+        "_local_end",
+        "_local_uni",
+        "_on_finished",
+        "_peer_shutdown",
+        "_reset_codes",
+        "_shutdown_asked",
+        "_slot",
+        "_stop_codes",
+        "_timer",
+        "_timer_at",
+        "assoc",
+        "core",
+        "driver",
+        "ended_by_our_shutdown",
+        "finished",
+        "high_water",
+        "sink",
+    )
 
     def __init__(
         self,
@@ -101,6 +136,10 @@ class SctpTransportConnection(Pumped):
         on_finished: Callable[[SctpTransportConnection], None] | None = None,
         counters: dict[str, int] | None = None,
     ) -> None:
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._slot: int | None = None
+        self._dirty = False
         self.core = assoc
         self.assoc = assoc
         self.driver = driver
@@ -114,10 +153,10 @@ class SctpTransportConnection(Pumped):
         #: its reset ends it; a stream we open expects the peer's answer on it)
         self._in_epoch: dict[int, bool] = {}
         #: our unidirectional streams: the peer's direction of these ids is not ours to deliver
-        self._local_uni: set[int] = set()
+        self._local_uni: set[int] = _NO_STREAMS  # a set of its own from the first (``open_stream``)
         #: codes the peer's markers carried: of its coming reset (``RESET_PPID``) and of its stop (``STOP_PPID``)
-        self._reset_codes: dict[int, int] = {}
-        self._stop_codes: dict[int, int] = {}
+        self._reset_codes: dict[int, int] = _NO_CODES  # each its own dict from its first code (``_marker``)
+        self._stop_codes: dict[int, int] = _NO_CODES
         self._closing_by_us = False
         self._peer_shutdown = False
         #: ``close(0)`` asked the association, which was up, for a SHUTDOWN
@@ -127,7 +166,7 @@ class SctpTransportConnection(Pumped):
         #: SHUTDOWN-ACK again (``mux.sctp.client`` keeps a client's socket open a while to answer it)
         self.ended_by_our_shutdown = False
         #: how we closed: the application's code and reason, and ``error`` for an abort or a refusal
-        self._local_end: dict[str, Any] = {}
+        self._local_end: dict[str, Any] = _NO_CODES  # type: ignore[assignment]  # replaced whole, never written
         #: how the association ended when an ABORT or a failure said so (``closed``'s props)
         self._end: dict[str, Any] | None = None
         self.finished = False
@@ -170,6 +209,8 @@ class SctpTransportConnection(Pumped):
                 raise t.TransportError(f"{exc}; asked the peer for {more} more (streams_available follows)") from None
             raise t.TransportError(str(exc)) from None
         if unidirectional:
+            if self._local_uni is _NO_STREAMS:
+                self._local_uni = set()
             self._local_uni.add(stream_id)
             if first is None and stream_id < assoc.inbound_streams:
                 assoc.request_reset(stream_id)  # not a mux peer: it must not send here, so it ends its direction
@@ -494,9 +535,13 @@ class SctpTransportConnection(Pumped):
         if ppid == RESET_PPID:
             if sid not in self._in_epoch:  # opened and reset at once: a stream all the same
                 self._new_stream(sink, sid)
+            if self._reset_codes is _NO_CODES:
+                self._reset_codes = {}
             self._reset_codes[sid] = code
         elif ppid == STOP_PPID:
             if sid < self.assoc.outbound_streams:
+                if self._stop_codes is _NO_CODES:
+                    self._stop_codes = {}
                 self._stop_codes[sid] = code
                 self.assoc.final_message(sid, RESET_PPID, _code_bytes(code))  # our reset carries it back
         elif ppid == UNI_PPID and sid not in self._in_epoch:

@@ -42,6 +42,7 @@ from mux.sctp.chunks import (
     ShutdownCompleteChunk,
 )
 from mux.sctp.config import SctpConfig
+from mux.sctp.entropy import ENTROPY
 from mux.sctp.packet import (
     EDMID_DTLS,
     ZERO_CHECKSUM_ACCEPTABLE,
@@ -124,7 +125,7 @@ class Endpoint:
         self.local_port = local_port
         self._secret = secret or os.urandom(32)
         self._admit = admit
-        self._rng = rng or random.SystemRandom()
+        self._rng = rng or ENTROPY
         #: (index, count): our local tags are ``index`` modulo ``count`` (a worker's, see ``mux.steering``)
         self._tag_residue = tag_residue
         self._assocs: dict[tuple[Any, ...], Association] = {}

@@ -39,6 +39,7 @@ from mux.sctp.params import (
     ReconfigResponse,
 )
 from mux.sctp.tx.send_queue import OutChunk
+from mux.sctp.unwritten import Unwritten
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
@@ -118,6 +119,12 @@ def _acked(c: OutChunk, cum_acked: int) -> bool:
     return c.abandoned or (c.sent > 0 and ((cum_acked - c.tsn) & MASK) < HALF)
 
 
+#: the peer's results until its first request, and the streams to reset until the first: shared, read but never
+#: written
+_NO_RESULTS: dict[int, tuple[int, int]] = Unwritten()
+_NONE_WANTED: dict[int, OutChunk | None] = Unwritten()
+
+
 class Reconfig:
     __slots__ = (
         "_results",
@@ -139,13 +146,13 @@ class Reconfig:
         self.next_seq = local_initial_tsn & MASK
         self.peer_seq = peer_initial_tsn & MASK
         #: the peer's last two requests: sequence number -> (kind, result)
-        self._results: dict[int, tuple[int, int]] = {}
+        self._results: dict[int, tuple[int, int]] = _NO_RESULTS  # its own from the first (``remember``)
         #: streams to reset, each with the last chunk queued before the reset (None: nothing was)
-        self.out_wanted: dict[int, OutChunk | None] = {}
+        self.out_wanted: dict[int, OutChunk | None] = _NONE_WANTED  # its own dict from the first (``_out``)
         #: the peer's Incoming SSN Reset Request our next outgoing reset answers
         self.out_resp_seq: int | None = None
         #: streams we ask the peer to reset, each with the notice the peer must have first (None: none)
-        self.in_wanted: dict[int, OutChunk | None] = {}
+        self.in_wanted: dict[int, OutChunk | None] = _NONE_WANTED  # likewise (``_in``)
         #: streams to add, ours and the peer's
         self.add_out = 0
         self.add_in = 0
@@ -167,13 +174,23 @@ class Reconfig:
 
     # -- our requests ---------------------------------------------------------------------------------------------
 
+    def _out(self) -> dict[int, OutChunk | None]:
+        if self.out_wanted is _NONE_WANTED:
+            self.out_wanted = {}
+        return self.out_wanted
+
+    def _in(self) -> dict[int, OutChunk | None]:
+        if self.in_wanted is _NONE_WANTED:
+            self.in_wanted = {}
+        return self.in_wanted
+
     def want_out(self, stream_id: int, tail: OutChunk | None, response_seq: int | None = None) -> None:
-        self.out_wanted[stream_id] = tail
+        self._out()[stream_id] = tail
         if response_seq is not None:
             self.out_resp_seq = response_seq
 
     def want_in(self, stream_id: int, notice: OutChunk | None) -> None:
-        self.in_wanted[stream_id] = notice
+        self._in()[stream_id] = notice
 
     def resetting(self, stream_id: int) -> bool:
         """Whether a reset of our outgoing ``stream_id`` waits or is in flight."""
@@ -283,10 +300,10 @@ class Reconfig:
         self.retry_at = now + rto
         if part.kind == OUT:
             for s in part.streams:
-                self.out_wanted.setdefault(s, None)
+                self._out().setdefault(s, None)
         elif part.kind == IN:
             for s in part.streams:
-                self.in_wanted.setdefault(s, None)
+                self._in().setdefault(s, None)
         elif part.kind == ADD_OUT:
             self.add_out += part.count
         elif part.kind == ADD_IN:
@@ -306,6 +323,8 @@ class Reconfig:
 
     def remember(self, seq: int, kind: int, result: int) -> None:
         """Request ``seq`` (the expected one) was carried out with ``result``."""
+        if self._results is _NO_RESULTS:
+            self._results = {}
         self._results[seq] = (kind, result)
         self._results.pop((seq - 2) & MASK, None)
         self.peer_seq = (seq + 1) & MASK

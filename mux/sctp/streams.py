@@ -46,6 +46,7 @@ from mux.sctp.rx.tracker import MAX_AHEAD
 from mux.sctp.state import CLOSED, DATA_FLOWS, ESTABLISHED, SctpError
 from mux.sctp.tx.scheduler import DEFAULT_PRIORITY
 from mux.sctp.tx.send_queue import CONTROL, OutChunk
+from mux.sctp.unwritten import Unwritten
 
 if TYPE_CHECKING:
     from mux.sctp.association import Association
@@ -64,6 +65,10 @@ RELIABILITY = ("reliable", "rexmit", "timed")
 _RELIABLE = (True, "reliable", 0)
 
 
+#: ``Streams.finals`` until the first: shared, read and popped but never written
+_NO_FINALS: dict[int, tuple[int, bytes]] = Unwritten()
+
+
 class Streams:
     __slots__ = ("a", "announce", "config", "finals", "flags", "held", "holding")
 
@@ -73,7 +78,7 @@ class Streams:
         #: ``_sflags`` is this dict: ``send`` marks a stream in use without a call)
         self.flags: dict[int, int] = {}
         #: per stream: the message to send last when the peer asks us to reset it (``final_message``)
-        self.finals: dict[int, tuple[int, bytes]] = {}
+        self.finals: dict[int, tuple[int, bytes]] = _NO_FINALS  # its own dict from the first (``final_message``)
         #: data held by a deferred reset of the peer's (RFC 6525 §5.2.2 E2): (unwrapped TSN, chunk)
         self.held: list[tuple[int, Chunk]] = []
         self.holding = False
@@ -86,7 +91,7 @@ class Streams:
     def clear(self) -> None:
         """The peer restarted: every stream is free, nothing is held."""
         self.flags.clear()
-        self.finals.clear()
+        self.finals = _NO_FINALS
         self.held = []
         self.holding = False
         a = self.a
@@ -232,6 +237,8 @@ class Streams:
     def final_message(self, stream_id: int, ppid: int, payload: bytes) -> None:
         """The message to send last on ``stream_id`` should the peer ask us to reset it (mux's code marker)."""
         if len(self.finals) < self.a.outbound_streams:
+            if self.finals is _NO_FINALS:
+                self.finals = {}
             self.finals[stream_id] = (ppid, payload)
 
     def add_streams(self, outgoing: int, incoming: int) -> None:

@@ -25,7 +25,6 @@ measured worst cases (tests/test_sctp_idata.py, tracemalloc), one new message pe
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 from heapq import heapify, heappop, heappush
 from typing import Any
@@ -100,7 +99,7 @@ class InterleavedReassembly:
         "opened",
     )
 
-    def __init__(self, inbound_streams: int, events: deque[Any], stats: dict[str, int], limit: int = 1 << 62) -> None:
+    def __init__(self, inbound_streams: int, events: list[Any], stats: dict[str, int], limit: int = 1 << 62) -> None:
         #: the most one message may hold (the receive window): a fragment taking one past it raises ``TooLarge``
         self.limit = limit
         #: bytes charged for everything received and not yet consumed (the window's complement)

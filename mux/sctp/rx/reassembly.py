@@ -21,7 +21,7 @@ sent on since it last reset them, when the association announces them (``StreamO
 
 from __future__ import annotations
 
-from collections import deque
+from array import array
 from typing import Any
 
 from mux.sctp import events as ev
@@ -51,6 +51,11 @@ class BadFragments(Exception):
     """The fragments of one message disagree on stream, ordering or SSN: a protocol violation."""
 
 
+def _ssns(streams: int) -> array[int]:
+    """Next SSN per inbound stream, all 0: 16-bit numbers, 2 bytes each (a list of ints costs 8)."""
+    return array("H", bytes(2 * max(streams, 1)))
+
+
 class Reassembly:
     #: without interleaving the fragments held belong to one message at a time (a sender sends a message's
     #: fragments back to back): their total is what that message needs
@@ -70,7 +75,7 @@ class Reassembly:
         "opened",
     )
 
-    def __init__(self, inbound_streams: int, events: deque[Any], stats: dict[str, int]) -> None:
+    def __init__(self, inbound_streams: int, events: list[Any], stats: dict[str, int]) -> None:
         #: bytes charged for everything received and not yet consumed (the window's complement)
         self.held = 0
         #: the part of ``held`` still here: fragments and ordered messages waiting for an earlier SSN
@@ -80,7 +85,7 @@ class Reassembly:
         self._frags: dict[int, DataChunk] = {}  # by unwrapped TSN
         self._by_start: dict[int, _Run] = {}
         self._by_end: dict[int, _Run] = {}
-        self._ssn = [0] * max(inbound_streams, 1)
+        self._ssn = _ssns(inbound_streams)
         #: per inbound stream, 1 once a chunk arrived on it since its last reset (kept by the association when it
         #: announces streams)
         self.opened = bytearray(max(inbound_streams, 1))
@@ -101,18 +106,18 @@ class Reassembly:
         self._by_start.clear()
         self._by_end.clear()
         self._waiting.clear()
-        self._ssn = [0] * max(inbound_streams, 1)
+        self._ssn = _ssns(inbound_streams)
         self.opened = bytearray(max(inbound_streams, 1))
 
     def set_streams(self, inbound_streams: int) -> None:
-        self._ssn = [0] * max(inbound_streams, 1)
+        self._ssn = _ssns(inbound_streams)
         self.opened = bytearray(max(inbound_streams, 1))
 
     def grow(self, inbound_streams: int) -> None:
         """RFC 6525 Add Streams: more inbound streams; the existing ones keep their state."""
         n = max(inbound_streams, 1) - len(self._ssn)
         if n > 0:
-            self._ssn.extend([0] * n)
+            self._ssn.extend(_ssns(n))
             self.opened.extend(bytes(n))
 
     def used(self, sid: int) -> bool:

@@ -103,6 +103,8 @@ def assemble(a: Association, now: float) -> list[tuple[bytes, Addr]]:
             sent_any = True
             stats["retransmitted_chunks"] += 1
             last = (packet, len(packet) - 1, c)
+        if not rtx:
+            inflight.rtx = None  # all sent: the queue goes until the next loss
         if rtx_to is not None:
             if packet:
                 packets.append(packet)

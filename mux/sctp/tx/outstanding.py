@@ -52,8 +52,9 @@ class Outstanding:
         self.cum_acked = (initial_tsn - 1) & MASK
         self.sent: list[OutChunk] = []
         self.head = 0
-        #: chunks marked for retransmission, in TSN order as they were marked
-        self.rtx: deque[OutChunk] = deque()
+        #: chunks marked for retransmission, in TSN order as they were marked; None until a loss (``need_rtx``) and
+        #: again once sent: a deque costs 760 bytes even empty
+        self.rtx: deque[OutChunk] | None = None
         self.flight = 0
         #: user bytes sent and not yet cumulatively acknowledged
         self.bytes = 0
@@ -210,7 +211,7 @@ class Outstanding:
                 threshold = max(outstanding - 1, 1)
         marked = 0
         k = len(newly) - 1  # newly[k] is the lowest newly acked index above i; len(newly) - k of them
-        rtx = self.rtx
+        rtx = self.need_rtx()
         for i in range(newly[-1] - 1, head - 1, -1):
             while k > 0 and newly[k - 1] > i:
                 k -= 1
@@ -230,6 +231,13 @@ class Outstanding:
                 marked += 1
         return marked
 
+    def need_rtx(self) -> deque[OutChunk]:
+        """The retransmission queue, made on first use."""
+        rtx = self.rtx
+        if rtx is None:
+            rtx = self.rtx = deque()
+        return rtx
+
     def mark_all(self, now: float) -> None:
         """The retransmission timer expired (§6.3.3 E3): everything unacknowledged goes again, in TSN order."""
         self.rtt_chunk = None
@@ -248,7 +256,7 @@ class Outstanding:
                     flight -= c.size
                 c.missing = 0
                 rtx.append(c)
-        self.rtx = rtx
+        self.rtx = rtx or None
         self.flight = max(flight, 0)
 
     # -- PR-SCTP ----------------------------------------------------------------------------------------------

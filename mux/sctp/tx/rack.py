@@ -46,6 +46,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mux.sctp.tx.send_queue import OutChunk
+from mux.sctp.unwritten import Unwritten
 
 if TYPE_CHECKING:
     from mux.sctp.tx.congestion import Congestion
@@ -80,6 +81,11 @@ TIMEOUT = -2
 def _after(t1: float, tsn1: int, t2: float, tsn2: int) -> bool:
     """(t1, tsn1) was sent after (t2, tsn2): RFC 8985's RACK_sent_after, TSNs compared serially."""
     return t1 > t2 or (t1 == t2 and tsn1 != tsn2 and ((tsn1 - tsn2) & MASK) < HALF)
+
+
+#: ``retx`` and ``acked_retx`` until their first entry: shared, read and popped but never written
+_NO_RETX: dict[OutChunk, int] = Unwritten()
+_NO_ACKED: dict[int, int] = Unwritten()
 
 
 class Rack:
@@ -118,9 +124,9 @@ class Rack:
         self.reo_persist = 0
         self.reo_grown_at = -INF
         #: outstanding retransmitted chunks, with what their latest retransmission was (an episode, PROBE, TIMEOUT)
-        self.retx: dict[OutChunk, int] = {}
+        self.retx: dict[OutChunk, int] = _NO_RETX  # its own dict from its first entry: most never retransmit
         #: TSN -> what its retransmission was, for retransmitted chunks acknowledged ambiguously
-        self.acked_retx: dict[int, int] = {}
+        self.acked_retx: dict[int, int] = _NO_ACKED
         #: the latest fast recovery, and what a retransmission sent now belongs to
         self.episode = 0
         self.tag = TIMEOUT
@@ -204,6 +210,8 @@ class Rack:
                 self.tsn = c.tsn
                 self.rtt = r
             acked = self.acked_retx
+            if acked is _NO_ACKED:
+                acked = self.acked_retx = {}
             acked[c.tsn] = tag
             if len(acked) > _ACKED_KEPT:
                 del acked[next(iter(acked))]
@@ -264,12 +272,16 @@ class Rack:
     def resent(self, c: OutChunk) -> None:
         """``c`` (marked: by fast retransmit, RACK or T3) left again."""
         tag = self.tag
+        if self.retx is _NO_RETX:
+            self.retx = {}
         self.retx[c] = tag
         if tag == self.episode and self.undo is not None:
             self.undo_retrans += 1
 
     def probed(self, c: OutChunk) -> None:
         """``c`` left again as a tail loss probe."""
+        if self.retx is _NO_RETX:
+            self.retx = {}
         self.retx[c] = PROBE
 
     def on_t3(self) -> None:
@@ -316,7 +328,7 @@ class Rack:
             holes.append((lo, n))
         marked = 0
         due: float | None = None
-        rtx = out.rtx
+        rtx = out.need_rtx()
         for lo, hi in holes:
             for i in range(lo, hi):
                 c = sent[i]

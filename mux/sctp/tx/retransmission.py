@@ -224,7 +224,7 @@ class Retransmission:
         a = self.a
         out = a._out
         rack = out.rack
-        for m in out.rtx:
+        for m in out.rtx or ():
             if m.marked and not m.acked:
                 return  # a retransmission is about to go anyway, whatever cwnd says: that is the probe
         rack.probes += 1

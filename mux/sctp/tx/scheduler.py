@@ -103,6 +103,10 @@ class StreamQueue:
         return bool(chunks) and not chunks[0].flags & FLAG_B
 
 
+#: the per-stream numbers of a scheduler that has queued nothing yet: shared, never written (``Scheduler._number``)
+_NONE_YET: list[int] = []
+
+
 class Scheduler:
     """What is common to every scheduler: the queues, cutting messages into chunks, numbering them as they leave,
     stream resets and the bookkeeping; the subclasses keep the queues that take part and pick the next one."""
@@ -113,6 +117,7 @@ class Scheduler:
         "_paused",
         "_queues",
         "_ssn",
+        "_streams",
         "_umid",
         "budget",
         "bytes",
@@ -130,9 +135,11 @@ class Scheduler:
 
     def __init__(self, streams: int, fragmentation_point: int, *, idata: bool = False) -> None:
         self.fragmentation_point = fragmentation_point
-        n = max(streams, 1)
-        self._ssn = [0] * n  # next SSN (MID with I-DATA) per stream, ordered messages
-        self._umid = [0] * n  # next MID per stream, unordered messages (I-DATA only)
+        self._streams = max(streams, 1)
+        #: next SSN (MID with I-DATA) per stream for ordered messages, and next MID for unordered ones (I-DATA only):
+        #: empty until the first message is queued (``_number``), as an idle association never needs them
+        self._ssn: list[int] = _NONE_YET
+        self._umid: list[int] = _NONE_YET
         self._queues: dict[int, StreamQueue] = {}
         #: the queue whose first chunk goes next, None when nothing may go: the packet loop reads
         #: ``head.chunks[0]`` (a ``peek()`` call costs more) and calls ``take()``
@@ -194,9 +201,16 @@ class Scheduler:
 
     def set_streams(self, streams: int) -> None:
         """The number of outbound streams was negotiated (or grew, RFC 6525): queued messages keep their numbers."""
-        n = max(streams, 1)
-        self._ssn = (self._ssn + [0] * n)[:n]
-        self._umid = (self._umid + [0] * n)[:n]
+        n = self._streams = max(streams, 1)
+        if self._ssn is not _NONE_YET:
+            self._ssn = (self._ssn + [0] * n)[:n]
+            self._umid = (self._umid + [0] * n)[:n]
+
+    def _number(self) -> None:
+        """Make the per-stream numbers: a message is about to be queued."""
+        n = self._streams
+        self._ssn = [0] * n
+        self._umid = [0] * n
 
     def clear(self, streams: int) -> None:
         """The peer restarted: everything queued is gone, numbering starts over (priorities stay)."""
@@ -210,9 +224,8 @@ class Scheduler:
         self._paused.clear()
         self.head = None
         self.bytes = self.chunks = self.paused = 0
-        n = max(streams, 1)
-        self._ssn = [0] * n
-        self._umid = [0] * n
+        self._streams = max(streams, 1)
+        self._ssn = self._umid = _NONE_YET
 
     def set_priority(self, key: int, priority: int) -> None:
         """quicer's stream ``priority`` (0..65535, higher first); ``prio`` and ``wfq`` use it."""
@@ -251,6 +264,8 @@ class Scheduler:
         """
         base = FLAG_U if unordered else 0
         ppid &= MASK32
+        if self._ssn is _NONE_YET:
+            self._number()
         if self._paused and lane is None and stream_id in self._paused:
             self._push_paused(stream_id, data, ppid, base, max_rexmit, expires)
             return
