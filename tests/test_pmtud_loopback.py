@@ -105,11 +105,15 @@ async def test_a_usrsctp_peer_answers_our_probes() -> None:
             f"sctp://127.0.0.1:{echo_udp}",
             options={"sctp_port": usrsctp.ECHO_PORT, "local_udp_port": client_udp},
         )
+        assert pmtud_state(conn)["state"] == "idle"  # nothing to send yet: no probes
+        stream = conn.open_stream()
+        message = bytes(range(256)) * 16  # 4 KiB: several chunks at the base (the search begins), one at the size found
+        await stream.send(message)
+        await wait_until(lambda: b"".join(client.got) == message, 10, "no echo while probing")
         await wait_until(lambda: pmtud_state(conn)["state"] == "search_complete", 20, "the search never ended")
         state = pmtud_state(conn)
         assert state["pmtu"] > 1500, state  # usrsctp acknowledged HEARTBEATs padded beyond Ethernet's size
-        stream = conn.open_stream()
-        message = bytes(range(256)) * 16  # 4 KiB: one chunk at the size found, several at the base
+        client.got.clear()
         await stream.send(message)
         await wait_until(lambda: b"".join(client.got) == message, 10, "no echo after probing")
         assert conn.stats()["sctp"]["state"] == "established"

@@ -68,7 +68,7 @@ from mux.sctp.params import (
 )
 from mux.sctp.paths import INFO as _PATH_HB
 from mux.sctp.paths import Paths
-from mux.sctp.pmtud import PAD_TYPE, PROBE_INFO, SctpPmtud
+from mux.sctp.pmtud import PAD_TYPE, PROBE_INFO, SctpPmtud, idle_info
 from mux.sctp.rx.interleaved import InterleavedReassembly
 from mux.sctp.rx.reassembly import MESSAGE_COST, Reassembly
 from mux.sctp.rx.receiver import Receiver
@@ -167,6 +167,7 @@ class Association:
         "_peer_arwnd",
         "_peer_initial_tsn",
         "_pmtud",
+        "_pmtud_max",
         "_probing",
         "_queue",
         "_raw",
@@ -287,8 +288,10 @@ class Association:
         self._paths = Paths(self, peer_addr)
         #: packets for paths other than the primary (their HEARTBEATs and HEARTBEAT-ACKs), with their address
         self._to_paths: list[tuple[bytes, Addr]] = []
-        #: path MTU discovery (``pmtud``), when on
-        self._pmtud = SctpPmtud(self) if config.pmtud and config.maximum_mtu > config.pmtu else None
+        #: path MTU discovery (``pmtud``), once begun (``_start_pmtud``); until then ``_pmtud_max`` is its ceiling
+        #: (0: off)
+        self._pmtud: SctpPmtud | None = None
+        self._pmtud_max = config.maximum_mtu if config.pmtud and config.maximum_mtu > config.pmtu else 0
         #: where the latest DATA came from: its SACK goes back there (§6.4)
         self._sack_to: Addr = peer_addr
         #: after a T3, the next retransmissions go to this other address of the peer's (§6.4.1), once
@@ -442,10 +445,29 @@ class Association:
         else:
             self._streams.push(stream_id, data, ppid, unordered, reliability, param, now)
         self.stats["messages_sent"] += 1
+        if self._pmtud_max and queue.bytes > self.fragmentation_point:
+            self._start_pmtud()
         buffered = queue.bytes + OUT_COST * queue.chunks + sent
         if buffered > sndbuf // 2:
             self._blocked = True
         return buffered
+
+    def set_interface_mtu(self, mtu: int | None) -> None:
+        """The MTU of the interface toward the peer (the driver asks the kernel): the search's ceiling."""
+        if mtu is None:
+            return
+        if self._pmtud is not None:
+            self._pmtud.set_interface_mtu(mtu)
+        elif self._pmtud_max:
+            self._pmtud_max = min(self._pmtud_max, mtu) if mtu > self.config.pmtu else 0
+
+    def _start_pmtud(self) -> None:
+        """More waits than one packet carries, so a larger packet would pay: the search begins. An idle association,
+        or one of small messages, never probes nor holds the search's state (RFC 8899 leaves when to probe to
+        the packetization layer)."""
+        pm = self._pmtud = SctpPmtud(self)
+        pm.set_interface_mtu(self._pmtud_max)
+        self._pmtud_max = 0
 
     def send_datagram(self, data: bytes, *, ppid: int, now: float = 0.0) -> None:
         """An unreliable message: unordered on stream 0, never retransmitted (PR-SCTP ``rexmit`` 0), queued in a
@@ -602,7 +624,7 @@ class Association:
                 "mtu": self._mtu,
             },
             "paths": self._paths.info(),
-            "pmtud": self._pmtud.info() if self._pmtud is not None else None,
+            "pmtud": self._pmtud.info() if self._pmtud is not None else idle_info(self.config, self._pmtud_max),
             **_ZERO_STATS,
             **self.stats,
         }

@@ -240,8 +240,8 @@ async def connect(
     assoc: Association = endpoint.connect(
         addr, options.sctp_port, loop.time(), rtt_hint=PEER_RTTS.lookup(host, loop.time())
     )
-    if assoc._pmtud is not None:
-        assoc._pmtud.set_interface_mtu(interface_mtu(addr))
+    if assoc._pmtud_max:
+        assoc.set_interface_mtu(interface_mtu(addr))
 
     released = False
 

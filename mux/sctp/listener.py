@@ -133,8 +133,8 @@ class SctpListener:
 
     def _new_association(self, assoc: Association) -> None:
         assert self.driver is not None
-        if assoc._pmtud is not None:
-            assoc._pmtud.set_interface_mtu(interface_mtu(assoc.peer_addr))
+        if assoc._pmtud_max:
+            assoc.set_interface_mtu(interface_mtu(assoc.peer_addr))
         conn = SctpTransportConnection(
             assoc,
             self.driver,

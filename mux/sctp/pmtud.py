@@ -27,6 +27,7 @@ from mux.sctp.state import ESTABLISHED
 
 if TYPE_CHECKING:
     from mux.sctp.association import Association
+    from mux.sctp.config import SctpConfig
 
 #: nonce, when sent, probe size (IP MTU)
 PROBE_INFO = struct.Struct("!QdI")
@@ -58,6 +59,13 @@ def set_size(a: Association, pmtu: int) -> None:
     a._cc.mtu = a._mtu
     a._stalled_below = min(2 * a._mtu, config.recbuf // 4)
     a._update_step = min(a._mtu, config.recbuf // 4)
+
+
+def idle_info(config: SctpConfig, maximum: int) -> dict[str, Any] | None:
+    """``stats()['pmtud']`` of an association whose search has not begun (None: discovery is off)."""
+    if not maximum:
+        return None
+    return {"pmtu": config.pmtu, "state": "idle", "maximum": maximum, "probes_sent": 0, "fallbacks": 0}
 
 
 class SctpPmtud:
