@@ -120,3 +120,159 @@ def test_busy_poll_is_a_listener_and_client_option() -> None:
     assert QuicClientOptions().busy_poll_us == 0 and SctpClientOptions().busy_poll_us == 0
     with pytest.raises(ValidationError):
         QuicListenerOptions(alpn=["echo"], busy_poll_us=-1)
+
+
+class MovableCore:
+    """A core whose one deadline the test moves; records when handle_timer ran."""
+
+    def __init__(self, at: float) -> None:
+        self.at: float | None = at
+        self.fired: list[float] = []  # the ``now`` of each handle_timer call
+
+    def get_timer(self) -> float | None:
+        return self.at
+
+    def handle_timer(self, now: float) -> None:
+        self.fired.append(now)
+        self.at = None
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return []
+
+    def next_event(self) -> Any:
+        return None
+
+
+def run_uvloop(main: Any) -> Any:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
+
+
+def test_a_deadline_moved_earlier_fires_at_the_new_one() -> None:
+    """The driver keeps its timer handle while a deadline moves later; one that moves earlier re-arms it."""
+
+    async def main() -> tuple[MovableCore, float]:
+        loop = asyncio.get_running_loop()
+        driver = loopback_driver()
+        core = MovableCore(loop.time() + 30.0)
+        pumped = Pumped()
+        pumped.core = core
+        driver._arm(pumped, core.get_timer())
+        armed = pumped._timer
+        core.at = loop.time() + 0.02  # e.g. an ACK became due
+        driver._pump(pumped, loop.time())
+        assert pumped._timer is not armed and armed is not None and armed.cancelled()
+        moved_to = core.at
+        deadline = loop.time() + 5.0
+        while not core.fired and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        driver.close()
+        return core, moved_to
+
+    core, moved_to = run_uvloop(main)
+    assert core.fired, "a deadline moved 30 s earlier did not fire within 5 s"
+    assert core.fired[0] >= moved_to  # served at (or after) the new deadline, never before it
+
+
+def test_a_deadline_moved_later_keeps_the_handle_and_is_not_served_early() -> None:
+    async def main() -> tuple[MovableCore, float, bool]:
+        loop = asyncio.get_running_loop()
+        driver = loopback_driver()
+        core = MovableCore(loop.time() + 0.01)
+        pumped = Pumped()
+        pumped.core = core
+        driver._arm(pumped, core.get_timer())
+        armed = pumped._timer
+        core.at = loop.time() + 0.06  # the deadline moved later: no cancel and call_at for that
+        driver._pump(pumped, loop.time())
+        kept = pumped._timer is armed
+        later = core.at
+        deadline = loop.time() + 5.0
+        while not core.fired and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        driver.close()
+        return core, later, kept
+
+    core, later, kept = run_uvloop(main)
+    assert kept, "the timer handle was replaced for a deadline that moved later"
+    assert core.fired, "the later deadline was never served"
+    assert core.fired[0] >= later, "handle_timer ran before the (later) deadline"
+    assert len(core.fired) == 1
+
+
+class EchoCore:
+    """Answers each datagram fed to it with one datagram back to its sender."""
+
+    def __init__(self) -> None:
+        self.replies: list[tuple[bytes, Address]] = []
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out, self.replies = self.replies, []
+        return out
+
+    def next_event(self) -> Any:
+        return None
+
+
+class RecordingSocket:
+    """A real UDP socket that records the order of the driver's reads and sends."""
+
+    def __init__(self, sock: socket.socket, log: list[str]) -> None:
+        self._sock = sock
+        self.log = log
+        self.family = sock.family
+
+    def recvfrom(self, size: int) -> tuple[bytes, Any]:
+        data, addr = self._sock.recvfrom(size)
+        self.log.append(f"recv {data.decode()}")
+        return data, addr
+
+    def sendto(self, data: bytes, addr: Any) -> int:
+        self.log.append(f"send {data.decode()}")
+        return self._sock.sendto(data, addr)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_the_first_datagram_is_answered_before_the_next_is_read() -> None:
+    """Request/response: the answer to a readiness event's first datagram leaves at once (not after the
+    rest of the batch), and the datagrams behind it are still read and answered in the same event."""
+    log: list[str] = []
+
+    async def main() -> list[bytes]:
+        core = EchoCore()
+        pumped = Pumped()
+        pumped.core = core
+
+        class EchoDemux:
+            def datagram_received(self, data: bytes, addr: Address, now: float) -> None:
+                core.replies.append((data.upper(), addr))
+                driver.touch(pumped)
+
+            def flush_stateless(self, driver: Driver) -> None: ...
+
+        raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        raw.bind(("127.0.0.1", 0))
+        driver = Driver(RecordingSocket(raw, log), EchoDemux(), asyncio.get_running_loop())  # type: ignore[arg-type]
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.settimeout(5)
+        for word in (b"a", b"b", b"c"):  # all three wait in the socket before the loop reads any
+            peer.sendto(word, driver.local_address)
+        answers = []
+        loop = asyncio.get_running_loop()
+        for _ in range(3):
+            answers.append(await loop.run_in_executor(None, lambda: peer.recvfrom(100)[0]))
+        driver.close()
+        peer.close()
+        return answers
+
+    answers = run_uvloop(main)
+    assert sorted(answers) == [b"A", b"B", b"C"]
+    assert log[:2] == ["recv a", "send A"], log
+    assert sorted(log[2:]) == ["recv b", "recv c", "send B", "send C"], log
