@@ -260,3 +260,22 @@ async def test_a_send_racing_the_peers_stop_sending_is_a_transport_error_not_a_c
 async def _echoed(client: tb.Client, stream_id: int, n: int) -> None:
     while len(client.data.get(stream_id, b"")) < n:
         await asyncio.sleep(0.01)
+
+
+def test_connections_share_their_frame_handler_epoch_sets() -> None:
+    """aioquic makes each connection's ~30 frame-type epoch sets afresh; mux.quic.core makes them once, shared,
+    with the same contents (which epochs may carry which frame is a protocol rule, RFC 9000 §12.4)."""
+    from aioquic import tls
+    from aioquic.quic.connection import QuicConnection
+
+    from mux.quic.core import MuxQuicConnection
+
+    config = QuicConfiguration(is_client=True, alpn_protocols=["echo"])
+    one, two = MuxQuicConnection(configuration=config), QuicConnection(configuration=config)
+    tables = [conn._QuicConnection__frame_handlers for conn in (one, two)]  # type: ignore[attr-defined]
+    assert tables[0].keys() == tables[1].keys()
+    for frame_type, (_, epochs) in tables[0].items():
+        assert epochs is tables[1][frame_type][1]
+    every = {tls.Epoch.INITIAL, tls.Epoch.ZERO_RTT, tls.Epoch.HANDSHAKE, tls.Epoch.ONE_RTT}
+    assert tables[0][0x00][1] == every  # PADDING: in every packet type
+    assert tables[0][0x08][1] == {tls.Epoch.ZERO_RTT, tls.Epoch.ONE_RTT}  # STREAM: 0-RTT and 1-RTT only
