@@ -195,18 +195,22 @@ async def latency(port: int, rounds: int) -> tuple[float, float]:
     return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
 
 
-async def handshakes(port: int, total: int, concurrency: int) -> float:
-    """Handshakes per second: ``total`` connections, ``concurrency`` at a time, each closed once it is up.
+async def handshakes(port: int, total: int, concurrency: int) -> tuple[float, int]:
+    """Handshakes per second and how many failed: ``total`` connections, ``concurrency`` at a time, each
+    closed once it is up.
 
     The client sends its CONNECTION_CLOSE and moves on at once: waiting out its own closing period
-    (3 PTO, ~80 ms) would time the client's timers, not the server.
+    (3 PTO, ~80 ms) would time the client's timers, not the server. A handshake the server ends
+    (refused, timed out) is counted, not retried, and only the ones that completed count in the rate.
     """
     loop = asyncio.get_running_loop()
     config = client_config()
     server = ("::ffff:127.0.0.1", port, 0, 0)  # as aioquic's connect() does it: a dual-stack socket
     left = total
+    failed = 0
 
     async def one() -> None:
+        nonlocal failed
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(("::", 0, 0, 0))
@@ -218,6 +222,8 @@ async def handshakes(port: int, total: int, concurrency: int) -> float:
             # awaited directly, as aioquic's connect() does: a waiter made after the handshake completed never fires
             await protocol.wait_connected()
             protocol.close()  # CONNECTION_CLOSE goes out now
+        except ConnectionError:
+            failed += 1
         finally:
             if protocol._timer is not None:
                 protocol._timer.cancel()
@@ -231,7 +237,7 @@ async def handshakes(port: int, total: int, concurrency: int) -> float:
 
     started = time.perf_counter()
     await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), 120)
-    return total / (time.perf_counter() - started)
+    return (total - failed) / (time.perf_counter() - started), failed
 
 
 def cpu_seconds(pid: int) -> float:
@@ -297,10 +303,14 @@ def main() -> int:
                 results[name]["p99"].append(p99)
                 results[name]["cpu"].append((cpu_seconds(procs[name].pid) - before) / args.rounds * 1e6)
 
+        failures = dict.fromkeys(ports, 0)
+
         async def run_handshakes(order: list[str]) -> None:
             for name in order:
                 before = cpu_seconds(procs[name].pid)
-                results[name]["hs"].append(await handshakes(ports[name], args.handshakes, args.concurrency))
+                rate, failed = await handshakes(ports[name], args.handshakes, args.concurrency)
+                results[name]["hs"].append(rate)
+                failures[name] += failed
                 # the server's closing connections end after their draining period (3 PTO): count that work too
                 await asyncio.sleep(0.5)
                 results[name]["hs_cpu"].append((cpu_seconds(procs[name].pid) - before) / args.handshakes * 1e6)
@@ -333,6 +343,8 @@ def main() -> int:
     for name in names:
         r = results[name]
         print(f"{name:10} " + " ".join(f"{summary(r[key]):>26}" for _, key, _ in columns))
+    if args.handshakes and any(failures.values()):
+        print("failed handshakes: " + ", ".join(f"{name} {count}" for name, count in failures.items()))
     raw = results["raw"]
 
     def ratio(m: dict[str, list[float]], key: str, higher_is_better: bool = True) -> float:
