@@ -36,6 +36,7 @@ from aioquic.quic.connection import (
     QuicConnection,
     QuicConnectionAdapter,
     QuicConnectionId,
+    QuicConnectionState,
 )
 from aioquic.quic.events import ConnectionTerminated, QuicEvent
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType
@@ -90,6 +91,14 @@ def _always() -> bool:
     return True
 
 
+def _nothing() -> None:
+    pass
+
+
+def _no_key_update(*args: Any) -> None:
+    pass
+
+
 class _PeerStreams(Limit):
     """MAX_STREAMS for one direction of peer streams.
 
@@ -100,7 +109,7 @@ class _PeerStreams(Limit):
     """
 
     def __init__(self, owner: MuxQuicConnection, frame_type: int, name: str, value: int) -> None:
-        self._owner = owner
+        self._owner: MuxQuicConnection | None = owner
         self._value = value
         self.held = 0
         super().__init__(frame_type=frame_type, name=name, value=value)
@@ -111,9 +120,10 @@ class _PeerStreams(Limit):
 
     @value.setter
     def value(self, value: int) -> None:
-        if value > self._value and not self._owner.app_idle():
+        owner = self._owner
+        if owner is not None and value > self._value and not owner.app_idle():
             self.held += value - self._value
-            self._owner.streams_held = True
+            owner.streams_held = True
         else:
             self._value = value
 
@@ -217,6 +227,31 @@ class MuxQuicConnection(QuicConnection):
             self.tls._request_client_certificate = True
         if not self.allow_early_data and not self._is_client:
             self.tls._max_early_data = None
+
+    def release(self) -> None:
+        """The connection has ended: drop what only a live one uses, for the collector's sake.
+
+        aioquic's connection is a web of reference cycles through itself (its frame-handler table of bound
+        methods, the TLS and packet-protection callbacks, the recovery's probe callback, our hooks above), so a
+        finished one is freed only by a collection of the oldest generation, which walks all of it. Once
+        terminated it neither reads nor writes packets (aioquic returns at once in END_STATES), so those parts
+        go; what ``stats()`` reads stays.
+        """
+        if self._state is not QuicConnectionState.TERMINATED:
+            return
+        setattr(self, "_QuicConnection__frame_handlers", {})  # noqa: B010 - aioquic's name-mangled table
+        tls = self.tls
+        tls.alpn_cb = tls.get_session_ticket_cb = tls.new_session_ticket_cb = None
+        tls.update_traffic_key_cb = _no_key_update
+        self._cryptos = {}
+        self._cryptos_initial = {}
+        recovery = self._loss
+        recovery._send_probe = _nothing
+        cc = recovery._cc
+        for hooked, name in ((cc, "on_packets_lost"), (cc, "on_packets_expired"), (recovery, "reschedule_data")):
+            hooked.__dict__.pop(name, None)  # back to the class's own method
+        self._peer_bidi._owner = self._peer_uni._owner = None
+        self.app_idle = _always
 
     # -- receive credit -------------------------------------------------------------------------
 
