@@ -6,11 +6,9 @@ shape, so this one driver serves both transports. The transport-specific part is
 parses each datagram just enough to find (or admit) its core, feeds it, and calls ``touch``.
 
 Per readiness event the driver reads up to ``BATCH`` datagrams straight off the socket and hands
-the resulting events to the connections' mailboxes. The first datagram's answer leaves before the
-rest are read (a request/response peer waits for it); the rest are answered together. Sending is
-deferred by one loop step (``call_soon``) when a callback suspended, queued *after* the mailbox
-wake-ups: a behaviour that answers at once (an echo) has its reply in the core before we transmit,
-so the ACK and the answer leave in one packet.
+the resulting events to the connections' mailboxes. Sending is deferred by one loop step
+(``call_soon``), queued *after* the mailbox wake-ups: a behaviour that answers at once (an echo)
+has its reply in the core before we transmit, so the ACK and the answer leave in one packet.
 The flush then sends each touched connection's datagrams and re-arms its timer.
 Timers are lazy: a handle is only rescheduled when the deadline moves earlier, and an early fire
 just re-arms, so a deadline that moves every packet costs no timer churn.
@@ -194,14 +192,10 @@ class Driver:
             count += 1
             received(data, addr, now)
             if count == 1:
-                # One datagram is the request/response case: its answer leaves before anything else is done
-                # (what raw aioquic does per datagram), then we ask the kernel whether another waits (SIOCINQ:
-                # the next datagram's size) rather than pay a failing recvfrom and its exception. A batch
-                # that follows is answered as one. A zero-length datagram reads as none; the reader is
+                # One datagram is the request/response case: ask the kernel whether another waits
+                # (SIOCINQ: the next datagram's size) rather than pay a failing recvfrom and its
+                # exception on the round trip. A zero-length datagram reads as none; the reader is
                 # level-triggered, so it wakes us again for it.
-                self._reading = False
-                self._answer()
-                self._reading = True
                 try:
                     ioctl(fileno, FIONREAD, pending, True)
                 except OSError:  # the socket was closed under us
@@ -215,11 +209,6 @@ class Driver:
             if not self._polling:
                 self._polling = True
                 self.loop.call_soon(self._stay_awake)
-        if count > 1:
-            self._answer()
-
-    def _answer(self) -> None:
-        """Deliver what the datagrams read so far caused, and send what that made."""
         settled = True
         for pumped in self._dirty:
             self._deliver(pumped)
