@@ -14,9 +14,15 @@ certificate, congestion control, datagram size and flow-control windows, and the
 * latency: ``--rounds`` 64-byte request/response round trips on one stream, p50 and p99, with the
   client on uvloop (the faster client: it leaves the servers' share of the round trip larger), and
   the server process's CPU per round trip (busy polling buys its latency with CPU).
+* handshakes: ``--handshakes`` connections, ``--concurrency`` at a time, each a full 1-RTT handshake
+  (no resumption) closed at once by the client; handshakes/s, and the server's CPU per handshake
+  counted until its draining connections have ended. The client's handshake costs about what the
+  server's does and both share the machine's cores, so handshakes/s moves with the server's CPU
+  per handshake but less than in proportion; the CPU figure is the one load does not bend.
 
 Prints each figure as median [min..max] over ``--reps`` runs, and the ratio mux / raw.
-Usage: python bench/quic_vs_aioquic.py [--reps 5] [--bulk-mb 16 (0: latency only)] [--rounds 2000]
+Usage: python bench/quic_vs_aioquic.py [--reps 5] [--bulk-mb 16 (0: none)] [--rounds 2000 (0: none)]
+       [--handshakes 400 (0: none)] [--concurrency 16]
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import ssl
 import statistics
 import subprocess
@@ -36,6 +43,7 @@ from typing import Any
 from aioquic.asyncio import connect, serve
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import QuicEvent, StreamDataReceived
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,6 +195,51 @@ async def latency(port: int, rounds: int) -> tuple[float, float]:
     return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
 
 
+async def handshakes(port: int, total: int, concurrency: int) -> tuple[float, int]:
+    """Handshakes per second and how many failed: ``total`` connections, ``concurrency`` at a time, each
+    closed once it is up.
+
+    The client sends its CONNECTION_CLOSE and moves on at once: waiting out its own closing period
+    (3 PTO, ~80 ms) would time the client's timers, not the server. A handshake the server ends
+    (refused, timed out) is counted, not retried, and only the ones that completed count in the rate.
+    """
+    loop = asyncio.get_running_loop()
+    config = client_config()
+    server = ("::ffff:127.0.0.1", port, 0, 0)  # as aioquic's connect() does it: a dual-stack socket
+    left = total
+    failed = 0
+
+    async def one() -> None:
+        nonlocal failed
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", 0, 0, 0))
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: QuicConnectionProtocol(QuicConnection(configuration=config)), sock=sock
+        )
+        try:
+            protocol.connect(server)
+            # awaited directly, as aioquic's connect() does: a waiter made after the handshake completed never fires
+            await protocol.wait_connected()
+            protocol.close()  # CONNECTION_CLOSE goes out now
+        except ConnectionError:
+            failed += 1
+        finally:
+            if protocol._timer is not None:
+                protocol._timer.cancel()
+            transport.close()
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await one()
+
+    started = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), 120)
+    return (total - failed) / (time.perf_counter() - started), failed
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU of a process so far (Linux /proc)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -203,6 +256,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--bulk-mb", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--handshakes", type=int, default=400, help="connections per run of the handshake figure")
+    parser.add_argument("--concurrency", type=int, default=16, help="handshakes in flight at once")
     parser.add_argument(
         "--busy-poll-us", type=int, default=250, help="also run mux with this busy_poll_us (0: leave it out)"
     )
@@ -232,7 +287,9 @@ def main() -> int:
     names = list(servers)
     try:
         time.sleep(1.5)
-        results: dict[str, dict[str, list[float]]] = {k: {"bulk": [], "p50": [], "p99": [], "cpu": []} for k in ports}
+        results: dict[str, dict[str, list[float]]] = {
+            k: {"bulk": [], "p50": [], "p99": [], "cpu": [], "hs": [], "hs_cpu": []} for k in ports
+        }
 
         async def run_bulk(order: list[str]) -> None:
             for name in order:
@@ -246,12 +303,27 @@ def main() -> int:
                 results[name]["p99"].append(p99)
                 results[name]["cpu"].append((cpu_seconds(procs[name].pid) - before) / args.rounds * 1e6)
 
+        failures = dict.fromkeys(ports, 0)
+
+        async def run_handshakes(order: list[str]) -> None:
+            for name in order:
+                before = cpu_seconds(procs[name].pid)
+                rate, failed = await handshakes(ports[name], args.handshakes, args.concurrency)
+                results[name]["hs"].append(rate)
+                failures[name] += failed
+                # the server's closing connections end after their draining period (3 PTO): count that work too
+                await asyncio.sleep(0.5)
+                results[name]["hs_cpu"].append((cpu_seconds(procs[name].pid) - before) / args.handshakes * 1e6)
+
         for rep in range(args.reps):
             order = names[rep % len(names) :] + names[: rep % len(names)]  # A B C, B C A, ...
             if args.bulk_mb:
                 asyncio.run(run_bulk(order))  # asyncio's loop: a microsecond clock (see above)
             with asyncio.Runner(loop_factory=loop_factory()) as runner:
-                runner.run(run_latency(order))
+                if args.rounds:
+                    runner.run(run_latency(order))
+                if args.handshakes:
+                    runner.run(run_handshakes(order))
             print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr)
     finally:
         for proc in procs.values():
@@ -260,20 +332,37 @@ def main() -> int:
     loop_name = "uvloop" if loop_factory() else "asyncio"
     print(
         f"QUIC echo, {args.reps} reps alternating, {args.bulk_mb} MiB bulk (client on asyncio), "
-        f"{args.rounds} rounds (client on {loop_name}), servers on {loop_name}"
+        f"{args.rounds} rounds and {args.handshakes} handshakes ({args.concurrency} at a time; client on "
+        f"{loop_name}), servers on {loop_name}"
     )
-    print(f"{'':10} {'bulk Mbit/s':>26} {'rtt p50 us':>26} {'rtt p99 us':>26} {'server CPU us/rtt':>26}")
+    columns = [("bulk Mbit/s", "bulk", args.bulk_mb), ("rtt p50 us", "p50", args.rounds)]
+    columns += [("rtt p99 us", "p99", args.rounds), ("server CPU us/rtt", "cpu", args.rounds)]
+    columns += [("handshakes/s", "hs", args.handshakes), ("server CPU us/hs", "hs_cpu", args.handshakes)]
+    columns = [c for c in columns if c[2]]
+    print(f"{'':10} " + " ".join(f"{title:>26}" for title, _, _ in columns))
     for name in names:
         r = results[name]
-        bulk_figure = summary(r["bulk"]) if args.bulk_mb else "-"
-        print(f"{name:10} {bulk_figure:>26} {summary(r['p50']):>26} {summary(r['p99']):>26} {summary(r['cpu']):>26}")
+        print(f"{name:10} " + " ".join(f"{summary(r[key]):>26}" for _, key, _ in columns))
+    if args.handshakes and any(failures.values()):
+        print("failed handshakes: " + ", ".join(f"{name} {count}" for name, count in failures.items()))
     raw = results["raw"]
+
+    def ratio(m: dict[str, list[float]], key: str, higher_is_better: bool = True) -> float:
+        a, b = statistics.median(m[key]), statistics.median(raw[key])
+        return a / b if higher_is_better else b / a
+
     for name in (n for n in names if n != "raw"):
         m = results[name]
-        lat = statistics.median(raw["p50"]) / statistics.median(m["p50"])
-        thr = statistics.median(m["bulk"]) / statistics.median(raw["bulk"]) if args.bulk_mb else None
-        thr_text = f"throughput {thr:.3f}x, " if thr is not None else ""
-        print(f"ratio {name}/raw: {thr_text}latency (raw p50 / {name} p50) {lat:.3f}x")
+        parts = []
+        if args.bulk_mb:
+            parts.append(f"throughput {ratio(m, 'bulk'):.3f}x")
+        if args.rounds:
+            parts.append(f"latency (raw p50 / {name} p50) {ratio(m, 'p50', False):.3f}x")
+            parts.append(f"CPU/rtt (raw / {name}) {ratio(m, 'cpu', False):.3f}x")
+        if args.handshakes:
+            parts.append(f"handshakes/s {ratio(m, 'hs'):.3f}x")
+            parts.append(f"CPU/handshake (raw / {name}) {ratio(m, 'hs_cpu', False):.3f}x")
+        print(f"ratio {name}/raw: " + ", ".join(parts))
     return 0
 
 

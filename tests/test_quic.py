@@ -260,3 +260,90 @@ async def test_a_send_racing_the_peers_stop_sending_is_a_transport_error_not_a_c
 async def _echoed(client: tb.Client, stream_id: int, n: int) -> None:
     while len(client.data.get(stream_id, b"")) < n:
         await asyncio.sleep(0.01)
+
+
+def test_connections_share_their_frame_handler_epoch_sets() -> None:
+    """aioquic makes each connection's ~30 frame-type epoch sets afresh; mux.quic.core makes them once, shared,
+    with the same contents (which epochs may carry which frame is a protocol rule, RFC 9000 §12.4)."""
+    from aioquic import tls
+    from aioquic.quic.connection import QuicConnection
+
+    from mux.quic.core import MuxQuicConnection
+
+    config = QuicConfiguration(is_client=True, alpn_protocols=["echo"])
+    one, two = MuxQuicConnection(configuration=config), QuicConnection(configuration=config)
+    tables = [conn._QuicConnection__frame_handlers for conn in (one, two)]  # type: ignore[attr-defined]
+    assert tables[0].keys() == tables[1].keys()
+    for frame_type, (_, epochs) in tables[0].items():
+        assert epochs is tables[1][frame_type][1]
+    every = {tls.Epoch.INITIAL, tls.Epoch.ZERO_RTT, tls.Epoch.HANDSHAKE, tls.Epoch.ONE_RTT}
+    assert tables[0][0x00][1] == every  # PADDING: in every packet type
+    assert tables[0][0x08][1] == {tls.Epoch.ZERO_RTT, tls.Epoch.ONE_RTT}  # STREAM: 0-RTT and 1-RTT only
+
+
+def test_a_finished_connection_is_freed_without_the_cycle_collector() -> None:
+    """aioquic's connection references itself through its frame-handler table, TLS and packet-protection callbacks
+    and recovery; once terminated, ``release`` drops those, so it is freed when the last outside reference goes
+    (not at the next full collection, which would walk it), and its ``stats()`` still read."""
+    import gc
+    import weakref
+
+    from mux.quic.connection import QuicTransportConnection
+    from mux.quic.core import MuxQuicConnection
+
+    certfile, keyfile = self_signed("127.0.0.1")
+    server_config = QuicConfiguration(is_client=False, alpn_protocols=["echo"])
+    server_config.load_cert_chain(certfile, keyfile)
+    client = aioquic_connection(QuicConfiguration(is_client=True, alpn_protocols=["echo"], verify_mode=ssl.CERT_NONE))
+    server_addr, client_addr = ("127.0.0.1", 4433), ("127.0.0.1", 50000)
+    now = 1.0
+    client.connect(server_addr, now=now)
+    first = client.datagrams_to_send(now)
+    server = MuxQuicConnection(
+        configuration=server_config, original_destination_connection_id=_initial_dcid(first[0][0])
+    )
+    tconn = QuicTransportConnection(server, None, high_water=1 << 20)  # type: ignore[arg-type]
+
+    def exchange(server: MuxQuicConnection) -> None:
+        for _ in range(10):
+            moved = False
+            for data, _ in client.datagrams_to_send(now):
+                server.receive_datagram(data, client_addr, now)
+                moved = True
+            for data, _ in server.datagrams_to_send(now):
+                client.receive_datagram(data, server_addr, now)
+                moved = True
+            if not moved:
+                return
+
+    for data, _ in first:
+        server.receive_datagram(data, client_addr, now)
+    exchange(server)
+    assert server._handshake_complete
+    client.close(error_code=0)
+    exchange(server)
+    now += 60.0  # past the draining period
+    server.handle_timer(now)
+    assert server._state.name == "TERMINATED"
+    tconn.on_finished()  # what the driver calls once the connection is finished: it releases the core
+    assert tconn.stats()["state"] == "closed"
+    ref = weakref.ref(server)
+    gc.collect()
+    gc.disable()
+    try:
+        del server, tconn
+        assert ref() is None, [type(r).__name__ for r in gc.get_referrers(ref())]
+    finally:
+        gc.enable()
+
+
+def aioquic_connection(config: QuicConfiguration) -> Any:
+    from aioquic.quic.connection import QuicConnection
+
+    return QuicConnection(configuration=config)
+
+
+def _initial_dcid(datagram: bytes) -> bytes:
+    """The destination connection ID of a long-header packet (RFC 9000 §17.2)."""
+    length = datagram[5]
+    return datagram[6 : 6 + length]

@@ -230,3 +230,81 @@ def test_a_failing_timer_in_the_wheel_does_not_cost_the_others_in_its_slot_their
         cores, reported = runner.run(main())
     assert [len(core.fired) for core in cores] == [1, 1, 1, 1]
     assert len(reported) == 2 and all(isinstance(c["exception"], RuntimeError) for c in reported)
+
+
+class MovableCore:
+    """A core whose one deadline the test moves; records when handle_timer ran."""
+
+    def __init__(self, at: float) -> None:
+        self.at: float | None = at
+        self.fired: list[float] = []  # the ``now`` of each handle_timer call
+
+    def get_timer(self) -> float | None:
+        return self.at
+
+    def handle_timer(self, now: float) -> None:
+        self.fired.append(now)
+        self.at = None
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return []
+
+    def next_event(self) -> Any:
+        return None
+
+
+def run_uvloop(main: Any) -> Any:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
+
+
+def test_a_deadline_moved_earlier_fires_at_the_new_one() -> None:
+    """The driver keeps its timer handle while a deadline moves later; one that moves earlier re-arms it."""
+
+    async def main() -> tuple[MovableCore, float]:
+        loop = asyncio.get_running_loop()
+        driver = loopback_driver()
+        core = MovableCore(loop.time() + FAR / 2)  # near enough for a loop timer of its own (not the wheel)
+        pumped = Conn()
+        pumped.core = core
+        driver._arm(pumped, core.get_timer())
+        armed = pumped._timer
+        core.at = loop.time() + 0.02  # e.g. an ACK became due
+        driver._pump(pumped, loop.time())
+        assert pumped._timer is not armed and armed is not None and armed.cancelled()
+        moved_to = core.at
+        deadline = loop.time() + 5.0
+        while not core.fired and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        driver.close()
+        return core, moved_to
+
+    core, moved_to = run_uvloop(main)
+    assert core.fired, "a deadline moved earlier did not fire within 5 s"
+    assert core.fired[0] >= moved_to  # served at (or after) the new deadline, never before it
+
+
+def test_a_deadline_moved_later_keeps_the_handle_and_is_not_served_early() -> None:
+    async def main() -> tuple[MovableCore, float, bool]:
+        loop = asyncio.get_running_loop()
+        driver = loopback_driver()
+        core = MovableCore(loop.time() + 0.01)
+        pumped = Conn()
+        pumped.core = core
+        driver._arm(pumped, core.get_timer())
+        armed = pumped._timer
+        core.at = loop.time() + 0.06  # the deadline moved later: no cancel and call_at for that
+        driver._pump(pumped, loop.time())
+        kept = pumped._timer is armed
+        later = core.at
+        deadline = loop.time() + 5.0
+        while not core.fired and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        driver.close()
+        return core, later, kept
+
+    core, later, kept = run_uvloop(main)
+    assert kept, "the timer handle was replaced for a deadline that moved later"
+    assert core.fired, "the later deadline was never served"
+    assert core.fired[0] >= later, "handle_timer ran before the (later) deadline"
+    assert len(core.fired) == 1

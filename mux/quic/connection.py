@@ -497,6 +497,7 @@ class QuicTransportConnection(Pumped):
         sink.deliver(t.Closed(props))
 
     def on_finished(self) -> None:
+        self.quic.release()
         if self._on_finished is not None:
             self._on_finished(self)
 
