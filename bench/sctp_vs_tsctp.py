@@ -13,6 +13,7 @@ ratio of each mux case to A.
 
 Both stacks make the same packets: usrsctp assumes an MTU of 1500 over UDP, even on loopback (1472-byte
 datagrams: one 1200-byte message each, 1444-byte fragments of bigger ones), so mux runs with ``--pmtu 1500``
+and path MTU discovery off (``maximum_mtu`` = ``pmtu``)
 (mux's own default is 1280).
 
 Debian builds tsctp with debug logging on: a dozen lines per message, which slows it 2-4x on loopback. By default
@@ -86,7 +87,7 @@ def mux_config(udp_port: int, pmtu: int) -> str:
         "logging: {level: warning}\n"
         "listeners:\n"
         f"  - {{transport: sctp, name: sctp, host: 127.0.0.1, port: {udp_port}, sctp_port: {SCTP_PORT}, "
-        f"pmtu: {pmtu}}}\n"
+        f"pmtu: {pmtu}, maximum_mtu: {pmtu}}}\n"  # path MTU discovery off: usrsctp's packet size
     )
 
 
@@ -95,7 +96,9 @@ async def mux_send(udp_port: int, length: int, count: int, pmtu: int) -> None:
     from mux.client import connect
 
     conn = await connect(
-        ConnectionBehaviour, f"sctp://127.0.0.1:{udp_port}", options={"sctp_port": SCTP_PORT, "pmtu": pmtu}
+        ConnectionBehaviour,
+        f"sctp://127.0.0.1:{udp_port}",
+        options={"sctp_port": SCTP_PORT, "pmtu": pmtu, "maximum_mtu": pmtu},
     )
     stream = conn.open_stream()
     message = b"b" * length
