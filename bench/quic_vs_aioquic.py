@@ -114,6 +114,8 @@ def mux_config(port: int, certfile: str, keyfile: str, busy_poll_us: int = 0) ->
         "listeners:\n"
         f"  - {{transport: quic, host: 127.0.0.1, port: {port}, alpn: [echo], certfile: {certfile}, "
         f"keyfile: {keyfile}, max_datagram_size: {SETTINGS['max_datagram_size']}, "
+        # path MTU discovery off (its maximum at the start): raw aioquic has none, so both send the same packets
+        f"maximum_mtu: {SETTINGS['max_datagram_size'] + 28}, "
         f"congestion_control_algorithm: {SETTINGS['congestion_control_algorithm']}, "
         f"conn_flow_control_window: {SETTINGS['conn_flow_control_window']}, "
         f"stream_recv_window_default: {SETTINGS['stream_recv_window_default']}, "
