@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +21,7 @@ from mux.behaviours.bench import BenchClient
 from mux.impair.proxy import ImpairProxy
 from tests import usrsctp
 from tests.conftest import ServerFactory, client_target, listener
-from tests.udp_relay import UdpRelay
+from tests.udp_relay import RebindingRelay
 
 
 async def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -153,19 +152,6 @@ async def test_an_aioquic_client_acknowledges_our_probes(make_server: ServerFact
                 mtu, _ = json.loads(await client.replies.get())
                 await asyncio.sleep(0.05)
         assert mtu > 1500  # the server's datagram size rose: aioquic acknowledged its PING + PADDING probes
-
-
-class RebindingRelay(UdpRelay):
-    """A relay whose server-facing port changes on ``rebind()``: a NAT that forgot its mapping."""
-
-    def rebind(self) -> None:
-        for addr, old in list(self._socks.items()):
-            self._loop.remove_reader(old.fileno())
-            old.close()
-            sock = self._socks[addr] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setblocking(False)
-            sock.connect(self.upstream)
-            self._loop.add_reader(sock.fileno(), self._from_server, sock, addr)
 
 
 async def test_a_quic_peer_that_migrates_is_searched_again_from_the_base(make_server: ServerFactory) -> None:

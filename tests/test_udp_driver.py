@@ -232,27 +232,6 @@ def test_a_failing_timer_in_the_wheel_does_not_cost_the_others_in_its_slot_their
     assert len(reported) == 2 and all(isinstance(c["exception"], RuntimeError) for c in reported)
 
 
-class MovableCore:
-    """A core whose one deadline the test moves; records when handle_timer ran."""
-
-    def __init__(self, at: float) -> None:
-        self.at: float | None = at
-        self.fired: list[float] = []  # the ``now`` of each handle_timer call
-
-    def get_timer(self) -> float | None:
-        return self.at
-
-    def handle_timer(self, now: float) -> None:
-        self.fired.append(now)
-        self.at = None
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        return []
-
-    def next_event(self) -> Any:
-        return None
-
-
 def run_uvloop(main: Any) -> Any:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main())
@@ -261,10 +240,10 @@ def run_uvloop(main: Any) -> Any:
 def test_a_deadline_moved_earlier_fires_at_the_new_one() -> None:
     """The driver keeps its timer handle while a deadline moves later; one that moves earlier re-arms it."""
 
-    async def main() -> tuple[MovableCore, float]:
+    async def main() -> tuple[OneDeadline, float]:
         loop = asyncio.get_running_loop()
         driver = loopback_driver()
-        core = MovableCore(loop.time() + FAR / 2)  # near enough for a loop timer of its own (not the wheel)
+        core = OneDeadline(loop.time() + FAR / 2)  # near enough for a loop timer of its own (not the wheel)
         pumped = Conn()
         pumped.core = core
         driver._arm(pumped, core.get_timer())
@@ -285,10 +264,10 @@ def test_a_deadline_moved_earlier_fires_at_the_new_one() -> None:
 
 
 def test_a_deadline_moved_later_keeps_the_handle_and_is_not_served_early() -> None:
-    async def main() -> tuple[MovableCore, float, bool]:
+    async def main() -> tuple[OneDeadline, float, bool]:
         loop = asyncio.get_running_loop()
         driver = loopback_driver()
-        core = MovableCore(loop.time() + 0.01)
+        core = OneDeadline(loop.time() + 0.01)
         pumped = Conn()
         pumped.core = core
         driver._arm(pumped, core.get_timer())

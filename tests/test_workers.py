@@ -28,7 +28,7 @@ from mux.sctp.endpoint import Endpoint
 from mux.sctp.packet import parse_packet, serialize_packet
 from mux.workers import bind_group, per_worker
 from tests import apps as tb
-from tests.udp_relay import UdpRelay
+from tests.udp_relay import RebindingRelay
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -253,22 +253,6 @@ async def test_200_connections_all_succeed_and_land_on_both_workers(workers: Wor
     counts = {worker: served.count(worker) for worker in set(served)}
     assert set(counts) == {b"0", b"1"}, counts
     assert min(counts.values()) >= 40, counts  # a hash spreads 200 peers; all on one would be 1 in 2**199
-
-
-class RebindingRelay(UdpRelay):
-    """A relay whose server-facing port changes on ``rebind()``: a NAT that forgot its mapping."""
-
-    def rebind(self) -> None:
-        for addr, old in list(self._socks.items()):
-            self._loop.remove_reader(old.fileno())
-            old.close()
-            sock = self._socks[addr] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setblocking(False)
-            sock.connect(self.upstream)
-            self._loop.add_reader(sock.fileno(), self._from_server, sock, addr)
-
-    def server_facing_ports(self) -> set[int]:
-        return {sock.getsockname()[1] for sock in self._socks.values()}
 
 
 @pytest.mark.parametrize("transport", ["quic", "sctp"])

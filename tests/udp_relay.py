@@ -65,3 +65,19 @@ class UdpRelay:
                 self._listen.sendto(data, addr)
             except OSError:
                 pass
+
+
+class RebindingRelay(UdpRelay):
+    """A relay whose server-facing port changes on ``rebind()``: a NAT that forgot its mapping."""
+
+    def rebind(self) -> None:
+        for addr, old in list(self._socks.items()):
+            self._loop.remove_reader(old.fileno())
+            old.close()
+            sock = self._socks[addr] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.connect(self.upstream)
+            self._loop.add_reader(sock.fileno(), self._from_server, sock, addr)
+
+    def server_facing_ports(self) -> set[int]:
+        return {sock.getsockname()[1] for sock in self._socks.values()}
