@@ -4,8 +4,11 @@ The pump methods carry aioquic's ``QuicConnection`` names so one UDP driver serv
 The server side is built by the endpoint from a valid COOKIE-ECHO (``from_cookie``); the client side is
 created by ``Endpoint.connect`` and starts with ``connect(now)``.
 
-This module is the state machine (establishment, shutdown, abort, timers) and the dispatcher: it hands each
-chunk to the part whose job it is and assembles outgoing packets from what the parts have ready.
+This module is the state machine (establishment, shutdown, abort) and the API; the parts do the work:
+
+* ``rx.dispatch``: a received packet's chunks, each handed to the part whose job it is; ``timers``: the earliest
+  deadline and what each timer does; ``status``: ``#sctp_status{}`` and the counters; ``tx.assembly``: the
+  packets of one round, from what the parts have ready.
 
 * ``handshake``: INIT, COOKIE-ECHO and T1, a stale cookie, collisions and the peer's restart.
 * ``rx.tracker``: which TSNs came, and the SACK that says so; ``rx.reassembly`` (DATA) or ``rx.interleaved``
@@ -36,39 +39,25 @@ from mux.sctp import reconfig as rc
 from mux.sctp.chunks import (
     AbortChunk,
     CookieAckChunk,
-    CookieEchoChunk,
     DataChunk,
-    ErrorChunk,
-    ForwardTsnChunk,
-    HeartbeatAckChunk,
-    HeartbeatChunk,
     IDataChunk,
     IForwardTsnChunk,
-    InitAckChunk,
-    InitChunk,
-    ReconfigChunk,
     SackChunk,
-    ShutdownAckChunk,
-    ShutdownChunk,
-    ShutdownCompleteChunk,
-    UnknownChunk,
 )
 from mux.sctp.config import SctpConfig
 from mux.sctp.entropy import ENTROPY
 from mux.sctp.handshake import Handshake
 from mux.sctp.heartbeat import Heartbeat
-from mux.sctp.packet import Packet, chunk_action, parse_packet, serialize_packet
+from mux.sctp.packet import parse_packet, serialize_packet
 from mux.sctp.params import (
     ErrorCause,
     ParseError,
-    describe,
     protocol_violation_cause,
-    unrecognized_chunk_cause,
     user_abort_cause,
 )
-from mux.sctp.paths import INFO as _PATH_HB
 from mux.sctp.paths import Paths
-from mux.sctp.pmtud import PAD_TYPE, PROBE_INFO, SctpPmtud, idle_info
+from mux.sctp.pmtud import SctpPmtud
+from mux.sctp.rx.dispatch import receive_packet
 from mux.sctp.rx.interleaved import InterleavedReassembly
 from mux.sctp.rx.reassembly import MESSAGE_COST, Reassembly
 from mux.sctp.rx.receiver import Receiver
@@ -86,7 +75,9 @@ from mux.sctp.state import (
     BufferFull,
     SctpError,
 )
+from mux.sctp.status import Counts, status
 from mux.sctp.streams import OUT_OPEN, Streams
+from mux.sctp.timers import handle_timer, next_timer
 from mux.sctp.tx.assembly import assemble
 from mux.sctp.tx.congestion import Congestion
 from mux.sctp.tx.outstanding import Outstanding
@@ -102,39 +93,6 @@ MASK = 0xFFFFFFFF
 #: bytes charged per queued or unacknowledged chunk on top of its payload: the ``OutChunk`` record and its cached
 #: encoding's header (measured with tracemalloc, tests/test_sctp_rx.py)
 OUT_COST = 256
-#: received HEARTBEAT infos longer than this are not echoed back (an amplification guard)
-_MAX_HB_INFO = 1024
-PATH_HB_INFO = _PATH_HB.size
-
-
-#: the counters every association shows, 0 until counted
-STATS = (
-    "tx_packets",
-    "rx_packets",
-    "tx_data_chunks",
-    "rx_data_chunks",
-    "retransmitted_chunks",
-    "fast_retransmits",
-    "t3_expiries",
-    "rack_retransmits",
-    "tlp_probes",
-    "duplicate_tsns",
-    "rwnd_drops",
-    "bad_vtag",
-    "unrecognized_chunks",
-    "messages_sent",
-    "messages_received",
-)
-_ZERO_STATS = dict.fromkeys(STATS, 0)
-
-
-class Counts(dict[str, int]):
-    """Counters that read 0 until first counted: an idle association stores only the few it has counted."""
-
-    __slots__ = ()
-
-    def __missing__(self, key: str) -> int:
-        return 0
 
 
 class Association:
@@ -590,45 +548,6 @@ class Association:
             return True
         return False
 
-    def status(self) -> dict[str, object]:
-        """gen_sctp's #sctp_status{} plus counters."""
-        return {
-            "state": self.state,
-            "rwnd": self.rwnd,
-            "peer_rwnd": self.peer_rwnd,
-            "unackdata": len(self._out),
-            "penddata": self._queue.chunks,
-            "instrms": self.inbound_streams,
-            "outstrms": self.outbound_streams,
-            "fragmentation_point": self.fragmentation_point,
-            "held_bytes": self._reasm.held,
-            "held_fragments": self._reasm.fragments,
-            "gap_ranges": self._rx.ranges,
-            "buffered": self.buffered_amount(),
-            "streams_in_use": len(self._sflags),
-            "extensions": ext.names(self.features),
-            "scheduler": self._queue.name,
-            "interleaving": self._queue.interleave,
-            "reconfig": {
-                "in_flight": self._reconfig.inflight is not None,
-                "waiting": len(self._reconfig.out_wanted) + len(self._reconfig.in_wanted),
-                "deferred": len(self._reconfig.deferred),
-                "held_chunks": len(self._streams.held),
-            },
-            "primary": {
-                "cwnd": self._cc.cwnd,
-                "ssthresh": self._cc.ssthresh,
-                "flight": self._out.flight,
-                "srtt": round(self._rtt.srtt * 1000, 3) if self._rtt.srtt is not None else None,
-                "rto": round(self._rtt.rto * 1000, 3),
-                "mtu": self._mtu,
-            },
-            "paths": self._paths.info(),
-            "pmtud": self._pmtud.info() if self._pmtud is not None else idle_info(self.config, self._pmtud_max),
-            **_ZERO_STATS,
-            **self.stats,
-        }
-
     # -- pump -----------------------------------------------------------------------------------------------
 
     def set_primary(self, addr: Addr, now: float) -> bool:
@@ -650,30 +569,12 @@ class Association:
         self._ev_head = i
         return event
 
-    def get_timer(self) -> float | None:
-        at: float | None = None
-        for t in (
-            self._t3,
-            self._t_sack,
-            self._t1,
-            self._t2,
-            self._t_hb,
-            self._t5,
-            self._t_autoclose,
-            self._t_reconf,
-            self._t_loss,
-        ):
-            if t is not None and (at is None or t < at):
-                at = t
-        if self._pmtud is not None:
-            t = self._pmtud.next_timer()
-            if t is not None and (at is None or t < at):
-                at = t
-        if len(self._paths.by_index) > 1 and self.state in DATA_FLOWS and not self._on_hold:
-            t = self._paths.next_timer()
-            if t is not None and (at is None or t < at):
-                at = t
-        return at
+    #: the receive side's dispatcher, the timers and the status report are modules of their own
+    #: (``rx.dispatch``, ``timers``, ``status``), bound here as methods
+    receive_packet = receive_packet
+    get_timer = next_timer
+    handle_timer = handle_timer
+    status = status
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         """Parse and process one packet addressed to this association (used without an endpoint)."""
@@ -683,169 +584,8 @@ class Association:
             return
         self.receive_packet(packet, addr, now)
 
-    def receive_packet(self, packet: Packet, addr: Addr, now: float) -> None:
-        chunks = packet.chunks
-        if not chunks or self.state == CLOSED:
-            return
-        first = chunks[0]
-        if packet.vtag != self.local_vtag:
-            kind = type(first)
-            reflected = (kind is AbortChunk or kind is ShutdownCompleteChunk) and first.t_bit  # type: ignore[union-attr]
-            if not (reflected and packet.vtag == self.peer_vtag and self.peer_vtag):
-                self.stats["bad_vtag"] += 1
-                return
-        elif type(first) in (AbortChunk, ShutdownCompleteChunk) and first.t_bit and packet.vtag != self.peer_vtag:  # type: ignore[union-attr]
-            # T bit set: the tag must be the peer's own (our copy reflected back)
-            self.stats["bad_vtag"] += 1
-            return
-        self.stats["rx_packets"] += 1
-        self._last_activity = now
-        if len(chunks) == 1 and type(first) is self._data_kind and self.state in DATA_FLOWS:
-            # the bulk of all packets, one DATA chunk: what the loop below does with it, without the loop
-            receiver = self._receiver
-            gaps_before = receiver.begin(addr)
-            receiver.on_data(first, now)
-            if self.state != CLOSED:
-                receiver.after(now, gaps_before)
-            return
-        got_data = False
-        gaps_before = False
-        data_kind = self._data_kind
-        receiver = self._receiver
-        for chunk in chunks:
-            kind = type(chunk)
-            if kind is data_kind:  # DATA, or I-DATA once agreed (the receive path takes either)
-                if self.state in DATA_FLOWS:
-                    if not got_data:
-                        gaps_before = receiver.begin(addr)
-                        got_data = True
-                    receiver.on_data(chunk, now)  # type: ignore[arg-type]
-            elif kind is SackChunk:
-                self._on_sack(chunk, now)  # type: ignore[arg-type]
-            elif kind is HeartbeatChunk:
-                info = chunk.info  # type: ignore[union-attr]
-                if len(info) <= _MAX_HB_INFO:
-                    ack = HeartbeatAckChunk(info).serialize()
-                    if addr[0] == self.peer_addr[0]:
-                        self._ctrl.append(ack)
-                    else:  # §8.3: the ack goes back where the probe came from (another path of the peer's)
-                        self._to_paths.append(
-                            (serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [ack]), addr)
-                        )
-            elif kind is HeartbeatAckChunk:
-                if len(chunk.info) == PATH_HB_INFO:  # type: ignore[union-attr]
-                    self._paths.on_ack(chunk.info, now)  # type: ignore[union-attr]
-                elif len(chunk.info) == PROBE_INFO.size:  # type: ignore[union-attr]
-                    if self._pmtud is not None:
-                        self._pmtud.on_ack(chunk.info, now)  # type: ignore[union-attr]
-                else:
-                    self._heartbeat.on_ack(chunk.info, now)  # type: ignore[union-attr]
-            elif kind is InitAckChunk:
-                self._handshake.on_init_ack(chunk, now)  # type: ignore[arg-type]
-            elif kind is CookieAckChunk:
-                self._handshake.on_cookie_ack(now)
-                data_kind = self._data_kind  # DATA may follow in this packet, as the handshake agreed
-            elif kind is ShutdownChunk:
-                self._shutdown.on_shutdown(chunk.cum_tsn, now)  # type: ignore[union-attr]
-            elif kind is ShutdownAckChunk:
-                self._shutdown.on_shutdown_ack(packet.vtag, now)
-            elif kind is ShutdownCompleteChunk:
-                if self.state == SHUTDOWN_ACK_SENT:
-                    self._finish(None)
-                return
-            elif kind is AbortChunk:
-                causes = chunk.causes  # type: ignore[union-attr]
-                reason = "; ".join(describe(c) for c in causes) or "peer sent ABORT"
-                self._finish(ev.AssociationAborted(reason, list(causes)))
-                return
-            elif kind is ErrorChunk:
-                self._on_error(chunk.causes, now)  # type: ignore[union-attr]
-            elif kind is CookieEchoChunk or kind is InitChunk:
-                pass  # the endpoint handles these before the association sees the packet
-            elif (kind is ForwardTsnChunk or kind is IForwardTsnChunk) and self._forward_agreed(kind):
-                if self.state in DATA_FLOWS:
-                    if not got_data:
-                        gaps_before = receiver.begin(addr)
-                        got_data = True
-                    receiver.on_forward_tsn(chunk, now)  # type: ignore[arg-type]
-            elif kind is ReconfigChunk and self.features & ext.RECONFIG:
-                if self.state in DATA_FLOWS or self.state == SHUTDOWN_ACK_SENT:
-                    self._streams.on_reconfig(chunk, now)  # type: ignore[arg-type]
-            elif (kind is DataChunk or kind is ForwardTsnChunk) and self.features & ext.IDATA:
-                # RFC 8260 §2.1, §2.3.1: once I-DATA is agreed, DATA and FORWARD-TSN must not be used
-                name = "DATA" if kind is DataChunk else "FORWARD-TSN"
-                self._abort_with(protocol_violation_cause(name.encode()), f"peer sent {name} on an I-DATA association")
-                return
-            elif (
-                kind is UnknownChunk
-                or kind is ForwardTsnChunk
-                or kind is ReconfigChunk
-                or kind is IDataChunk
-                or kind is IForwardTsnChunk
-            ):
-                # extensions we did not agree on are unrecognized to us
-                raw = chunk.serialize()
-                ctype = raw[0]
-                if ctype == PAD_TYPE:
-                    continue  # RFC 4820: padding (a peer's PMTU probe), to be skipped
-                skip_rest, report = chunk_action(ctype)
-                self.stats["unrecognized_chunks"] += 1
-                if report:
-                    self._ctrl.append(ErrorChunk([unrecognized_chunk_cause(raw[: 4 + 256])]).serialize())
-                if skip_rest:
-                    break
-            if self.state == CLOSED:
-                return
-        if got_data:
-            receiver.after(now, gaps_before)
-
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         return assemble(self, now)
-
-    def handle_timer(self, now: float) -> None:
-        if self._t_sack is not None and now >= self._t_sack:
-            self._t_sack = None
-            self._need_sack = True
-        if self._t3 is not None and now >= self._t3:
-            self._t3 = None
-            self._retx.on_t3(now)
-        if self._t1 is not None and now >= self._t1:
-            self._t1 = None
-            self._handshake.on_t1(now)
-        if self._t2 is not None and now >= self._t2:
-            self._t2 = None
-            self._shutdown.on_t2(now)
-        if self._t5 is not None and now >= self._t5:
-            self._finish(ev.AssociationAborted("shutdown guard timer expired"))
-            self._raw.append(serialize_packet(self.local_port, self.remote_port, self.peer_vtag, [AbortChunk()]))
-        if self._t_hb is not None and now >= self._t_hb:
-            self._heartbeat.on_timer(now)
-        if self._t_autoclose is not None and now >= self._t_autoclose:
-            self._on_autoclose_timer(now)
-        if self._t_reconf is not None and now >= self._t_reconf:
-            self._streams.on_timer(now)
-        if self._t_loss is not None and now >= self._t_loss:
-            self._t_loss = None
-            self._retx.on_loss_timer(now)
-        if self._pmtud is not None:
-            t = self._pmtud.next_timer()
-            if t is not None and now >= t:
-                self._pmtud.on_timer(now)
-        if len(self._paths.by_index) > 1 and self.state in DATA_FLOWS and not self._on_hold:
-            t = self._paths.next_timer()
-            if t is not None and now >= t:
-                self._paths.on_timer(now, self._to_paths)
-
-    def _on_autoclose_timer(self, now: float) -> None:
-        """gen_sctp's autoclose: an association idle for ``autoclose`` seconds shuts down gracefully."""
-        self._t_autoclose = None
-        if self.state != ESTABLISHED:
-            return
-        due = self._last_data + self.config.autoclose
-        if now >= due and not self._queue and not len(self._out):
-            self.shutdown(now)
-        else:
-            self._t_autoclose = max(due, now + 0.001)
 
     # -- handshake: see ``Handshake`` -----------------------------------------------------------------------
 
