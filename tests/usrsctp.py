@@ -48,6 +48,7 @@ import atexit
 import contextlib
 import functools
 import os
+import random
 import re
 import shutil
 import socket
@@ -91,18 +92,28 @@ def missing(*names: str) -> str | None:
     return None
 
 
-def free_udp_ports(count: int = 1, host: str = "127.0.0.1") -> list[int]:
-    """Distinct UDP ports free right now: the programs take explicit numbers, not port 0."""
-    socks = []
+def _ephemeral_floor() -> int:
     try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            socks.append(sock)
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_udp_ports(count: int = 1, host: str = "127.0.0.1") -> list[int]:
+    """Distinct UDP ports free right now: the programs take explicit numbers, not port 0.
+
+    They are drawn below the kernel's ephemeral range: a port the kernel handed out for a port-0 bind and got
+    back would be handed out again to the next port-0 socket (another test's) before the program binds it.
+    """
+    floor = _ephemeral_floor()
+    low = 10000 if floor > 12000 else 1024
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.randrange(low, floor)
+        # the wildcard too: a program binds INADDR_ANY, which any bound address of that port blocks
+        if port not in chosen and not udp_port_taken(port, host) and not udp_port_taken(port, "0.0.0.0"):
+            chosen.append(port)
+    return chosen
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
