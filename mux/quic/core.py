@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from aioquic import tls
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic import connection as _aioquic_connection
 from aioquic.quic.connection import (
@@ -39,6 +40,7 @@ from aioquic.quic.connection import (
     QuicConnectionId,
     QuicConnectionState,
 )
+from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.events import ConnectionTerminated, QuicEvent
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType, pull_quic_transport_parameters
 from aioquic.quic.packet_builder import QuicPacketBuilder
@@ -87,6 +89,11 @@ class StreamsBlocked(QuicEvent):
 @dataclass
 class MaxStreamsRaised(QuicEvent):
     pass
+
+
+#: what a connection's spent key pairs become (``MuxQuicConnection._discard_epoch``): never set up, so it holds no
+#: keys and refuses every packet as a torn-down pair does; nothing sets it up again, so one serves every connection
+_SPENT_KEYS = CryptoPair()
 
 
 def _always() -> bool:
@@ -331,6 +338,21 @@ class MuxQuicConnection(QuicConnection):
             # crypto stream; post-handshake, a server refuses every message and a client only reads tickets), so
             # an empty table (nothing to push) does from here on.
             self._crypto_buffers = {}
+
+    def _discard_epoch(self, epoch: tls.Epoch) -> None:
+        super()._discard_epoch(epoch)
+        if epoch is not tls.Epoch.HANDSHAKE or not self._spaces[tls.Epoch.INITIAL].discarded:
+            return
+        # The handshake is confirmed: aioquic keeps the torn-down key pairs of the Initial (one per supported
+        # version) and Handshake epochs, and the 0-RTT one when there was no 0-RTT, each with its two contexts and
+        # logging callbacks (some 3 kB a connection). A packet of those epochs still meets a pair without keys.
+        cryptos = self._cryptos
+        for spent in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE, tls.Epoch.ZERO_RTT):
+            pair = cryptos.get(spent)
+            if pair is not None and not pair.recv.is_valid() and not pair.send.is_valid():
+                cryptos[spent] = _SPENT_KEYS
+        if not any(pair.recv.is_valid() for pair in self._cryptos_initial.values()):
+            self._cryptos_initial = dict.fromkeys(self._cryptos_initial, _SPENT_KEYS)
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
