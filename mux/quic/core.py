@@ -351,8 +351,10 @@ class MuxQuicConnection(QuicConnection):
             pair = cryptos.get(spent)
             if pair is not None and not pair.recv.is_valid() and not pair.send.is_valid():
                 cryptos[spent] = _SPENT_KEYS
-        if not any(pair.recv.is_valid() for pair in self._cryptos_initial.values()):
-            self._cryptos_initial = dict.fromkeys(self._cryptos_initial, _SPENT_KEYS)
+        initial = self._cryptos_initial
+        if not any(pair.recv.is_valid() for pair in initial.values()):
+            for version in initial:
+                initial[version] = _SPENT_KEYS
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
