@@ -229,8 +229,9 @@ class Dispatcher(Mailbox):
                 flush()  # what the callbacks sent leaves now, not one loop step later
                 if self._mailbox:
                     continue  # flushing can deliver events (an abort's Closed) straight back to us
-            # empty: an idle connection holds no queue (``_push`` makes the next), nor does this frame
-            mailbox = self._mailbox = None
+            # empty: an idle connection holds no queue (``_push`` makes the next), nor does this frame, nor the last
+            # item (often the new_conn props: later events tend to run eagerly, never through here)
+            mailbox = self._mailbox = item = None
             self._waiter = loop.create_future()
             self.idle = True
             try:

@@ -60,3 +60,50 @@ async def test_an_idle_association_holds_no_queues_and_its_first_message_after_i
     assert server_conn.bytes_in == len(b"after idle 0") + len(b"after idle 1")
     conn.close()
     await conn.wait_closed()
+
+
+async def test_an_idle_quic_connection_holds_no_handshake_buffers_and_credit_still_flows_after_idling(
+    make_server: ServerFactory,
+) -> None:
+    """aioquic's 48 KiB of TLS output buffers go once the handshake is done, and its spent key pairs once it is
+    confirmed; mux's per-connection state stays out of aioquic's instance dict (one attribute more doubles it), and
+    the per-stream credit table is made on first use: more than both windows echoed after idling shows the credit,
+    now read from the configuration, still rises."""
+    from aioquic import tls
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    from mux.quic.connection import QuicTransportConnection
+    from mux.quic.core import _SPENT_KEYS
+
+    stream_window, conn_window = 4096, 8192
+    server = await make_server(
+        "behaviours.echo:Echo",
+        [listener("quic", stream_recv_window_default=stream_window, conn_flow_control_window=conn_window)],
+    )
+    url, options = client_target(server, "quic")
+    client = tb.Client()
+    conn = await connect(client, url, options=options)
+    (server_conn,) = server.pool.connections
+    await _idle(server_conn)
+    await asyncio.sleep(0.05)
+    tconn = server_conn._tconn
+    assert isinstance(tconn, QuicTransportConnection)
+    assert not hasattr(tconn, "__dict__")  # slotted
+    quic = tconn.quic
+    assert quic._handshake_complete and quic._crypto_buffers == {}
+    spent = {quic._cryptos[epoch] for epoch in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE, tls.Epoch.ZERO_RTT)}
+    assert spent == set(quic._cryptos_initial.values()) == {_SPENT_KEYS}  # one key-less pair for them all
+    assert quic._mux.stream_consumed is None
+    plain = QuicConnection(configuration=QuicConfiguration(is_client=True))
+    assert set(vars(quic)) - set(vars(plain)) <= {"tls"}  # aioquic's (set as the handshake starts), none of ours
+    assert server_conn._mailbox is None
+
+    payload = bytes(range(256)) * (3 * conn_window // 256)  # three connection windows, six stream windows
+    stream = conn.open_stream()
+    await stream.send(payload, fin=True)
+    await asyncio.wait_for(client.fin_event(stream.id).wait(), 10)
+    assert bytes(client.data[stream.id]) == payload
+    assert quic._mux.stream_consumed is not None and quic._mux.conn_consumed == len(payload)
+    assert quic._local_max_data.value >= len(payload)
+    conn.close()

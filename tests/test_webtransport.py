@@ -248,7 +248,7 @@ async def test_finished_streams_are_forgotten(make_server: ServerFactory) -> Non
             client.send(stream, b"%d" % i, fin=True)
             assert await client.read(stream) == b"%d" % i
         await asyncio.sleep(0.2)  # the last acknowledgements
-        h3conn = next(iter(server.listener("wt")._cids))
+        h3conn = next(iter(server.listener("wt")._by_cid.values()))
         assert h3conn.h3 is not None
         assert len(h3conn.h3._stream) < 150 and len(h3conn.stream_session) < 150
         assert len(conn._tconn.streams) < 150
@@ -307,7 +307,7 @@ async def test_receive_credit_follows_the_behaviour(make_server: ServerFactory) 
             lambda: client._quic._streams.get(stream) is None or client._quic._streams[stream].sender.is_finished, 20
         )
         await until(lambda: conn.stats()["recv_unconsumed"] == 0)
-        quic = next(iter(server.listener("wt")._cids))
+        quic = next(iter(server.listener("wt")._by_cid.values()))
         assert quic.quic.unconsumed == 0, "HTTP/3's own bytes were all credited"
 
 

@@ -7,10 +7,11 @@
 //
 //	cd bench/loadgen && GO111MODULE=off GOPATH=/usr/share/gocode go build -tags quicgo -o /tmp/loadgen .
 //
-// Usage: loadgen -transport sctp|quic -workload handshake|echo -addr host:port -start-at UNIX -seconds S
+// Usage: loadgen -transport sctp|quic -workload handshake|echo|idle -addr host:port -start-at UNIX -seconds S
 // [-concurrency C] [-window W]. Handshakes: C loops of connect and close, each its own UDP socket. Echo: C
 // connections set up before -start-at, each with W 64-byte messages in flight (SCTP: W messages on stream 0 of
-// one association; QUIC: W streams of one connection, one message in flight on each), counting the echoes.
+// one association; QUIC: W streams of one connection, one message in flight on each), counting the echoes. Idle
+// (idle.go, quic.go): C connections set up before -start-at and then left alone, for bench/idle_cost.py.
 // Only operations completed between -start-at and -start-at + -seconds count. One JSON line on stdout:
 //
 //	{"ok": N, "failed": F, "cpu_us": U, "retransmits": R}
@@ -72,7 +73,7 @@ func cpuNow() time.Duration {
 
 func main() {
 	transport := flag.String("transport", "sctp", "sctp or quic")
-	workload := flag.String("workload", "handshake", "handshake, echo or (SCTP) idle")
+	workload := flag.String("workload", "handshake", "handshake, echo or idle")
 	addr := flag.String("addr", "127.0.0.1:5000", "the server's UDP address")
 	startAt := flag.Float64("start-at", 0, "the window's start, in Unix seconds (0: one second from now)")
 	seconds := flag.Float64("seconds", 2, "the window's length")
@@ -128,6 +129,8 @@ func main() {
 		err = quicHandshakes(run)
 	case "quic echo":
 		err = quicEchoes(run)
+	case "quic idle":
+		err = quicIdle(run)
 	default:
 		err = fmt.Errorf("unknown transport or workload: %s %s", *transport, *workload)
 	}

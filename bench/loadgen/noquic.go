@@ -9,3 +9,5 @@ var errNoQuic = errors.New("built without QUIC (needs -tags quicgo and quic-go's
 func quicHandshakes(*Run) error { return errNoQuic }
 
 func quicEchoes(*Run) error { return errNoQuic }
+
+func quicIdle(*Run) error { return errNoQuic }

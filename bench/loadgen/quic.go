@@ -8,9 +8,12 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	quic "github.com/lucas-clemente/quic-go"
@@ -109,5 +112,57 @@ func quicEchoes(run *Run) error {
 		}()
 	}
 	wg.Wait()
+	return nil
+}
+
+// quicIdle: run.Concurrency connections, each from its own UDP socket, set up before the window (32 handshakes at
+// a time) and then left idle. quic-go's keep-alive PINGs every 15 s (half the 30 s idle timeout both sides
+// announce) keep the server from timing them out: what the server spends on them is its idle cost
+// (bench/idle_cost.py). ok counts the connections still up at the window's end.
+func quicIdle(run *Run) error {
+	tlsConf, conf := quicTLS(), quicConfig()
+	conf.KeepAlivePeriod = 15 * time.Second
+	conns := make([]quic.Connection, run.Concurrency)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(conns) {
+					return
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				conn, err := quic.DialAddrContext(ctx, run.Addr, tlsConf, conf)
+				cancel()
+				if err != nil {
+					run.failed.Add(1)
+					continue
+				}
+				conns[i] = conn
+			}
+		}()
+	}
+	wg.Wait()
+	fmt.Fprintf(os.Stderr, "loadgen: %d idle connections up\n", len(conns)-int(run.failed.Load()))
+	time.Sleep(time.Until(run.Stop))
+	for _, conn := range conns {
+		if conn == nil {
+			continue
+		}
+		select {
+		case <-conn.Context().Done():
+			run.failed.Add(1)
+		default:
+			run.ok.Add(1)
+		}
+	}
+	for _, conn := range conns {
+		if conn != nil {
+			_ = conn.CloseWithError(0, "")
+		}
+	}
 	return nil
 }

@@ -68,6 +68,44 @@ _PRIORITISED: dict[type[Any], type[Any]] = {}
 class QuicTransportConnection(Pumped):
     """Implements ``mux.transport.TransportConnection`` for aioquic."""
 
+    # slotted (an instance dict of these would cost 1.6 kB an idle connection); a subclass without slots
+    # (``mux.quic.webtransport``) gets its dict back for what it adds
+    __slots__ = (
+        "_alpn",
+        "_cafile",
+        "_client_verify",
+        "_closing_by_us",
+        "_connected",
+        "_counters",
+        "_dirty",
+        "_handshake_idle_handle",
+        "_held",
+        "_keep_alive",
+        "_keep_alive_handle",
+        "_on_cid_issued",
+        "_on_cid_retired",
+        "_on_finished",
+        "_peer_addr",
+        "_peer_close",
+        "_peer_closed",
+        "_pings",
+        "_proof_timeout",
+        "_slot",
+        "_streams_available",
+        "_timer",
+        "_timer_at",
+        "cids",
+        "core",
+        "datagrams_received",
+        "dgram_send_dropped",
+        "driver",
+        "finished",
+        "high_water",
+        "quic",
+        "sink",
+        "ticket_file",
+    )
+
     transport_name = "quic"
 
     def __init__(
@@ -87,6 +125,12 @@ class QuicTransportConnection(Pumped):
         self.core = quic
         self.quic = quic
         self.driver = driver
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._slot: int | None = None
+        self._dirty = False
+        #: server side: the connection IDs the listener finds us by (kept here, not in a set per connection there)
+        self.cids: list[bytes] = []
         self.high_water = high_water
         self.sink: t.ConnectionSink | None = None
         self._keep_alive = keep_alive_interval_ms / 1000.0

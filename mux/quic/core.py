@@ -25,8 +25,9 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from aioquic import tls
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic import connection as _aioquic_connection
 from aioquic.quic.connection import (
@@ -39,6 +40,7 @@ from aioquic.quic.connection import (
     QuicConnectionId,
     QuicConnectionState,
 )
+from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.events import ConnectionTerminated, QuicEvent
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType, pull_quic_transport_parameters
 from aioquic.quic.packet_builder import QuicPacketBuilder
@@ -89,6 +91,11 @@ class MaxStreamsRaised(QuicEvent):
     pass
 
 
+#: what a connection's spent key pairs become (``MuxQuicConnection._discard_epoch``): never set up, so it holds no
+#: keys and refuses every packet as a torn-down pair does; nothing sets it up again, so one serves every connection
+_SPENT_KEYS = CryptoPair()
+
+
 def _always() -> bool:
     return True
 
@@ -99,6 +106,52 @@ def _nothing() -> None:
 
 def _no_key_update(*args: Any) -> None:
     pass
+
+
+class _MuxState:
+    """What mux keeps per connection beside aioquic's own, in one slotted object (``MuxQuicConnection._mux``).
+
+    aioquic's connection holds 85 attributes in its instance dict once initialised, the most a dict of its size
+    (1.6 kB) takes: one attribute more doubles it (3.3 kB). So ours stay out of that dict: in a slot of the connection
+    (the object's own memory) holding this.
+    """
+
+    __slots__ = (
+        "allow_early_data",
+        "app_idle",
+        "cid_factory",
+        "conn_consumed",
+        "packets_rescheduled",
+        "pmtud",
+        "prune_at",
+        "request_client_certificate",
+        "stream_consumed",
+        "streams_held",
+    )
+
+    def __init__(self, cid_factory: Callable[[int], bytes] | None) -> None:
+        #: makes our connection IDs (``mux.steering``: a worker's carry its index); None: aioquic's random ones
+        self.cid_factory = cid_factory
+        #: whether the behaviour has handled every event delivered so far (the adapter asks its sink)
+        self.app_idle: Callable[[], bool] = _always
+        #: some MAX_STREAMS rise waits for ``app_idle``: the adapter has us pumped when it turns true
+        self.streams_held = False
+        #: bytes the behaviour consumed, plus bytes written off (never to be delivered)
+        self.conn_consumed = 0
+        #: per stream still receiving: bytes the behaviour consumed (pruned as streams end); made on first use
+        self.stream_consumed: dict[int, int] | None = None
+        self.prune_at = 64
+        #: packets in flight whose frames were scheduled again (declared lost, or resent early by a probe), for
+        #: ``stats()``. Counted where recovery tells congestion control, which it does only when there are
+        #: some (its ``_on_packets_lost`` runs on every ACK): losses, and what a probe timeout reschedules
+        #: (``on_packets_expired`` also hears of packets dropped with their keys, which are not counted)
+        self.packets_rescheduled = 0
+        #: the path MTU search (``mux.quic.pmtud``), when the driver attached one
+        self.pmtud: QuicPmtud | None = None
+        #: server side: send a CertificateRequest (verify: optional/required)
+        self.request_client_certificate = False
+        #: server side: False keeps resumption but issues tickets that do not allow 0-RTT
+        self.allow_early_data = True
 
 
 class _PeerStreams(Limit):
@@ -123,9 +176,9 @@ class _PeerStreams(Limit):
     @value.setter
     def value(self, value: int) -> None:
         owner = self._owner
-        if owner is not None and value > self._value and not owner.app_idle():
+        if owner is not None and value > self._value and not owner._mux.app_idle():
             self.held += value - self._value
-            owner.streams_held = True
+            owner._mux.streams_held = True
         else:
             self._value = value
 
@@ -135,10 +188,8 @@ class _PeerStreams(Limit):
 
 
 class MuxQuicConnection(QuicConnection):
-    #: server side: send a CertificateRequest (verify: optional/required)
-    request_client_certificate = False
-    #: server side: False keeps resumption but issues tickets that do not allow 0-RTT
-    allow_early_data = True
+    # a slot beside aioquic's instance dict: see ``_MuxState``
+    __slots__ = ("_mux",)
 
     def __init__(
         self,
@@ -149,61 +200,41 @@ class MuxQuicConnection(QuicConnection):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        #: makes our connection IDs (``mux.steering``: a worker's carry its index); None: aioquic's random ones
-        self._cid_factory = cid_factory
+        # every attribute of ours lives in ``_mux``: see ``_MuxState``
+        self._mux = state = _MuxState(cid_factory)
         if cid_factory is not None:
             first = self._host_cids[0]
             first.cid = cid_factory(self._configuration.connection_id_length)
             self.host_cid = self._local_initial_source_connection_id = first.cid
         self._logger = _PeerCausedLog(self._logger.logger, self._logger.extra)
-        #: whether the behaviour has handled every event delivered so far (the adapter asks its sink)
-        self.app_idle: Callable[[], bool] = _always
-        #: some MAX_STREAMS rise waits for ``app_idle``: the adapter has us pumped when it turns true
-        self.streams_held = False
         # how many streams of each kind the peer may have open at once (MAX_STREAMS rises only as
         # aioquic discards finished ones, and the behaviour has caught up); set before the transport
         # parameters are written
         bidi, uni = self._local_max_streams_bidi, self._local_max_streams_uni
-        self._peer_bidi = _PeerStreams(self, bidi.frame_type, bidi.name, peer_bidi_stream_count)
-        self._peer_uni = _PeerStreams(self, uni.frame_type, uni.name, peer_unidi_stream_count)
-        self._local_max_streams_bidi, self._local_max_streams_uni = self._peer_bidi, self._peer_uni
-        config = self._configuration
-        self._conn_window: int = config.max_data
-        self._stream_window: int = config.max_stream_data
-        #: bytes the behaviour consumed, plus bytes written off (never to be delivered)
-        self._conn_consumed = 0
-        #: raise MAX_DATA once consumption passes this: less than half a window of credit is left
-        self._conn_update_at = self._conn_window - self._conn_window // 2
-        self._stream_half = self._stream_window // 2
-        #: per stream still receiving: bytes the behaviour consumed (pruned as streams end)
-        self._stream_consumed: dict[int, int] = {}
-        self._prune_at = 64
-        #: packets in flight whose frames were scheduled again (declared lost, or resent early by a probe), for
-        #: ``stats()``. Counted where recovery tells congestion control, which it does only when there are
-        #: some (its ``_on_packets_lost`` runs on every ACK): losses, and what a probe timeout reschedules
-        #: (``on_packets_expired`` also hears of packets dropped with their keys, which are not counted)
-        self.packets_rescheduled = 0
-        #: the path MTU search (``mux.quic.pmtud``), when the driver attached one
-        self.pmtud: QuicPmtud | None = None
+        self._local_max_streams_bidi = _PeerStreams(self, bidi.frame_type, bidi.name, peer_bidi_stream_count)
+        self._local_max_streams_uni = _PeerStreams(self, uni.frame_type, uni.name, peer_unidi_stream_count)
+        # receive credit (``consumed``): MAX_DATA rises once consumption passes its value less half the connection
+        # window (``config.max_data``), a MAX_STREAM_DATA once the stream's passes its value less half the stream
+        # window (``config.max_stream_data``); both windows are read from the configuration, not kept here
         recovery = self._loss
         cc = recovery._cc
         lost, expired, reschedule = cc.on_packets_lost, cc.on_packets_expired, recovery.reschedule_data
         probing = False
 
         def on_packets_lost(*, now: float, packets: Any) -> None:
-            pmtud = self.pmtud
+            pmtud = state.pmtud
             if pmtud is not None and pmtud.probe_packets:  # a lost PMTU probe is no congestion (RFC 9000 §14.4)
                 probes, packets = pmtud.split_lost(list(packets))
                 if probes:
                     expired(packets=probes)
                 if not packets:
                     return
-            self.packets_rescheduled += len(packets)
+            state.packets_rescheduled += len(packets)
             lost(now=now, packets=packets)
 
         def on_packets_expired(*, packets: Any) -> None:
             if probing:  # a list then; a filter when keys are discarded
-                self.packets_rescheduled += len(packets)
+                state.packets_rescheduled += len(packets)
             expired(packets=packets)
 
         def reschedule_data(*, now: float, speed_up_handshake: bool = False) -> None:
@@ -218,16 +249,59 @@ class MuxQuicConnection(QuicConnection):
         cc.on_packets_expired = on_packets_expired  # type: ignore[method-assign]
         recovery.reschedule_data = reschedule_data  # type: ignore[method-assign]
 
+    # what others read of ``_mux`` (not on the per-packet path)
+    @property
+    def pmtud(self) -> QuicPmtud | None:
+        """The path MTU search (``mux.quic.pmtud``), when the driver attached one."""
+        return self._mux.pmtud
+
+    @pmtud.setter
+    def pmtud(self, value: QuicPmtud | None) -> None:
+        self._mux.pmtud = value
+
+    @property
+    def app_idle(self) -> Callable[[], bool]:
+        """Whether the behaviour has handled every event delivered so far (the adapter sets it)."""
+        return self._mux.app_idle
+
+    @app_idle.setter
+    def app_idle(self, value: Callable[[], bool]) -> None:
+        self._mux.app_idle = value
+
+    @property
+    def request_client_certificate(self) -> bool:
+        return self._mux.request_client_certificate
+
+    @request_client_certificate.setter
+    def request_client_certificate(self, value: bool) -> None:
+        self._mux.request_client_certificate = value
+
+    @property
+    def allow_early_data(self) -> bool:
+        return self._mux.allow_early_data
+
+    @allow_early_data.setter
+    def allow_early_data(self, value: bool) -> None:
+        self._mux.allow_early_data = value
+
+    @property
+    def packets_rescheduled(self) -> int:
+        return self._mux.packets_rescheduled
+
+    @property
+    def streams_held(self) -> bool:
+        return self._mux.streams_held
+
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
         out = super().datagrams_to_send(now)
-        pmtud = self.pmtud
+        pmtud = self._mux.pmtud
         if pmtud is not None and self._state not in END_STATES:
             out += pmtud.poll(now)
         return out
 
     def get_timer(self) -> float | None:
         at = super().get_timer()
-        pmtud = self.pmtud
+        pmtud = self._mux.pmtud
         if pmtud is not None and self._state not in END_STATES:
             t = pmtud.next_timer()
             if t is not None and (at is None or t < at):
@@ -236,12 +310,13 @@ class MuxQuicConnection(QuicConnection):
 
     def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
         super()._parse_transport_parameters(data, from_session_ticket)
-        if self.pmtud is not None and not from_session_ticket:
+        pmtud = self._mux.pmtud
+        if pmtud is not None and not from_session_ticket:
             params = pull_quic_transport_parameters(Buffer(data=data))
-            self.pmtud.peer_parameters(params.max_udp_payload_size)
+            pmtud.peer_parameters(params.max_udp_payload_size)
 
     def _replenish_connection_ids(self) -> None:
-        make = self._cid_factory
+        make = self._mux.cid_factory
         if make is None:
             super()._replenish_connection_ids()
             return
@@ -253,6 +328,33 @@ class MuxQuicConnection(QuicConnection):
                 )
             )
             self._host_cid_seq += 1
+
+    def _handle_crypto_frame(self, context: Any, frame_type: int, buf: Any) -> None:
+        super()._handle_crypto_frame(context, frame_type, buf)
+        if self._handshake_complete and self._crypto_buffers:
+            # aioquic gives TLS a 16 KiB output buffer for each of the three epochs and keeps them for the
+            # connection's life: 48 KiB of the ~90 an idle one holds. Once TLS is past its handshake it writes to
+            # none of them (a server's session ticket went out with the handshake's last flight, just pushed to its
+            # crypto stream; post-handshake, a server refuses every message and a client only reads tickets), so
+            # an empty table (nothing to push) does from here on.
+            self._crypto_buffers = {}
+
+    def _discard_epoch(self, epoch: tls.Epoch) -> None:
+        super()._discard_epoch(epoch)
+        if epoch is not tls.Epoch.HANDSHAKE or not self._spaces[tls.Epoch.INITIAL].discarded:
+            return
+        # The handshake is confirmed: aioquic keeps the torn-down key pairs of the Initial (one per supported
+        # version) and Handshake epochs, and the 0-RTT one when there was no 0-RTT, each with its two contexts and
+        # logging callbacks (some 3 kB a connection). A packet of those epochs still meets a pair without keys.
+        cryptos = self._cryptos
+        for spent in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE, tls.Epoch.ZERO_RTT):
+            pair = cryptos.get(spent)
+            if pair is not None and not pair.recv.is_valid() and not pair.send.is_valid():
+                cryptos[spent] = _SPENT_KEYS
+        initial = self._cryptos_initial
+        if not any(pair.recv.is_valid() for pair in initial.values()):
+            for version in initial:
+                initial[version] = _SPENT_KEYS
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
@@ -283,8 +385,9 @@ class MuxQuicConnection(QuicConnection):
         cc = recovery._cc
         for hooked, name in ((cc, "on_packets_lost"), (cc, "on_packets_expired"), (recovery, "reschedule_data")):
             hooked.__dict__.pop(name, None)  # back to the class's own method
-        self._peer_bidi._owner = self._peer_uni._owner = None
-        self.app_idle = _always
+        cast(_PeerStreams, self._local_max_streams_bidi)._owner = None
+        cast(_PeerStreams, self._local_max_streams_uni)._owner = None
+        self._mux.app_idle = _always
 
     # -- receive credit -------------------------------------------------------------------------
 
@@ -295,59 +398,69 @@ class MuxQuicConnection(QuicConnection):
         the caller has the connection pumped when this returns True.
         """
         due = False
-        consumed = self._conn_consumed + nbytes
-        self._conn_consumed = consumed
-        if consumed > self._conn_update_at:
+        state = self._mux
+        consumed = state.conn_consumed + nbytes
+        state.conn_consumed = consumed
+        config = self._configuration
+        if consumed > self._local_max_data.value - (config.max_data >> 1):
             self._raise_max_data()
             due = True
         stream = self._streams.get(stream_id)
         if stream is not None and not stream.receiver.is_finished:
-            by_stream = self._stream_consumed
+            by_stream = state.stream_consumed
+            if by_stream is None:
+                by_stream = state.stream_consumed = {}
             done = by_stream.get(stream_id)
             if done is None:
                 done = 0
-                if len(by_stream) >= self._prune_at:
+                if len(by_stream) >= state.prune_at:
                     self._prune()
             done += nbytes
             by_stream[stream_id] = done
-            if done > stream.max_stream_data_local - self._stream_half:
-                stream.max_stream_data_local = done + self._stream_window
+            window = config.max_stream_data
+            if done > stream.max_stream_data_local - (window >> 1):
+                stream.max_stream_data_local = done + window
                 due = True
         return due
 
     def caught_up(self) -> bool:
         """The behaviour has handled every event delivered so far: the held MAX_STREAMS rises go
         out with the next packet. True when there were some (the caller has us pumped)."""
-        if not self.streams_held:
+        state = self._mux
+        if not state.streams_held:
             return False
-        self.streams_held = False
-        self._peer_bidi.release()
-        self._peer_uni.release()
+        state.streams_held = False
+        cast(_PeerStreams, self._local_max_streams_bidi).release()
+        cast(_PeerStreams, self._local_max_streams_uni).release()
         return True
 
     @property
     def unconsumed(self) -> int:
         """Stream bytes the peer has used credit for that are not consumed (nor written off) yet:
         what sits in the reassembly buffers and the mailbox, at most ``conn_flow_control_window``."""
-        return self._local_max_data.used - self._conn_consumed
+        return self._local_max_data.used - self._mux.conn_consumed
 
     def _raise_max_data(self) -> None:
-        limit = self._local_max_data
-        limit.value = self._conn_consumed + self._conn_window
-        self._conn_update_at = limit.value - self._conn_window // 2
+        """MAX_DATA to what was consumed plus the connection window: raised again once less than half of it is left
+        (``consumed``, ``_write_off``)."""
+        self._local_max_data.value = self._mux.conn_consumed + self._configuration.max_data
 
     def _write_off(self, nbytes: int) -> None:
         """Connection credit for bytes the peer sent that will never be consumed."""
-        self._conn_consumed += nbytes
-        if self._conn_consumed > self._conn_update_at:
+        state = self._mux
+        state.conn_consumed += nbytes
+        if state.conn_consumed > self._local_max_data.value - (self._configuration.max_data >> 1):
             self._raise_max_data()
 
     def _prune(self) -> None:
         """Forget streams that stopped receiving: amortised O(1) per stream over its life."""
-        streams, by_stream = self._streams, self._stream_consumed
+        state = self._mux
+        streams, by_stream = self._streams, state.stream_consumed
+        if by_stream is None:
+            return
         for sid in [sid for sid in by_stream if sid not in streams or streams[sid].receiver.is_finished]:
             del by_stream[sid]  # in place: ``consumed`` holds the dict across this call
-        self._prune_at = 2 * len(by_stream) + 64
+        state.prune_at = 2 * len(by_stream) + 64
 
     def _handle_reset_stream_frame(self, context: Any, frame_type: int, buf: Any) -> None:
         start = buf.tell()
@@ -364,7 +477,8 @@ class MuxQuicConnection(QuicConnection):
         receiver = stream.receiver
         self._write_off(receiver.highest_offset - receiver.starting_offset())
         receiver._buffer = bytearray()
-        self._stream_consumed.pop(stream_id, None)
+        if self._mux.stream_consumed is not None:
+            self._mux.stream_consumed.pop(stream_id, None)
 
     def _write_connection_limits(self, builder: QuicPacketBuilder, space: Any) -> None:
         """MAX_DATA as ``consumed`` set it (never raised on arrival), and MAX_STREAMS in batches once
@@ -372,9 +486,10 @@ class MuxQuicConnection(QuicConnection):
         limit = self._local_max_data
         if limit.sent != limit.value:
             self._write_limit(builder, limit)
-        if self.streams_held and self.app_idle():
+        state = self._mux
+        if state.streams_held and state.app_idle():
             self.caught_up()
-        for limit in (self._peer_bidi, self._peer_uni):
+        for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
             # announce more streams only once the peer has fewer left than the raise would give
             if limit.sent != limit.value and limit.sent - limit.used < limit.value - limit.sent:
                 self._write_limit(builder, limit)

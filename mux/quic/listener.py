@@ -157,7 +157,6 @@ class QuicListener:
         self.name = options.name or f"quic:{options.port}"
         self.driver: Driver | None = None
         self._by_cid: dict[bytes, QuicTransportConnection] = {}
-        self._cids: dict[QuicTransportConnection, set[bytes]] = {}
         # tokens are checked in every mode: refuse: retry and retry: auto issue them too
         self._retry = QuicRetryTokenHandler()
         self._tickets = TicketStore()
@@ -379,14 +378,16 @@ class QuicListener:
 
     def _cid_issued(self, cid: bytes, conn: QuicTransportConnection) -> None:
         self._by_cid[cid] = conn
-        self._cids.setdefault(conn, set()).add(cid)
+        if cid not in conn.cids:  # a handful each (aioquic keeps up to 8 issued): a list costs less than a set
+            conn.cids.append(cid)
 
     def _cid_retired(self, cid: bytes) -> None:
         conn = self._by_cid.pop(cid, None)
-        if conn is not None:
-            self._cids.get(conn, set()).discard(cid)
+        if conn is not None and cid in conn.cids:
+            conn.cids.remove(cid)
 
     def _finished(self, conn: QuicTransportConnection) -> None:
-        for cid in self._cids.pop(conn, set()):
+        cids, conn.cids = conn.cids, []
+        for cid in cids:
             if self._by_cid.get(cid) is conn:
                 del self._by_cid[cid]
