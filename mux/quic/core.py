@@ -25,7 +25,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from aioquic import tls
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
@@ -154,6 +154,22 @@ class _MuxState:
         self.allow_early_data = True
 
 
+T = TypeVar("T")
+
+
+class _InState(Generic[T]):
+    """A ``MuxQuicConnection`` attribute that lives in its ``_MuxState`` (same name), out of aioquic's dict."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, conn: MuxQuicConnection, owner: type | None = None) -> T:
+        return cast(T, getattr(conn._mux, self.name))
+
+    def __set__(self, conn: MuxQuicConnection, value: T) -> None:
+        setattr(conn._mux, self.name, value)
+
+
 class _PeerStreams(Limit):
     """MAX_STREAMS for one direction of peer streams.
 
@@ -249,48 +265,13 @@ class MuxQuicConnection(QuicConnection):
         cc.on_packets_expired = on_packets_expired  # type: ignore[method-assign]
         recovery.reschedule_data = reschedule_data  # type: ignore[method-assign]
 
-    # what others read of ``_mux`` (not on the per-packet path)
-    @property
-    def pmtud(self) -> QuicPmtud | None:
-        """The path MTU search (``mux.quic.pmtud``), when the driver attached one."""
-        return self._mux.pmtud
-
-    @pmtud.setter
-    def pmtud(self, value: QuicPmtud | None) -> None:
-        self._mux.pmtud = value
-
-    @property
-    def app_idle(self) -> Callable[[], bool]:
-        """Whether the behaviour has handled every event delivered so far (the adapter sets it)."""
-        return self._mux.app_idle
-
-    @app_idle.setter
-    def app_idle(self, value: Callable[[], bool]) -> None:
-        self._mux.app_idle = value
-
-    @property
-    def request_client_certificate(self) -> bool:
-        return self._mux.request_client_certificate
-
-    @request_client_certificate.setter
-    def request_client_certificate(self, value: bool) -> None:
-        self._mux.request_client_certificate = value
-
-    @property
-    def allow_early_data(self) -> bool:
-        return self._mux.allow_early_data
-
-    @allow_early_data.setter
-    def allow_early_data(self, value: bool) -> None:
-        self._mux.allow_early_data = value
-
-    @property
-    def packets_rescheduled(self) -> int:
-        return self._mux.packets_rescheduled
-
-    @property
-    def streams_held(self) -> bool:
-        return self._mux.streams_held
+    # what others read and set of ``_mux`` (not on the per-packet path): see ``_MuxState`` for each
+    pmtud: _InState[QuicPmtud | None] = _InState()
+    app_idle: _InState[Callable[[], bool]] = _InState()
+    request_client_certificate: _InState[bool] = _InState()
+    allow_early_data: _InState[bool] = _InState()
+    packets_rescheduled: _InState[int] = _InState()
+    streams_held: _InState[bool] = _InState()
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
         out = super().datagrams_to_send(now)
