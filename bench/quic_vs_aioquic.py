@@ -268,10 +268,8 @@ def free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def summary(values: list[float]) -> str:
-    if max(values) < 10:  # a per-round-trip count
-        return f"{statistics.median(values):9.2f} [{min(values):.2f}..{max(values):.2f}]"
-    return f"{statistics.median(values):9.1f} [{min(values):.1f}..{max(values):.1f}]"
+def summary(values: list[float], digits: int = 1) -> str:
+    return f"{statistics.median(values):9.{digits}f} [{min(values):.{digits}f}..{max(values):.{digits}f}]"
 
 
 def main() -> int:
@@ -367,7 +365,7 @@ def main() -> int:
     print(f"{'':10} " + " ".join(f"{title:>26}" for title, _, _ in columns))
     for name in names:
         r = results[name]
-        print(f"{name:10} " + " ".join(f"{summary(r[key]):>26}" for _, key, _ in columns))
+        print(f"{name:10} " + " ".join(f"{summary(r[key], 2 if key == 'sleeps' else 1):>26}" for _, key, _ in columns))
     if args.handshakes and any(failures.values()):
         print("failed handshakes: " + ", ".join(f"{name} {count}" for name, count in failures.items()))
     raw = results["raw"]
