@@ -153,27 +153,6 @@ def measure(
     return grown * 1024 / max(up, 1), (cpu1 - cpu0) / (t1 - t0), up
 
 
-def serve_raw_quic(certfile: str, keyfile: str) -> None:
-    """A plain aioquic server on a free port, as ``bench/quic_vs_aioquic.py`` runs it; says its port on stderr."""
-    import asyncio
-
-    from aioquic.asyncio.server import serve
-
-    from bench.quic_vs_aioquic import RawEcho, loop_factory, raw_server_config
-
-    async def main() -> None:
-        server = await serve(
-            "127.0.0.1", 0, configuration=raw_server_config(certfile, keyfile), create_protocol=RawEcho
-        )
-        assert server._transport is not None
-        port = server._transport.get_extra_info("sockname")[1]
-        print(f"raw aioquic on {port}", file=sys.stderr, flush=True)
-        await asyncio.Event().wait()
-
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(main())
-
-
 def summary(values: list[float], fmt: str) -> str:
     return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}..{max(values):{fmt}}]"
 
@@ -188,7 +167,9 @@ def main() -> int:
     parser.add_argument("--serve-raw-quic", nargs=2, metavar=("CERT", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_raw_quic:
-        serve_raw_quic(*args.serve_raw_quic)
+        from bench.quic_vs_aioquic import run_raw_server
+
+        run_raw_server(0, *args.serve_raw_quic)
         return 0
     with tempfile.TemporaryDirectory(prefix="mux-loadgen-") as build:
         try:

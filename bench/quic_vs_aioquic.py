@@ -100,11 +100,14 @@ def raw_server_config(certfile: str, keyfile: str) -> QuicConfiguration:
 
 
 def run_raw_server(port: int, certfile: str, keyfile: str) -> None:
+    """The raw aioquic echo on ``port`` (0: a free one); says ``raw aioquic on PORT`` on stderr once it listens."""
     config = raw_server_config(certfile, keyfile)
 
     async def main() -> None:
-        await serve("127.0.0.1", port, configuration=config, create_protocol=RawEcho)
-        print("ready", flush=True)
+        server = await serve("127.0.0.1", port, configuration=config, create_protocol=RawEcho)
+        assert server._transport is not None
+        bound = server._transport.get_extra_info("sockname")[1]
+        print(f"raw aioquic on {bound}", file=sys.stderr, flush=True)
         await asyncio.Event().wait()
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
