@@ -250,10 +250,18 @@ async def handshakes(port: int, total: int, concurrency: int) -> tuple[float, in
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU of a process so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of a process so far, all its threads: the scheduler's nanosecond count (``schedstat``), not
+    ``stat``'s 10 ms ticks, which quantise a 2000-round run's figure to some 3%."""
+    try:
+        total = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def sleeps(pid: int) -> int:

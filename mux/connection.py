@@ -89,6 +89,7 @@ class Connection(Dispatcher):
         self.close_props: dict[str, Any] | None = None
         self.behaviour = behaviour
         self._tconn = tconn
+        self._reply = getattr(tconn, "reply_now", None)
         self._supervisor = supervisor
         #: what waits for the behaviour; None while the connection idles (an idle connection holds no queue)
         self._mailbox: deque[Any] | None = deque((_Info(_INIT),))

@@ -36,6 +36,7 @@ class Dispatcher(Mailbox):
         "_closing",
         "_loop",
         "_opts",
+        "_reply",
         "_sent",
         "_streams",
         "_supervisor",
@@ -54,6 +55,9 @@ class Dispatcher(Mailbox):
     behaviour: ConnectionBehaviour
     _supervisor: Supervisor | None
     _opts: dict[str, Any]
+    #: the transport's ``reply_now``, when it has one: called as a hot-path callback returns, so a reply leaves
+    #: before the bookkeeping after it
+    _reply: Callable[[], None] | None
     _streams: dict[int, Stream]
     _closing: dict[int, _StreamClosed] | None
     _loop: asyncio.AbstractEventLoop
@@ -111,6 +115,9 @@ class Dispatcher(Mailbox):
                 self._tconn.consumed(item.stream_id, len(data))
                 self._failed(exc, t.StreamData)
                 return
+            reply = self._reply
+            if reply is not None:
+                reply()
             self._tconn.consumed(item.stream_id, len(data))
             if item.fin:
                 self._recv_finished(stream)

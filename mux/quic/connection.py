@@ -259,6 +259,12 @@ class QuicTransportConnection(Pumped):
         pending.append(data)
         self.driver.touch(self)
 
+    def reply_now(self) -> None:
+        """The behaviour's callback for an event returned (``mux.dispatch``): when it was the datagram's last, its
+        reply leaves now (``Driver.reply_now``)."""
+        if not self.quic._events:
+            self.driver.reply_now(self)
+
     def flush(self) -> None:
         # the mailbox is empty (the sink's ``idle`` is set just after): the peer may open more streams
         if self.quic.caught_up():

@@ -47,6 +47,7 @@ from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.stream import QuicStream
 
 from mux.logs import peer_log
+from mux.quic.fast_send import fast_datagrams
 from mux.quic.pmtud import QuicPmtud
 
 log = logging.getLogger("mux.quic")
@@ -274,7 +275,9 @@ class MuxQuicConnection(QuicConnection):
     streams_held: _InState[bool] = _InState()
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
-        out = super().datagrams_to_send(now)
+        out = fast_datagrams(self, now)
+        if out is None:
+            out = super().datagrams_to_send(now)
         pmtud = self._mux.pmtud
         if pmtud is not None and self._state not in END_STATES:
             out += pmtud.poll(now)
@@ -460,6 +463,17 @@ class MuxQuicConnection(QuicConnection):
         receiver._buffer = bytearray()
         if self._mux.stream_consumed is not None:
             self._mux.stream_consumed.pop(stream_id, None)
+
+    def limits_settled(self) -> bool:
+        """No MAX_STREAMS for ``_write_connection_limits`` to write now (``mux.quic.fast_send`` asks)."""
+        state = self._mux
+        if state.streams_held and state.app_idle():
+            return False
+        for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
+            sent, value = limit.sent, cast(_PeerStreams, limit)._value
+            if sent != value and sent - limit.used < value - sent:
+                return False
+        return True
 
     def _write_connection_limits(self, builder: QuicPacketBuilder, space: Any) -> None:
         """MAX_DATA as ``consumed`` set it (never raised on arrival), and MAX_STREAMS in batches once
