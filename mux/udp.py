@@ -141,9 +141,6 @@ class Driver:
         self._busy_poll = busy_poll_us / 1e6
         self._awake_until = 0.0
         self._polling = False
-        #: the last read found one datagram and no other waiting (request/response): the next reads one and replies
-        #: before looking for more, which keeps the SIOCINQ probe off the round trip
-        self._single = False
         #: delivering the events of a read that found one datagram: a callback's reply may leave at once (``reply_now``)
         self._one = False
         #: far deadlines (``FAR``): connections by slot (a deadline rounded up to ``WHEEL_GRAIN``), the slots in a
@@ -205,7 +202,6 @@ class Driver:
         now = self.loop.time()
         count = 0
         pending = self._pending
-        single = self._single
         self._reading = True
         for _ in range(BATCH):
             try:
@@ -219,8 +215,6 @@ class Driver:
             count += 1
             received(data, addr, now)
             if count == 1:
-                if single:
-                    break  # request/response: reply first, and look for more after (below)
                 # One datagram is the request/response case: ask the kernel whether another waits
                 # (SIOCINQ: the next datagram's size) rather than pay a failing recvfrom and its
                 # exception on the round trip. A zero-length datagram reads as none; the reader is
@@ -255,16 +249,6 @@ class Driver:
             self.loop.call_soon(self.flush)
         else:
             self.demux.flush_stateless(self)
-        if count == 1 and single:
-            # Read one and replied: whether another waited decides the next read (the reader is level-triggered,
-            # so one that waits is read on the next loop step anyway, in a batch if more follow).
-            try:
-                ioctl(fileno, FIONREAD, pending, True)
-            except OSError:
-                return
-            self._single = pending == NOTHING
-        else:
-            self._single = count == 1
 
     def _stay_awake(self) -> None:
         """Busy polling: a ready callback keeps the loop's own poll at a zero timeout, so a datagram
