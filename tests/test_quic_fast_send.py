@@ -197,3 +197,58 @@ def test_anything_but_stream_data_and_acks_goes_to_aioquic(fast_count: dict[str,
     out = server.datagrams_to_send(link.now)
     assert out and fast_count["general"] == before["general"] + 1 and fast_count["fast"] == before["fast"]
     assert not server._ping_pending
+
+
+def test_a_key_update_mid_exchange(fast_count: dict[str, int]) -> None:
+    """The fast path writes the key phase and encrypts through aioquic's pair, which performs a requested update."""
+    link = Link(seed=4, loss=0.05)
+    client, server = connect(link)
+    sid = client.get_next_available_stream_id()
+    sent, got = bytearray(), bytearray()
+
+    def server_event(event: Any) -> None:
+        if isinstance(event, StreamDataReceived):
+            server.send_stream_data(event.stream_id, event.data, event.end_stream)
+
+    def client_event(event: Any) -> None:
+        if isinstance(event, StreamDataReceived):
+            got.extend(event.data)
+
+    phase = server._cryptos[quic_core.tls.Epoch.ONE_RTT].send.key_phase  # type: ignore[attr-defined]
+    for i in range(40):
+        if i == 20:
+            server.request_key_update()
+        request = bytes([i]) * 100
+        sent += request
+        client.send_stream_data(sid, request)
+        target = len(sent)
+        link.run(client, server, server_event, client_event, lambda: len(got) == target)  # noqa: B023
+    assert got == sent
+    assert server._cryptos[quic_core.tls.Epoch.ONE_RTT].send.key_phase != phase  # type: ignore[attr-defined]
+    assert fast_count["fast"] >= 30, fast_count
+
+
+def test_a_reset_goes_out_beside_another_streams_data(fast_count: dict[str, int]) -> None:
+    from aioquic.quic.events import StreamReset
+
+    link = Link(seed=9, loss=0.0)
+    client, server = connect(link)
+    first, second = server.get_next_available_stream_id(), server.get_next_available_stream_id() + 4
+    server.send_stream_data(first, b"a" * 100)
+    server.send_stream_data(second, b"b" * 100)
+    resets: list[int] = []
+    got: dict[int, bytearray] = {first: bytearray(), second: bytearray()}
+
+    def client_event(event: Any) -> None:
+        if isinstance(event, StreamDataReceived):
+            got[event.stream_id].extend(event.data)
+        elif isinstance(event, StreamReset):
+            resets.append(event.stream_id)
+
+    link.run(client, server, lambda e: None, client_event, lambda: len(got[first]) == len(got[second]) == 100)
+    before = fast_count["general"]
+    server.reset_stream(first, 7)
+    server.send_stream_data(second, b"c" * 100)
+    link.run(client, server, lambda e: None, client_event, lambda: bool(resets) and len(got[second]) == 200)
+    assert resets == [first] and bytes(got[second]) == b"b" * 100 + b"c" * 100
+    assert fast_count["general"] > before  # the RESET_STREAM went through aioquic's builder
