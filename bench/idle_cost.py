@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.workers import build_loadgen  # noqa: E402
+from tests.raw_peers import cpu_seconds  # noqa: E402
 
 _SERVING = re.compile(r"SCTP port \d+ over UDP \('127\.0\.0\.1', (\d+)\)")
 _SERVING_QUIC = re.compile(r"QUIC on \('127\.0\.0\.1', (\d+)\)")
@@ -59,11 +60,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def one_run(loadgen: Path, count: int, seconds: float, hbinterval: int) -> tuple[float, float, int]:

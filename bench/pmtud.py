@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ from mux import config as cfg  # noqa: E402
 from mux.behaviours.bench import BenchClient  # noqa: E402
 from mux.client import connect  # noqa: E402
 from mux.server import Server  # noqa: E402
+from tests.raw_peers import cpu_seconds  # noqa: E402
 
 MODES = ("fixed", "pmtud")
 #: what holds each transport at its base size
@@ -74,13 +74,6 @@ def serve(pipe: Pipe) -> None:
         await server.stop()
 
     asyncio.run(main())
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU of a process so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def run_once(

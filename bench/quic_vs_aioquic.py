@@ -53,6 +53,8 @@ from aioquic.quic.events import QuicEvent, StreamDataReceived
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.raw_peers import cpu_seconds  # noqa: E402
+
 SETTINGS = {
     "max_datagram_size": 1200,
     "congestion_control_algorithm": "reno",
@@ -247,21 +249,6 @@ async def handshakes(port: int, total: int, concurrency: int) -> tuple[float, in
     started = time.perf_counter()
     await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), 120)
     return (total - failed) / (time.perf_counter() - started), failed
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process so far, all its threads: the scheduler's nanosecond count (``schedstat``), not
-    ``stat``'s 10 ms ticks, which quantise a 2000-round run's figure to some 3%."""
-    try:
-        total = 0
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                total += int(f.read().split()[0])
-        return total / 1e9
-    except (OSError, ValueError, IndexError):
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def sleeps(pid: int) -> int:

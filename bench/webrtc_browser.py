@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import sys
 import tempfile
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from mux import ConnectionBehaviour, Stream  # noqa: E402
 from tests.browser import chromium_page, page_script, serve_page  # noqa: E402
+from tests.raw_peers import cpu_seconds  # noqa: E402
 
 FLAGS = ["--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"]
 
@@ -123,13 +123,6 @@ async def aiortc_server() -> None:
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     print(f"aiortc on {server.sockets[0].getsockname()[1]}", flush=True)
     await asyncio.Event().wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far (Linux ``/proc``)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def start(argv: list[str], pattern: str) -> tuple[asyncio.subprocess.Process, int]:

@@ -113,7 +113,9 @@ def fast_count(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     return count
 
 
-def echo_rounds(seed: int, loss: float, rounds: int, size: int) -> tuple[bytes, bytes]:
+def echo_rounds(
+    seed: int, loss: float, rounds: int, size: int, before_round: Callable[[int, MuxQuicConnection], None] | None = None
+) -> tuple[bytes, bytes]:
     """``rounds`` requests of ``size`` bytes on one stream, each echoed by the server once it arrives."""
     link = Link(seed, loss)
     client, server = connect(link)
@@ -131,6 +133,8 @@ def echo_rounds(seed: int, loss: float, rounds: int, size: int) -> tuple[bytes, 
             got.extend(event.data)
 
     for i in range(rounds):
+        if before_round is not None:
+            before_round(i, server)
         request = rng.randbytes(size)
         sent += request
         client.send_stream_data(sid, request, end_stream=i == rounds - 1)
@@ -201,30 +205,17 @@ def test_anything_but_stream_data_and_acks_goes_to_aioquic(fast_count: dict[str,
 
 def test_a_key_update_mid_exchange(fast_count: dict[str, int]) -> None:
     """The fast path writes the key phase and encrypts through aioquic's pair, which performs a requested update."""
-    link = Link(seed=4, loss=0.05)
-    client, server = connect(link)
-    sid = client.get_next_available_stream_id()
-    sent, got = bytearray(), bytearray()
+    phases = []
 
-    def server_event(event: Any) -> None:
-        if isinstance(event, StreamDataReceived):
-            server.send_stream_data(event.stream_id, event.data, event.end_stream)
-
-    def client_event(event: Any) -> None:
-        if isinstance(event, StreamDataReceived):
-            got.extend(event.data)
-
-    phase = server._cryptos[quic_core.tls.Epoch.ONE_RTT].send.key_phase  # type: ignore[attr-defined]
-    for i in range(40):
+    def before_round(i: int, server: MuxQuicConnection) -> None:
+        if i in (0, 39):
+            phases.append(server._cryptos[quic_core.tls.Epoch.ONE_RTT].send.key_phase)  # type: ignore[attr-defined]
         if i == 20:
             server.request_key_update()
-        request = bytes([i]) * 100
-        sent += request
-        client.send_stream_data(sid, request)
-        target = len(sent)
-        link.run(client, server, server_event, client_event, lambda: len(got) == target)  # noqa: B023
+
+    sent, got = echo_rounds(seed=4, loss=0.05, rounds=40, size=100, before_round=before_round)
     assert got == sent
-    assert server._cryptos[quic_core.tls.Epoch.ONE_RTT].send.key_phase != phase  # type: ignore[attr-defined]
+    assert phases[0] != phases[1]
     assert fast_count["fast"] >= 30, fast_count
 
 
