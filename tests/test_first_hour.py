@@ -156,6 +156,10 @@ class ClosesSoon(ConnectionBehaviour):
         raise Stop(0, "bye")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def client_process(url: str, *args: str) -> asyncio.subprocess.Process:
     """``mux client`` with stdin left open (a person who has typed nothing yet), once it says it is connected."""
     proc = await asyncio.create_subprocess_exec(
@@ -163,6 +167,9 @@ async def client_process(url: str, *args: str) -> asyncio.subprocess.Process:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # as a terminal would start it: a suite launched in the background (``cmd &`` in a script) ignores SIGINT,
+        # and an ignored signal stays ignored across exec, so the Ctrl-C tests would test nothing but that
+        preexec_fn=_default_sigint,
     )
     assert proc.stderr is not None
     line = await asyncio.wait_for(proc.stderr.readline(), 30)
