@@ -234,12 +234,14 @@ class Driver:
                 self.loop.call_soon(self._stay_awake)
         settled = True
         self._one = count == 1
-        for pumped in self._dirty:
-            self._deliver(pumped)
-            sink = pumped.sink
-            if sink is not None and not sink.idle:  # an attribute: this runs per connection per batch
-                settled = False
-        self._one = False
+        try:
+            for pumped in self._dirty:
+                self._deliver(pumped)
+                sink = pumped.sink
+                if sink is not None and not sink.idle:  # an attribute: this runs per connection per batch
+                    settled = False
+        finally:
+            self._one = False
         if settled:
             # every callback the events caused has already run (eagerly): nothing can join the
             # packets by waiting a loop step, so send now and save the step
@@ -278,9 +280,8 @@ class Driver:
     def reply_now(self, pumped: Pumped) -> None:
         """A callback for the last event of the one datagram just read has returned: send what it queued now, before
         the bookkeeping after it and the rest of the read (request/response: the reply is the round trip)."""
-        if self._one and pumped._dirty:
-            pumped._dirty = False
-            self._pump(pumped, self.loop.time())
+        if self._one:
+            self.flush_one(pumped)
 
     def flush(self) -> None:
         self._flush_scheduled = False
